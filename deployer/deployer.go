@@ -1,0 +1,177 @@
+// Package deployer owns deployments: the requests that ask for one, the
+// queue that orders them per service, the pipeline that carries them out and
+// the history that records them.
+//
+// It imports none of deployd's other packages. What it needs from outside
+// (a store, registry credentials) it declares as small interfaces that the
+// command wires up.
+package deployer
+
+import (
+	"errors"
+	"regexp"
+	"time"
+)
+
+// State is where a deployment is in its life.
+//
+//	queued → running → succeeded | unchanged | failed | rolled_back
+//	queued → superseded (a newer request for the same service arrived first)
+//	running → interrupted (deployd stopped while it ran)
+type State string
+
+// The states of a deployment.
+const (
+	StateQueued      State = "queued"
+	StateRunning     State = "running"
+	StateSucceeded   State = "succeeded"
+	StateUnchanged   State = "unchanged"
+	StateFailed      State = "failed"
+	StateRolledBack  State = "rolled_back"
+	StateSuperseded  State = "superseded"
+	StateInterrupted State = "interrupted"
+)
+
+// Final reports whether s is an end state.
+func (s State) Final() bool {
+	switch s {
+	case StateQueued, StateRunning:
+		return false
+	}
+	return true
+}
+
+// TriggerKind says what asked for a deployment.
+type TriggerKind string
+
+// The kinds of trigger.
+const (
+	TriggerWebhook   TriggerKind = "webhook"
+	TriggerManual    TriggerKind = "manual"
+	TriggerRollback  TriggerKind = "rollback"
+	TriggerReconcile TriggerKind = "reconcile"
+)
+
+// Trigger records why a deployment exists.
+type Trigger struct {
+	Kind TriggerKind `json:"kind"`
+	// DeliveryID and Event name the webhook delivery (Kind webhook).
+	DeliveryID string `json:"delivery_id,omitempty"`
+	Event      string `json:"event,omitempty"`
+	// Subject is who asked (Kind manual or rollback): the API token's subject.
+	Subject string `json:"subject,omitempty"`
+	// InstallationID is the GitHub App installation named by the delivery, 0 if none.
+	InstallationID int64 `json:"installation_id,omitempty"`
+	// RunID and RunNumber identify the workflow run behind a workflow_run trigger.
+	RunID     int64 `json:"run_id,omitempty"`
+	RunNumber int   `json:"run_number,omitempty"`
+}
+
+// Request asks for one service to be deployed.
+type Request struct {
+	Service string  `json:"service"`
+	Tag     string  `json:"tag,omitempty"`
+	Digest  string  `json:"digest,omitempty"` // "sha256:<64 hex>"; wins over Tag when set
+	Trigger Trigger `json:"trigger"`
+	// Force deploys even when the digest is already running.
+	Force bool `json:"force,omitempty"`
+	// DryRun resolves and plans but changes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+var (
+	tagPattern    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
+	digestPattern = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+)
+
+// ValidTag reports whether tag is a well-formed image tag.
+func ValidTag(tag string) bool { return tagPattern.MatchString(tag) }
+
+// ValidDigest reports whether d is a well-formed sha256 digest.
+func ValidDigest(d string) bool { return digestPattern.MatchString(d) }
+
+// Errors returned by Request.Validate.
+var (
+	ErrNoService  = errors.New("request names no service")
+	ErrBadTag     = errors.New("tag must match [A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+	ErrBadDigest  = errors.New("digest must be sha256: followed by 64 lower-case hex digits")
+	ErrNoTagOrRef = errors.New("request has neither a tag nor a digest")
+)
+
+// Validate checks the request's own fields (not whether the service exists).
+func (r Request) Validate() error {
+	switch {
+	case r.Service == "":
+		return ErrNoService
+	case r.Tag == "" && r.Digest == "":
+		return ErrNoTagOrRef
+	case r.Tag != "" && !ValidTag(r.Tag):
+		return ErrBadTag
+	case r.Digest != "" && !ValidDigest(r.Digest):
+		return ErrBadDigest
+	}
+	return nil
+}
+
+// Step is one entry of a deployment's step log.
+type Step struct {
+	Name     string        `json:"name"`
+	Started  time.Time     `json:"started"`
+	Duration time.Duration `json:"duration_ns"`
+	Outcome  string        `json:"outcome"` // ok | failed | skipped
+	Message  string        `json:"message,omitempty"`
+}
+
+// Deployment is one attempt to put a version of a service in place.
+type Deployment struct {
+	ID      int64   `json:"id"`
+	Service string  `json:"service"`
+	Trigger Trigger `json:"trigger"`
+	Tag     string  `json:"tag,omitempty"`
+	// Digest is the requested digest, or the resolved one once known.
+	Digest     string     `json:"digest,omitempty"`
+	Force      bool       `json:"force,omitempty"`
+	DryRun     bool       `json:"dry_run,omitempty"`
+	State      State      `json:"state"`
+	QueuedAt   time.Time  `json:"queued_at"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	// ErrorClass, Error and Hint explain a failure (SPEC §6 classes).
+	ErrorClass string `json:"error_class,omitempty"`
+	Error      string `json:"error,omitempty"`
+	Hint       string `json:"hint,omitempty"`
+	Steps      []Step `json:"steps,omitempty"`
+}
+
+// Delivery is one webhook delivery as received, and what came of it.
+type Delivery struct {
+	// Seq orders deliveries as the store received them; it is the paging cursor.
+	Seq        int64     `json:"seq"`
+	ID         string    `json:"delivery_id"` // X-GitHub-Delivery
+	Event      string    `json:"event"`
+	Action     string    `json:"action,omitempty"`
+	BodySHA256 string    `json:"body_sha256"` // hex
+	ReceivedAt time.Time `json:"received_at"`
+	// Result is "queued", "ignored", "duplicate" or "rejected".
+	Result string `json:"result"`
+	// Reason explains an ignored or rejected delivery.
+	Reason        string  `json:"reason,omitempty"`
+	DeploymentIDs []int64 `json:"deployment_ids,omitempty"`
+}
+
+// Delivery results.
+const (
+	ResultQueued    = "queued"
+	ResultIgnored   = "ignored"
+	ResultDuplicate = "duplicate"
+	ResultRejected  = "rejected"
+)
+
+// Receipt is what recording a delivery produced.
+type Receipt struct {
+	// Duplicate is true when the delivery id or the body was seen before;
+	// nothing was recorded or queued then.
+	Duplicate bool
+	// Deployments are the ids of the deployments queued for it.
+	Deployments []int64
+}
