@@ -5,42 +5,77 @@
 // Validate, which reports every problem at once with its YAML path and line.
 package configs
 
-import "time"
+import (
+	"path/filepath"
+	"time"
+)
 
 // Config is the whole configuration file.
+//
+// A Config returned by Load or Parse is complete (defaults applied) and
+// valid; it is not modified afterwards and is safe for concurrent reads.
 type Config struct {
-	Listen            string   `yaml:"listen"`
-	PublicURL         string   `yaml:"public_url"`
-	DataDir           string   `yaml:"data_dir"`
-	Log               Log      `yaml:"log"`
+	// Listen is the HTTP listen address HOST:PORT (default 127.0.0.1:8080).
+	Listen string `yaml:"listen"`
+	// PublicURL is the absolute URL deployd is reached at, for links on the
+	// status page and in GitHub deployment statuses (optional).
+	PublicURL string `yaml:"public_url"`
+	// DataDir holds the SQLite database and the registry auth file
+	// (default /var/lib/deployd).
+	DataDir string `yaml:"data_dir"`
+	// Log configures deployd's own log.
+	Log Log `yaml:"log"`
+	// ReconcileInterval is how often every service is checked against its
+	// registry (default 10m; 0 turns reconciling off).
 	ReconcileInterval Duration `yaml:"reconcile_interval"`
 
-	GitHub     GitHub               `yaml:"github"`
+	// GitHub configures webhooks, the GitHub App and deployments.
+	GitHub GitHub `yaml:"github"`
+	// Registries configures each registry host services pull from; a
+	// service image must be on one of them.
 	Registries map[string]*Registry `yaml:"registries"`
-	Podman     Podman               `yaml:"podman"`
-	API        API                  `yaml:"api"`
-	Status     Status               `yaml:"status"`
-	Services   map[string]*Service  `yaml:"services"`
+	// Podman configures how podman is run.
+	Podman Podman `yaml:"podman"`
+	// API configures the operator API.
+	API API `yaml:"api"`
+	// Status configures the status page and read API.
+	Status Status `yaml:"status"`
+	// Services are the deployable services by name.
+	Services map[string]*Service `yaml:"services"`
+
+	// lines maps the YAML path of every key read by Parse to its line, so
+	// that Validate can point at it. It is nil for a Config built in code.
+	lines map[string]int
 }
 
 // Log configures deployd's own log.
 type Log struct {
-	Level  string `yaml:"level"`  // debug | info | warn | error
-	Format string `yaml:"format"` // json | console
+	Level  string `yaml:"level"`  // trace | debug | info (default) | warn | error
+	Format string `yaml:"format"` // json (default) | console
 }
 
 // GitHub configures the GitHub side: webhooks, the App and deployments.
 type GitHub struct {
-	APIURL            string `yaml:"api_url"`
-	WebhookSecret     Secret `yaml:"webhook_secret"`
+	// APIURL is the GitHub REST API (default https://api.github.com).
+	APIURL string `yaml:"api_url"`
+	// WebhookSecret verifies webhook signatures. Parse fills it from
+	// WebhookSecretFile when that is set; it is never empty after Parse.
+	WebhookSecret Secret `yaml:"webhook_secret"`
+	// WebhookSecretFile is a file holding the webhook secret (trailing
+	// newlines are ignored). Only one of the two may be set.
 	WebhookSecretFile string `yaml:"webhook_secret_file"`
-	App               App    `yaml:"app"`
-	Deployments       bool   `yaml:"deployments"`
+	// App is the GitHub App; its zero value means no App.
+	App App `yaml:"app"`
+	// Deployments reports deploys to GitHub's Deployments API (needs App).
+	Deployments bool `yaml:"deployments"`
 }
 
 // App identifies the GitHub App whose installation tokens deployd mints.
 type App struct {
-	ID             int64  `yaml:"id"`
+	// ID is the App ID.
+	ID int64 `yaml:"id"`
+	// PrivateKeyFile is the App's PEM private key; it is read by the code
+	// that signs App JWTs, not by Parse.
 	PrivateKeyFile string `yaml:"private_key_file"`
 	// InstallationID 0 means: from the webhook payload, else looked up for
 	// the service's repository.
@@ -56,10 +91,20 @@ const (
 
 // Registry configures how deployd authenticates to one registry host.
 type Registry struct {
-	Username    string   `yaml:"username"`
+	// Username for registry login (default x-access-token).
+	Username string `yaml:"username"`
+	// Credentials are the sources tried in order, the first one the
+	// registry accepts wins: CredentialGitHubApp, CredentialTokenFile,
+	// CredentialNone. Default: github_app when an App is configured and
+	// the registry is a GitHub packages registry, then token_file when
+	// TokenFile is set; [none] if neither.
 	Credentials []string `yaml:"credentials"`
-	TokenFile   string   `yaml:"token_file"`
-	Insecure    bool     `yaml:"insecure"`
+	// TokenFile holds a token (e.g. a classic PAT with read:packages) for
+	// the token_file source; it is read when used, not by Parse.
+	TokenFile string `yaml:"token_file"`
+	// Insecure allows plain HTTP and skips TLS verification: for local
+	// test registries only.
+	Insecure bool `yaml:"insecure"`
 	// GitHubPackages marks a registry whose images GitHub package events
 	// name. Nil means the default: true for ghcr.io only.
 	GitHubPackages *bool `yaml:"github_packages"`
@@ -67,13 +112,19 @@ type Registry struct {
 
 // Podman configures how deployd runs podman.
 type Podman struct {
-	Command    string   `yaml:"command"`
+	// Command is the podman binary (default podman).
+	Command string `yaml:"command"`
+	// GlobalArgs come before every podman subcommand (e.g. --remote).
 	GlobalArgs []string `yaml:"global_args"`
-	AuthFile   string   `yaml:"auth_file"`
+	// AuthFile is the registry auth file; "" means <data_dir>/auth.json.
+	// Use Config.AuthFile.
+	AuthFile string `yaml:"auth_file"`
 }
 
 // API configures the operator API.
 type API struct {
+	// TokenKeyFile holds the key API tokens are signed with; it is read
+	// by the code that issues and checks tokens, not by Parse.
 	TokenKeyFile string `yaml:"token_key_file"`
 }
 
@@ -92,18 +143,37 @@ const (
 
 // Service is one deployable service.
 type Service struct {
-	Image      string    `yaml:"image"`
-	Repository string    `yaml:"repository"`
-	Tags       []string  `yaml:"tags"`
-	On         On        `yaml:"on"`
-	Strategy   string    `yaml:"strategy"`
-	Container  Container `yaml:"container"`
-	Systemd    Systemd   `yaml:"systemd"`
-	Command    []string  `yaml:"command"`
-	Health     Health    `yaml:"health"`
-	Rollback   *bool     `yaml:"rollback"` // nil means the default, true
-	KeepImages int       `yaml:"keep_images"`
-	DryRun     bool      `yaml:"dry_run"`
+	// Image is the fully qualified image repository without tag or
+	// digest, on a configured registry (see ParseImage).
+	Image string `yaml:"image"`
+	// Repository is the GitHub repository OWNER/NAME allowed to trigger
+	// deploys; also used to down-scope tokens.
+	Repository string `yaml:"repository"`
+	// Tags are path.Match patterns of pushed tags that deploy (default
+	// ["latest"]). The first must be a plain tag: it is the default tag
+	// for manual deploys and reconciling (see DefaultTag and MatchTag).
+	Tags []string `yaml:"tags"`
+	// On says which events deploy the service.
+	On On `yaml:"on"`
+	// Strategy is how a new image goes live: StrategyContainer (default),
+	// StrategySystemd or StrategyCommand.
+	Strategy string `yaml:"strategy"`
+	// Container configures the container strategy.
+	Container Container `yaml:"container"`
+	// Systemd configures the systemd strategy.
+	Systemd Systemd `yaml:"systemd"`
+	// Command is the argv run by the command strategy, with DEPLOY_SERVICE
+	// DEPLOY_IMAGE DEPLOY_TAG DEPLOY_DIGEST DEPLOY_ID in its environment.
+	Command []string `yaml:"command"`
+	// Health configures the check after a switch.
+	Health Health `yaml:"health"`
+	// Rollback restores the previous image when a deploy fails; nil means
+	// the default, true (see RollbackEnabled).
+	Rollback *bool `yaml:"rollback"`
+	// KeepImages is how many images of the service are kept (default 3).
+	KeepImages int `yaml:"keep_images"`
+	// DryRun records what a deploy would do and changes nothing.
+	DryRun bool `yaml:"dry_run"`
 }
 
 // On says which events deploy a service.
@@ -114,29 +184,43 @@ type On struct {
 
 // WorkflowRun deploys a service when a matching workflow run succeeds.
 type WorkflowRun struct {
+	// Workflows are workflow names or paths (.github/workflows/ci.yml);
+	// at least one is required.
 	Workflows []string `yaml:"workflows"`
-	Branches  []string `yaml:"branches"`
-	// Tag is a text/template over .SHA .ShortSHA .Branch .RunID .RunNumber.
+	// Branches are patterns (path.Match syntax) of the head branches
+	// whose runs deploy; empty means any branch.
+	Branches []string `yaml:"branches"`
+	// Tag is a text/template over TagData (.SHA .ShortSHA .Branch .RunID
+	// .RunNumber) giving the tag to deploy; empty means the service's
+	// default tag. See ExecuteTag.
 	Tag string `yaml:"tag"`
 }
 
 // Container configures the container strategy.
 type Container struct {
-	Name    string   `yaml:"name"`
-	Args    []string `yaml:"args"`
+	// Name is the container name (default: the service name).
+	Name string `yaml:"name"`
+	// Args are podman run arguments, without the image and --name.
+	Args []string `yaml:"args"`
+	// Command is the optional command after the image.
 	Command []string `yaml:"command"`
 }
 
 // Systemd configures the systemd strategy.
 type Systemd struct {
+	// Unit is the unit restarted, e.g. v7-backend.service.
 	Unit string `yaml:"unit"`
-	User bool   `yaml:"user"`
+	// User uses the user's service manager (systemctl --user).
+	User bool `yaml:"user"`
 }
 
 // Health configures the health check after a switch.
 type Health struct {
-	URL      string   `yaml:"url"`
-	Timeout  Duration `yaml:"timeout"`
+	// URL is polled until it answers 2xx; empty means no HTTP check.
+	URL string `yaml:"url"`
+	// Timeout bounds the whole check (default 60s).
+	Timeout Duration `yaml:"timeout"`
+	// Interval is the time between polls (default 2s).
 	Interval Duration `yaml:"interval"`
 }
 
@@ -166,6 +250,25 @@ func (s *Service) PackageEnabled() bool { return s.On.Package == nil || *s.On.Pa
 
 // RollbackEnabled reports whether a failed deploy rolls back (default true).
 func (s *Service) RollbackEnabled() bool { return s.Rollback == nil || *s.Rollback }
+
+// AuthFile returns the registry auth file podman uses: podman.auth_file,
+// else <data_dir>/auth.json.
+func (c *Config) AuthFile() string {
+	if c.Podman.AuthFile != "" {
+		return c.Podman.AuthFile
+	}
+	return filepath.Join(c.DataDir, "auth.json")
+}
+
+// DefaultTag returns the tag that manual deploys and reconciling use when
+// none is given: the first of the service's tags ("" if it has none;
+// Validate ensures it is a plain tag).
+func (s *Service) DefaultTag() string {
+	if len(s.Tags) == 0 {
+		return ""
+	}
+	return s.Tags[0]
+}
 
 // StatusPublic reports whether the status page and read API need no token (default true).
 func (c *Config) StatusPublic() bool { return c.Status.Public == nil || *c.Status.Public }

@@ -1,0 +1,110 @@
+package configs
+
+import (
+	"slices"
+	"time"
+)
+
+// Defaults of the configuration (SPEC §4).
+const (
+	DefaultListen            = "127.0.0.1:8080"
+	DefaultDataDir           = "/var/lib/deployd"
+	DefaultLogLevel          = "info"
+	DefaultLogFormat         = "json"
+	DefaultReconcileInterval = 10 * time.Minute
+	DefaultGitHubAPIURL      = "https://api.github.com"
+	DefaultPodmanCommand     = "podman"
+	DefaultRegistryUsername  = "x-access-token"
+	DefaultServiceTag        = "latest"
+	DefaultHealthTimeout     = 60 * time.Second
+	DefaultHealthInterval    = 2 * time.Second
+	DefaultKeepImages        = 3
+)
+
+// ApplyDefaults fills every unset (zero) field with its default, as Parse
+// does for keys absent from the file. It is meant for configurations built
+// in code; call it before Validate. Unlike Parse, it cannot tell an explicit
+// zero from an unset field, so it sets ReconcileInterval to 10m when zero:
+// set it to 0 afterwards to turn reconciling off.
+func (c *Config) ApplyDefaults() { c.applyDefaults(func(string) bool { return false }) }
+
+// applyDefaults fills unset fields. isSet reports whether the file set the
+// key at a YAML path; a key set explicitly keeps its value, even zero, so
+// that "reconcile_interval: 0" means off and "keep_images: 0" is refused.
+func (c *Config) applyDefaults(isSet func(path string) bool) {
+	setString(&c.Listen, DefaultListen)
+	setString(&c.DataDir, DefaultDataDir)
+	setString(&c.Log.Level, DefaultLogLevel)
+	setString(&c.Log.Format, DefaultLogFormat)
+	if c.ReconcileInterval == 0 && !isSet("reconcile_interval") {
+		c.ReconcileInterval = Duration(DefaultReconcileInterval)
+	}
+	setString(&c.GitHub.APIURL, DefaultGitHubAPIURL)
+	setString(&c.Podman.Command, DefaultPodmanCommand)
+
+	for host, r := range c.Registries {
+		if r == nil {
+			r = &Registry{}
+			c.Registries[host] = r
+		}
+		setString(&r.Username, DefaultRegistryUsername)
+		if len(r.Credentials) == 0 && !isSet("registries."+host+".credentials") {
+			r.Credentials = c.defaultCredentials(host, r)
+		}
+	}
+
+	for name, s := range c.Services {
+		if s == nil {
+			s = &Service{}
+			c.Services[name] = s
+		}
+		p := "services." + name
+		setString(&s.Strategy, StrategyContainer)
+		if len(s.Tags) == 0 && !isSet(p+".tags") {
+			s.Tags = []string{DefaultServiceTag}
+		}
+		if w := s.On.WorkflowRun; w != nil && w.Tag == "" {
+			if t := s.DefaultTag(); ValidTag(t) {
+				w.Tag = t
+			}
+		}
+		if s.Strategy == StrategyContainer {
+			setString(&s.Container.Name, name)
+		}
+		if s.Health.Timeout == 0 && !isSet(p+".health.timeout") {
+			s.Health.Timeout = Duration(DefaultHealthTimeout)
+		}
+		if s.Health.Interval == 0 && !isSet(p+".health.interval") {
+			s.Health.Interval = Duration(DefaultHealthInterval)
+		}
+		if s.KeepImages == 0 && !isSet(p+".keep_images") {
+			s.KeepImages = DefaultKeepImages
+		}
+	}
+}
+
+// defaultCredentials returns the credential sources of a registry that does
+// not list them: the GitHub App for a GitHub packages registry when an App
+// is configured, then the token file when one is set, else anonymous.
+func (c *Config) defaultCredentials(host string, r *Registry) []string {
+	var creds []string
+	if c.GitHub.App.configured() && c.IsGitHubPackages(host) {
+		creds = append(creds, CredentialGitHubApp)
+	}
+	if r.TokenFile != "" {
+		creds = append(creds, CredentialTokenFile)
+	}
+	if len(creds) == 0 {
+		creds = []string{CredentialNone}
+	}
+	return slices.Clip(creds)
+}
+
+// configured reports whether any App setting is present.
+func (a App) configured() bool { return a.ID != 0 || a.PrivateKeyFile != "" }
+
+func setString(s *string, def string) {
+	if *s == "" {
+		*s = def
+	}
+}
