@@ -1,0 +1,357 @@
+package deployer_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/deployer/podmantest"
+	"github.com/deployd/deployd/deployer/registrytest"
+	"github.com/deployd/deployd/deployer/sqlite"
+)
+
+// fixedCredentials is a credential chain over a fixed list: it hands out
+// the first source not put aside, like the real chain in auth does.
+type fixedCredentials struct {
+	mu     sync.Mutex
+	list   []deployer.Credential
+	denied map[string]string
+}
+
+func (c *fixedCredentials) Credential(_ context.Context, _ deployer.CredentialRequest) (deployer.Credential, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cred := range c.list {
+		if _, ok := c.denied[cred.Source]; !ok {
+			return cred, nil
+		}
+	}
+	return deployer.Credential{}, fmt.Errorf("every credential source was refused: %v", c.denied)
+}
+
+func (c *fixedCredentials) Denied(_ deployer.CredentialRequest, source, reason string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.denied == nil {
+		c.denied = map[string]string{}
+	}
+	c.denied[source] = reason
+}
+
+func (c *fixedCredentials) Accepted(deployer.CredentialRequest, string) {}
+
+// pipelineEnv is a real registry with token auth, an isolated podman, a
+// store and a queue running the real pipeline for one service "backend".
+type pipelineEnv struct {
+	t      *testing.T
+	reg    *registrytest.Registry
+	podman *podmantest.Podman
+	store  *sqlite.Store
+	queue  *deployer.Queue
+	image  string
+	port   int
+	argv   *argvLog
+}
+
+// Credentials the test registry knows: the App token may log in but not
+// pull (as ghcr.io does with private packages), the PAT may pull.
+const (
+	appToken = "ghs_apptoken_for_tests_0123456789"
+	patToken = "ghp_pat_for_tests_0123456789"
+)
+
+func authorize(user, password string, scope registrytest.Scope) ([]string, bool) {
+	switch password {
+	case patToken:
+		return []string{"pull"}, true
+	case appToken:
+		return nil, true // login OK, pull denied
+	}
+	return nil, false
+}
+
+func newPipelineEnv(t *testing.T, creds deployer.Credentials, mutate func(*deployer.ServiceSpec)) *pipelineEnv {
+	t.Helper()
+	reg := registrytest.Start(t, registrytest.Options{Authorize: authorize})
+	pm := podmantest.New(t)
+	store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "deployd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	e := &pipelineEnv{t: t, reg: reg, podman: pm, store: store, image: reg.Image("acme/v7/backend"),
+		port: podmantest.FreePort(t), argv: newArgvLog(t)}
+	spec := deployer.ServiceSpec{
+		Name: "backend", Host: reg.Host(), Image: e.image, Repository: "acme/v7", DefaultTag: "latest",
+		Insecure: true, Strategy: deployer.StrategyContainer,
+		Container: deployer.ContainerSpec{Name: "t-backend", Args: []string{"--network", "host", "-e", fmt.Sprintf("PORT=%d", e.port)}},
+		Health:    deployer.HealthSpec{URL: fmt.Sprintf("http://127.0.0.1:%d/healthz", e.port), Timeout: 20 * time.Second, Interval: 200 * time.Millisecond},
+		Rollback:  true, KeepImages: 3,
+	}
+	if mutate != nil {
+		mutate(&spec)
+	}
+	p, err := deployer.NewPipeline(deployer.PipelineConfig{
+		Services:    map[string]deployer.ServiceSpec{"backend": spec},
+		Store:       store,
+		Credentials: creds,
+		Resolver:    deployer.RegistryResolver{UserAgent: "deployd-test"},
+		Runner:      &deployer.CommandRunner{Env: append(deployer.ChildEnv(os.Environ()), pm.Env()...)},
+		Podman:      deployer.PodmanConfig{Command: e.argv.wrap(pm.Binary()), GlobalArgs: pm.GlobalArgs(), AuthFile: filepath.Join(t.TempDir(), "auth.json")},
+		Logger:      zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: p, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Shutdown(context.Background()) })
+	e.queue = q
+	return e
+}
+
+// push builds and pushes a new version as :latest and returns its digest.
+func (e *pipelineEnv) push(version string, opts podmantest.AppOptions) string {
+	e.t.Helper()
+	opts.Username, opts.Password = e.reg.PushUser, e.reg.PushPassword
+	return e.podman.BuildApp(e.t, e.image+":latest", version, opts)
+}
+
+// deploy queues a deployment and waits for its end.
+func (e *pipelineEnv) deploy(r deployer.Request) deployer.Deployment {
+	e.t.Helper()
+	if r.Service == "" {
+		r.Service = "backend"
+	}
+	if r.Tag == "" && r.Digest == "" {
+		r.Tag = "latest"
+	}
+	if r.Trigger.Kind == "" {
+		r.Trigger = deployer.Trigger{Kind: deployer.TriggerManual, Subject: "test"}
+	}
+	d, err := e.queue.Enqueue(context.Background(), r)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		got, err := e.store.Deployment(context.Background(), d.ID)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if got.State.Final() {
+			return got
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("deployment %d still %s after 2 minutes", d.ID, got.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// version asks the running service for its version.
+func (e *pipelineEnv) version() string {
+	e.t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/version", e.port))
+	if err != nil {
+		e.t.Fatalf("service does not answer: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b))
+}
+
+func (e *pipelineEnv) containers() []string {
+	e.t.Helper()
+	out, err := e.podman.Run(context.Background(), "ps", "--all", "--format", "{{.Names}}")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return strings.Fields(out)
+}
+
+func stepNames(d deployer.Deployment) string {
+	var names []string
+	for _, s := range d.Steps {
+		names = append(names, s.Name+":"+s.Outcome)
+	}
+	return strings.Join(names, " ")
+}
+
+func requireState(t *testing.T, d deployer.Deployment, want deployer.State) {
+	t.Helper()
+	if d.State != want {
+		t.Fatalf("deployment %d is %s (%s: %s; hint %q), want %s; steps: %s", d.ID, d.State, d.ErrorClass, d.Error, d.Hint, want, stepNames(d))
+	}
+}
+
+func TestPipelineDeploysUpgradesAndSkipsUnchanged(t *testing.T) {
+	e := newPipelineEnv(t, &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x-access-token", Password: patToken}}}, nil)
+
+	d1 := e.push("v1", podmantest.AppOptions{})
+	first := e.deploy(deployer.Request{})
+	requireState(t, first, deployer.StateSucceeded)
+	if first.Digest != d1 {
+		t.Errorf("deployed digest %s, want the pushed %s", first.Digest, d1)
+	}
+	if got := e.version(); got != "v1" {
+		t.Errorf("service answers version %q, want v1", got)
+	}
+	for _, step := range []string{"resolve:ok", "login:ok", "pull:ok", "switch:ok", "verify:ok"} {
+		if !strings.Contains(stepNames(first), step) {
+			t.Errorf("step log %q lacks %s", stepNames(first), step)
+		}
+	}
+
+	d2 := e.push("v2", podmantest.AppOptions{})
+	second := e.deploy(deployer.Request{})
+	requireState(t, second, deployer.StateSucceeded)
+	if second.Digest != d2 || e.version() != "v2" {
+		t.Errorf("after the second push: digest %s version %s, want %s v2", second.Digest, e.version(), d2)
+	}
+	if got := e.containers(); len(got) != 1 || got[0] != "t-backend" {
+		t.Errorf("containers after upgrade: %v, want only t-backend", got)
+	}
+	st, _ := e.store.ServiceStatus(context.Background(), "backend")
+	if st.Digest != d2 || st.PreviousDigest != d1 {
+		t.Errorf("service status digest %s previous %s, want %s and %s", st.Digest, st.PreviousDigest, d2, d1)
+	}
+
+	pullsBefore := e.argv.count("pull")
+	same := e.deploy(deployer.Request{})
+	requireState(t, same, deployer.StateUnchanged)
+	if n := e.argv.count("pull"); n != pullsBefore {
+		t.Errorf("an unchanged deployment ran podman pull (%d pulls before, %d after)", pullsBefore, n)
+	}
+	e.argv.assertAbsent(patToken)
+}
+
+func TestPipelineRollsBackUnhealthyVersion(t *testing.T) {
+	e := newPipelineEnv(t, &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x", Password: patToken}}},
+		func(s *deployer.ServiceSpec) { s.Health.Timeout = 3 * time.Second })
+	e.push("v1", podmantest.AppOptions{})
+	requireState(t, e.deploy(deployer.Request{}), deployer.StateSucceeded)
+
+	e.push("v2-broken", podmantest.AppOptions{Unhealthy: true})
+	bad := e.deploy(deployer.Request{})
+	requireState(t, bad, deployer.StateRolledBack)
+	if bad.ErrorClass != deployer.ClassHealth || bad.Hint == "" {
+		t.Errorf("rolled back with class %q hint %q, want health with a hint", bad.ErrorClass, bad.Hint)
+	}
+	if !strings.Contains(stepNames(bad), "verify:failed") || !strings.Contains(stepNames(bad), "rollback:ok") {
+		t.Errorf("step log %q should show verify failing and rollback succeeding", stepNames(bad))
+	}
+	if got := e.version(); got != "v1" {
+		t.Errorf("after rollback the service answers %q, want v1", got)
+	}
+}
+
+func TestPipelineFallsBackWhenRegistryDeniesAppToken(t *testing.T) {
+	creds := &fixedCredentials{list: []deployer.Credential{
+		{Source: "github_app", Username: "x-access-token", Password: appToken},
+		{Source: "token_file", Username: "x-access-token", Password: patToken},
+	}}
+	e := newPipelineEnv(t, creds, nil)
+	e.push("v1", podmantest.AppOptions{})
+	d := e.deploy(deployer.Request{})
+	requireState(t, d, deployer.StateSucceeded)
+	if _, denied := creds.denied["github_app"]; !denied {
+		t.Error("the App token was not reported as denied")
+	}
+	var sawFallback bool
+	for _, s := range d.Steps {
+		if s.Outcome == "failed" && strings.Contains(s.Message, "github_app") && strings.Contains(s.Message, "next source") {
+			sawFallback = true
+		}
+	}
+	if !sawFallback {
+		t.Errorf("step log does not say the App token was refused and the next source used: %s", stepNames(d))
+	}
+	e.argv.assertAbsent(appToken)
+	e.argv.assertAbsent(patToken)
+}
+
+func TestPipelineAuthFailureIsExplained(t *testing.T) {
+	e := newPipelineEnv(t, &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x", Password: "wrong-token"}}}, nil)
+	e.push("v1", podmantest.AppOptions{})
+	d := e.deploy(deployer.Request{})
+	requireState(t, d, deployer.StateFailed)
+	t.Logf("error: %s\nhint: %s\nsteps: %+v", d.Error, d.Hint, d.Steps)
+	if d.ErrorClass != deployer.ClassAuth {
+		t.Errorf("class %q, want auth", d.ErrorClass)
+	}
+	if !strings.Contains(d.Hint, "token_file") {
+		t.Errorf("hint %q does not name the refused source", d.Hint)
+	}
+	if strings.Contains(d.Error, "wrong-token") || strings.Contains(d.Hint, "wrong-token") {
+		t.Error("the refused token appears in the deployment's error")
+	}
+}
+
+// argvLog wraps podman in a script that records every argv, so tests can
+// assert that no secret ever reaches a process's arguments.
+type argvLog struct {
+	t    *testing.T
+	path string
+}
+
+func newArgvLog(t *testing.T) *argvLog {
+	return &argvLog{t: t, path: filepath.Join(t.TempDir(), "argv.log")}
+}
+
+// wrap returns the path of a podman wrapper that logs its argv to the log.
+func (a *argvLog) wrap(podman string) string {
+	a.t.Helper()
+	script := filepath.Join(a.t.TempDir(), "podman")
+	body := fmt.Sprintf("#!/bin/sh\nprintf '%%s\\n' \"$*\" >> %q\nexec %q \"$@\"\n", a.path, podman)
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		a.t.Fatal(err)
+	}
+	return script
+}
+
+func (a *argvLog) lines() []string {
+	b, err := os.ReadFile(a.path)
+	if err != nil && !os.IsNotExist(err) {
+		a.t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+// count returns how many podman calls had sub as a word.
+func (a *argvLog) count(sub string) int {
+	n := 0
+	for _, l := range a.lines() {
+		for _, w := range strings.Fields(l) {
+			if w == sub {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+func (a *argvLog) assertAbsent(secret string) {
+	a.t.Helper()
+	for _, l := range a.lines() {
+		if strings.Contains(l, secret) {
+			a.t.Errorf("a secret appears in podman's argv: %q", strings.ReplaceAll(l, secret, "<SECRET>"))
+		}
+	}
+}

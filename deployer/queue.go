@@ -1,0 +1,265 @@
+package deployer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// ErrDraining is returned for new work while the deployer shuts down.
+var ErrDraining = errors.New("deployer is shutting down")
+
+// Executor carries out one deployment that the queue has marked running and
+// returns it in its final state (State, Digest, failure fields set). It
+// records its steps through the store itself. It must return when ctx ends,
+// with State interrupted if it could not finish.
+type Executor interface {
+	Execute(ctx context.Context, d Deployment) Deployment
+}
+
+// ExecutorFunc adapts a function to Executor.
+type ExecutorFunc func(ctx context.Context, d Deployment) Deployment
+
+// Execute calls f.
+func (f ExecutorFunc) Execute(ctx context.Context, d Deployment) Deployment { return f(ctx, d) }
+
+// Queue runs deployments: one worker per service, so that a service's
+// deployments never overlap while services deploy in parallel. The queue
+// itself lives in the Store; Queue only wakes workers. It is safe for
+// concurrent use.
+type Queue struct {
+	store    Store
+	executor Executor
+	log      zerolog.Logger
+	notify   func(Deployment)
+
+	mu       sync.Mutex
+	idle     *sync.Cond // signalled when busy drops
+	busy     int        // deployments executing now
+	workers  map[string]chan struct{}
+	draining bool
+	ctx      context.Context // owned by the queue, not by any request
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// QueueConfig holds a Queue's dependencies.
+type QueueConfig struct {
+	Store    Store
+	Executor Executor
+	Logger   zerolog.Logger
+	// Notify, if set, is called after every change of a deployment's state.
+	Notify func(Deployment)
+}
+
+// NewQueue checks its dependencies and returns an idle queue; call Start.
+func NewQueue(cfg QueueConfig) (*Queue, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("new queue: no store")
+	}
+	if cfg.Executor == nil {
+		return nil, errors.New("new queue: no executor")
+	}
+	notify := cfg.Notify
+	if notify == nil {
+		notify = func(Deployment) {}
+	}
+	q := &Queue{
+		store:    cfg.Store,
+		executor: cfg.Executor,
+		log:      cfg.Logger,
+		notify:   notify,
+		workers:  make(map[string]chan struct{}),
+	}
+	q.idle = sync.NewCond(&q.mu)
+	return q, nil
+}
+
+// Start marks the deployments that were running when deployd last stopped
+// as interrupted and starts workers for every service with queued work.
+// The context given to Start bounds the workers' lifetime.
+func (q *Queue) Start(ctx context.Context) error {
+	n, err := q.store.InterruptRunning(ctx)
+	if err != nil {
+		return fmt.Errorf("start queue: %w", err)
+	}
+	if n > 0 {
+		q.log.Warn().Int("count", n).Msg("deployments interrupted by the last stop")
+	}
+	services, err := q.store.QueuedServices(ctx)
+	if err != nil {
+		return fmt.Errorf("start queue: %w", err)
+	}
+	q.mu.Lock()
+	q.ctx, q.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	q.mu.Unlock()
+	for _, s := range services {
+		q.wake(s)
+	}
+	return nil
+}
+
+// RecordDelivery records a webhook delivery with its requests (see
+// Store.RecordDelivery) and wakes the workers of the services it queued.
+func (q *Queue) RecordDelivery(ctx context.Context, d Delivery, reqs []Request) (Receipt, error) {
+	if q.Draining() && len(reqs) > 0 {
+		return Receipt{}, ErrDraining
+	}
+	rec, err := q.store.RecordDelivery(ctx, d, reqs)
+	if err != nil {
+		return Receipt{}, err
+	}
+	if !rec.Duplicate {
+		for _, r := range reqs {
+			q.wake(r.Service)
+		}
+	}
+	return rec, nil
+}
+
+// Enqueue queues one request that comes from no delivery and wakes its worker.
+func (q *Queue) Enqueue(ctx context.Context, r Request) (Deployment, error) {
+	if q.Draining() {
+		return Deployment{}, ErrDraining
+	}
+	if err := r.Validate(); err != nil {
+		return Deployment{}, err
+	}
+	d, err := q.store.Enqueue(ctx, r)
+	if err != nil {
+		return Deployment{}, err
+	}
+	q.notify(d)
+	q.wake(r.Service)
+	return d, nil
+}
+
+// Draining reports whether Shutdown has begun.
+func (q *Queue) Draining() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.draining
+}
+
+// wake makes sure the service has a worker and that it looks for work.
+func (q *Queue) wake(service string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.draining || q.ctx == nil {
+		return
+	}
+	ch, ok := q.workers[service]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		q.workers[service] = ch
+		q.wg.Add(1)
+		go q.work(service, ch)
+	}
+	select {
+	case ch <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// work is a service's worker: it runs that service's queued deployments,
+// newest first, one at a time, until the queue stops.
+func (q *Queue) work(service string, wake <-chan struct{}) {
+	defer q.wg.Done()
+	log := q.log.With().Str(KeyService, service).Logger()
+	for {
+		select {
+		case <-q.ctx.Done():
+			return
+		case <-wake:
+		}
+		for q.claimAndRun(service, log) {
+		}
+	}
+}
+
+// claimAndRun runs the service's next queued deployment, if any, and
+// reports whether it ran one.
+func (q *Queue) claimAndRun(service string, log zerolog.Logger) bool {
+	q.mu.Lock()
+	if q.draining {
+		q.mu.Unlock()
+		return false
+	}
+	q.busy++
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		q.busy--
+		q.idle.Broadcast()
+		q.mu.Unlock()
+	}()
+	d, ok, err := q.store.ClaimNext(q.ctx, service)
+	if err != nil {
+		log.Error().Err(err).Msg("claim next deployment")
+		return false
+	}
+	if !ok {
+		return false
+	}
+	q.notify(d)
+	q.run(log, d)
+	return true
+}
+
+// run executes one claimed deployment and records its end.
+func (q *Queue) run(log zerolog.Logger, d Deployment) {
+	log = log.With().Int64(KeyDeploymentID, d.ID).Logger()
+	ctx := log.WithContext(q.ctx)
+	start := time.Now()
+	log.Info().Str("tag", d.Tag).Str("digest", d.Digest).Str("trigger", string(d.Trigger.Kind)).Msg("deployment started")
+
+	end := q.executor.Execute(ctx, d)
+	if !end.State.Final() {
+		end.State = StateInterrupted
+	}
+	// Record the end even when the queue is stopping: the store outlives it.
+	if err := q.store.Finish(context.WithoutCancel(ctx), end); err != nil {
+		log.Error().Err(err).Msg("record deployment end")
+	}
+	q.notify(end)
+	ev := log.Info()
+	if end.State == StateFailed || end.State == StateRolledBack || end.State == StateInterrupted {
+		ev = log.Warn().Str("error_class", end.ErrorClass).Str("error", end.Error)
+	}
+	ev.Str("state", string(end.State)).Dur("duration", time.Since(start)).Msg("deployment ended")
+}
+
+// Shutdown stops taking new work and waits for running deployments to end.
+// When ctx ends first, it cancels them (they end interrupted) and waits for
+// the workers to return. Queued deployments stay queued for the next start.
+func (q *Queue) Shutdown(ctx context.Context) error {
+	q.mu.Lock()
+	q.draining = true
+	cancel := q.cancel
+	q.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	idle := make(chan struct{})
+	go func() {
+		q.mu.Lock()
+		for q.busy > 0 {
+			q.idle.Wait()
+		}
+		q.mu.Unlock()
+		close(idle)
+	}()
+	var err error
+	select {
+	case <-idle:
+	case <-ctx.Done():
+		err = fmt.Errorf("drain deployments: %w", ctx.Err())
+	}
+	cancel()
+	q.wg.Wait()
+	return err
+}

@@ -1,0 +1,230 @@
+package deployer_test
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/deployer/sqlite"
+)
+
+func openStore(t *testing.T, dir string) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(dir, "deployd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// recordingExecutor records which deployments ran, and how many ran at
+// once per service.
+type recordingExecutor struct {
+	mu      sync.Mutex
+	ran     []deployer.Deployment
+	active  map[string]int
+	overlap atomic.Bool
+	hold    chan struct{} // when set, Execute waits for it
+}
+
+func (e *recordingExecutor) Execute(ctx context.Context, d deployer.Deployment) deployer.Deployment {
+	e.mu.Lock()
+	if e.active == nil {
+		e.active = map[string]int{}
+	}
+	e.active[d.Service]++
+	if e.active[d.Service] > 1 {
+		e.overlap.Store(true)
+	}
+	e.mu.Unlock()
+	if e.hold != nil {
+		select {
+		case <-e.hold:
+		case <-ctx.Done():
+			d.State = deployer.StateInterrupted
+		}
+	} else {
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.mu.Lock()
+	e.active[d.Service]--
+	e.ran = append(e.ran, d)
+	e.mu.Unlock()
+	if d.State == deployer.StateRunning {
+		d.State = deployer.StateSucceeded
+	}
+	return d
+}
+
+func (e *recordingExecutor) count() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.ran)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func req(service, tag string) deployer.Request {
+	return deployer.Request{Service: service, Tag: tag, Trigger: deployer.Trigger{Kind: deployer.TriggerManual, Subject: "test"}}
+}
+
+func TestQueueRunsEachServiceSeriallyAndServicesInParallel(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	exec := &recordingExecutor{}
+	q, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: exec, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := q.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ids []int64
+	for i := range 20 {
+		for _, svc := range []string{"backend", "web"} {
+			d, err := q.Enqueue(ctx, req(svc, fmt.Sprintf("v%d", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, d.ID)
+		}
+	}
+	// Every deployment ends: it ran, or a newer one superseded it.
+	waitFor(t, "all deployments to end", func() bool {
+		for _, id := range ids {
+			d, err := store.Deployment(ctx, id)
+			if err != nil || !d.State.Final() {
+				return false
+			}
+		}
+		return true
+	})
+	if err := q.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if exec.overlap.Load() {
+		t.Error("two deployments of one service ran at the same time")
+	}
+	// The last request of each service must have run, not been superseded.
+	for _, svc := range []string{"backend", "web"} {
+		ds, err := store.Deployments(ctx, svc, deployer.Page{Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ds[0].Tag != "v19" || ds[0].State != deployer.StateSucceeded {
+			t.Errorf("%s: newest deployment %s is %s, want v19 succeeded", svc, ds[0].Tag, ds[0].State)
+		}
+	}
+	if n := exec.count(); n >= len(ids) {
+		t.Errorf("ran %d deployments for %d requests; queued ones were not superseded", n, len(ids))
+	}
+}
+
+func TestQueueSupersedesWhileBusy(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	exec := &recordingExecutor{hold: make(chan struct{})}
+	q, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: exec, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := q.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := q.Enqueue(ctx, req("backend", "v1"))
+	waitFor(t, "first to run", func() bool {
+		d, _ := store.Deployment(ctx, first.ID)
+		return d.State == deployer.StateRunning
+	})
+	var queued []deployer.Deployment
+	for i := 2; i <= 10; i++ {
+		d, err := q.Enqueue(ctx, req("backend", fmt.Sprintf("v%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		queued = append(queued, d)
+	}
+	close(exec.hold)
+	last := queued[len(queued)-1]
+	waitFor(t, "last to succeed", func() bool {
+		d, _ := store.Deployment(ctx, last.ID)
+		return d.State == deployer.StateSucceeded
+	})
+	if err := q.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := exec.count(); n != 2 {
+		t.Errorf("ran %d deployments, want 2 (the running one and the newest queued)", n)
+	}
+	for _, d := range queued[:len(queued)-1] {
+		got, _ := store.Deployment(ctx, d.ID)
+		if got.State != deployer.StateSuperseded {
+			t.Errorf("deployment %d (%s) is %s, want superseded", d.ID, d.Tag, got.State)
+		}
+	}
+}
+
+func TestQueueShutdownInterruptsAfterDeadlineAndRestartResumes(t *testing.T) {
+	dir := t.TempDir()
+	store := openStore(t, dir)
+	exec := &recordingExecutor{hold: make(chan struct{})}
+	q, _ := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: exec, Logger: zerolog.Nop()})
+	ctx := context.Background()
+	if err := q.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	running, _ := q.Enqueue(ctx, req("backend", "v1"))
+	waitFor(t, "v1 to run", func() bool {
+		d, _ := store.Deployment(ctx, running.ID)
+		return d.State == deployer.StateRunning
+	})
+	queued, _ := q.Enqueue(ctx, req("backend", "v2"))
+
+	sctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := q.Shutdown(sctx); err == nil {
+		t.Error("Shutdown returned nil although a deployment outlived its deadline")
+	}
+	if _, err := q.Enqueue(ctx, req("backend", "v3")); err == nil {
+		t.Error("Enqueue while draining succeeded")
+	}
+	got, _ := store.Deployment(ctx, running.ID)
+	if got.State != deployer.StateInterrupted {
+		t.Errorf("running deployment is %s after shutdown, want interrupted", got.State)
+	}
+	got, _ = store.Deployment(ctx, queued.ID)
+	if got.State != deployer.StateQueued {
+		t.Errorf("queued deployment is %s after shutdown, want still queued", got.State)
+	}
+
+	// A new queue on the same store picks the queued work up.
+	exec2 := &recordingExecutor{}
+	q2, _ := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: exec2, Logger: zerolog.Nop()})
+	if err := q2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "v2 to succeed after restart", func() bool {
+		d, _ := store.Deployment(ctx, queued.ID)
+		return d.State == deployer.StateSucceeded
+	})
+	if err := q2.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,101 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containers/image/v5/docker"
+	"github.com/containers/image/v5/docker/reference"
+	"github.com/containers/image/v5/types"
+)
+
+// Password is a registry password or token. It never prints: its String,
+// GoString and Format forms are "[redacted]". Reveal returns the value.
+type Password string
+
+// Reveal returns the secret value.
+func (p Password) Reveal() string { return string(p) }
+
+// String returns "[redacted]".
+func (Password) String() string { return "[redacted]" }
+
+// GoString returns "[redacted]".
+func (Password) GoString() string { return "[redacted]" }
+
+// Format writes "[redacted]" whatever the verb, so no fmt verb prints the value.
+func (Password) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("[redacted]")) }
+
+// MarshalText returns "[redacted]", so JSON and text encoders never see the value.
+func (Password) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+
+// Credential is one way to authenticate to a registry.
+type Credential struct {
+	// Source names where it came from: github_app, token_file or none.
+	Source   string
+	Username string
+	Password Password
+}
+
+// Anonymous reports whether the credential carries nothing.
+func (c Credential) Anonymous() bool { return c.Username == "" && c.Password == "" }
+
+// CredentialRequest says which image a credential is for.
+type CredentialRequest struct {
+	Host           string // registry host, "ghcr.io"
+	Image          string // host/path, "ghcr.io/acme/v7/backend"
+	Repository     string // the service's GitHub repository, OWNER/NAME
+	InstallationID int64  // from the webhook delivery, 0 if unknown
+}
+
+// Credentials is the registry credential chain the pipeline uses. The
+// pipeline reports back whether the registry accepted what it got, so the
+// chain can put a refused source aside and offer the next one.
+type Credentials interface {
+	// Credential returns the first usable credential for the image.
+	Credential(ctx context.Context, req CredentialRequest) (Credential, error)
+	// Denied puts the source aside for the image, with the reason.
+	Denied(req CredentialRequest, source, reason string)
+	// Accepted records that the registry accepted the source for the image.
+	Accepted(req CredentialRequest, source string)
+}
+
+// Resolver looks up the digest a tag points at in a registry.
+type Resolver interface {
+	Digest(ctx context.Context, ref string, cred Credential, insecure bool) (string, error)
+}
+
+// RegistryResolver resolves tags with containers/image, talking to the
+// registry directly (no podman), with exactly the given credential: no
+// auth file or system configuration is consulted. It is safe for concurrent use.
+type RegistryResolver struct {
+	// UserAgent is sent to registries.
+	UserAgent string
+}
+
+// Digest returns the manifest digest of ref ("host/path:tag" or
+// "host/path@sha256:…") as "sha256:…".
+func (r RegistryResolver) Digest(ctx context.Context, ref string, cred Credential, insecure bool) (string, error) {
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return "", fmt.Errorf("parse reference %q: %w", ref, err)
+	}
+	imgRef, err := docker.NewReference(reference.TagNameOnly(named))
+	if err != nil {
+		return "", fmt.Errorf("reference %q: %w", ref, err)
+	}
+	sys := &types.SystemContext{
+		DockerAuthConfig:        &types.DockerAuthConfig{Username: cred.Username, Password: cred.Password.Reveal()},
+		DockerRegistryUserAgent: r.UserAgent,
+		// Never fall back to the host's registries.conf, certs.d or auth files.
+		SystemRegistriesConfPath:    "/dev/null",
+		SystemRegistriesConfDirPath: "/dev/null",
+	}
+	if insecure {
+		sys.DockerInsecureSkipTLSVerify = types.OptionalBoolTrue
+	}
+	d, err := docker.GetDigest(ctx, sys, imgRef)
+	if err != nil {
+		return "", fmt.Errorf("resolve %s: %w", ref, err)
+	}
+	return d.String(), nil
+}
