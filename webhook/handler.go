@@ -1,0 +1,393 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/go-github/v62/github"
+	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/deployer"
+)
+
+// MaxBodyBytes is the largest delivery body accepted (GitHub caps payloads at 25 MiB).
+const MaxBodyBytes = 25 << 20
+
+// Limits on the unsigned headers that name a delivery.
+const (
+	maxDeliveryIDLen = 128
+	maxEventLen      = 64
+)
+
+// Log keys of the line written per delivery.
+const (
+	keyDeliveryID  = "delivery_id"
+	keyEvent       = "event"
+	keyAction      = "action"
+	keyResult      = "result"
+	keyReason      = "reason"
+	keyStatus      = "status"
+	keyDeployments = "deployment_ids"
+	keyDuration    = "duration"
+)
+
+// resultError is the logged result of a delivery that could not be recorded.
+const resultError = "error"
+
+// Recorder commits a delivery and queues its requests in one step.
+// deployer.Store satisfies it. Implementations must be safe for concurrent use.
+type Recorder interface {
+	// RecordDelivery records d and queues reqs, all or nothing. It returns
+	// Receipt{Duplicate: true} and records nothing when a delivery with
+	// d's ID or BodySHA256 was recorded before.
+	RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []deployer.Request) (deployer.Receipt, error)
+}
+
+// HandlerConfig is what a Handler needs.
+type HandlerConfig struct {
+	// Secret is the webhook secret shared with GitHub; it must not be empty.
+	Secret []byte
+	// Matcher maps events to deploy requests.
+	Matcher *Matcher
+	// Recorder stores each delivery before it is answered.
+	Recorder Recorder
+	// Logger receives one line per delivery, unless the request's context
+	// carries an enabled zerolog logger (zerolog.Ctx), such as one with the
+	// request id, which is then used instead. The zero Logger logs nothing.
+	Logger zerolog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Handler is the http.Handler for POST /webhooks/github. It is safe for
+// concurrent use.
+//
+// It answers 405 to other methods, 401 when X-Hub-Signature-256 is missing,
+// not SHA-256 or wrong (the body is not parsed then), 413 for a body over
+// MaxBodyBytes, 400 for a missing delivery id or event name or a malformed
+// payload, and 415 for a body neither JSON nor form-encoded; none of these
+// is recorded. Every other delivery is recorded before the answer: 200
+// {"ok":true,"zen":...} for ping, 200 {"duplicate":true} for a delivery seen
+// before, 202 {"deployments":[ids]} when it queued deployments, 200
+// {"ignored":reason} otherwise, and 503 when recording failed.
+//
+// The recorded BodySHA256 is the hash of the event JSON: the body itself, or
+// the payload field of a form-encoded body, so that the same event sent
+// either way is the same delivery.
+type Handler struct {
+	secret   []byte
+	matcher  *Matcher
+	recorder Recorder
+	log      zerolog.Logger
+	now      func() time.Time
+}
+
+// NewHandler checks cfg and returns a Handler, which keeps its own copy of
+// the secret. It fails, naming every problem, when the secret is empty or the
+// Matcher or Recorder is missing.
+func NewHandler(cfg HandlerConfig) (*Handler, error) {
+	var errs []error
+	if len(cfg.Secret) == 0 {
+		errs = append(errs, errors.New("webhook secret is empty"))
+	}
+	if cfg.Matcher == nil {
+		errs = append(errs, errors.New("no matcher"))
+	}
+	if cfg.Recorder == nil {
+		errs = append(errs, errors.New("no recorder"))
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("new webhook handler: %w", errors.Join(errs...))
+	}
+	h := &Handler{
+		secret:   bytes.Clone(cfg.Secret),
+		matcher:  cfg.Matcher,
+		recorder: cfg.Recorder,
+		log:      cfg.Logger,
+		now:      cfg.Now,
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	return h, nil
+}
+
+// problem is a refusal: the status, and the message and hint the client sees.
+type problem struct {
+	status int
+	msg    string
+	hint   string
+	// cause is logged, never sent.
+	cause error
+}
+
+// outcome is one delivery's log line.
+type outcome struct {
+	id, event, action string
+	result, reason    string
+	status            int
+	deployments       []int64
+	err               error
+}
+
+// ServeHTTP handles one delivery; see Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := h.now()
+	log := h.logger(r)
+	o := outcome{id: clip(github.DeliveryID(r), maxDeliveryIDLen), event: clip(github.WebHookType(r), maxEventLen)}
+	defer func() { h.logOutcome(log, &o, start) }()
+
+	d, reqs, p := h.intake(w, r, start)
+	if p != nil {
+		if p.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", http.MethodPost)
+		}
+		o.status, o.result, o.reason, o.err = p.status, deployer.ResultRejected, p.msg, p.cause
+		writeError(w, p.status, p.msg, p.hint)
+		return
+	}
+	o.action, o.reason = d.Action, d.Reason
+
+	ctx := log.With().Str(keyDeliveryID, d.ID).Str(keyEvent, d.Event).Logger().WithContext(r.Context())
+	receipt, err := h.recorder.RecordDelivery(ctx, d.Delivery, reqs)
+	if err != nil {
+		o.status, o.result, o.err = http.StatusServiceUnavailable, resultError, err
+		writeError(w, o.status, "could not record the delivery",
+			"deployd's store is unavailable; nothing was queued. Redeliver it from the webhook's Recent Deliveries page once deployd is ready")
+		return
+	}
+	switch {
+	case receipt.Duplicate:
+		o.status, o.result, o.reason = http.StatusOK, deployer.ResultDuplicate, ""
+		writeJSON(w, o.status, duplicateBody{Duplicate: true})
+	case d.Ping:
+		o.status, o.result = http.StatusOK, d.Result
+		writeJSON(w, o.status, pingBody{OK: true, Zen: d.Zen})
+	case d.Result == deployer.ResultQueued:
+		o.status, o.result, o.deployments = http.StatusAccepted, d.Result, receipt.Deployments
+		ids := receipt.Deployments
+		if ids == nil {
+			ids = []int64{}
+		}
+		writeJSON(w, o.status, queuedBody{Deployments: ids})
+	default:
+		o.status, o.result = http.StatusOK, d.Result
+		writeJSON(w, o.status, ignoredBody{Ignored: d.Reason})
+	}
+}
+
+// accepted is a verified delivery ready to be recorded.
+type accepted struct {
+	deployer.Delivery
+	Ping bool
+	Zen  string
+}
+
+// intake runs every check before recording: method, signature, size,
+// headers and payload. It returns the delivery and its requests, or the
+// problem that refuses it.
+func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time) (accepted, []deployer.Request, *problem) {
+	if r.Method != http.MethodPost {
+		return accepted{}, nil, &problem{status: http.StatusMethodNotAllowed, msg: "method not allowed", hint: "GitHub delivers webhooks with POST"}
+	}
+	sig := r.Header.Get(github.SHA256SignatureHeader)
+	if !strings.HasPrefix(sig, "sha256=") {
+		return accepted{}, nil, &problem{status: http.StatusUnauthorized,
+			msg:  "missing " + github.SHA256SignatureHeader + " signature",
+			hint: "set a secret on the GitHub webhook so that it signs deliveries with SHA-256; unsigned and SHA-1-only deliveries are refused"}
+	}
+	raw, p := readBody(w, r)
+	if p != nil {
+		return accepted{}, nil, p
+	}
+	if err := github.ValidateSignature(sig, raw, h.secret); err != nil {
+		return accepted{}, nil, &problem{status: http.StatusUnauthorized, msg: "signature does not match",
+			hint: "the webhook secret on GitHub must equal deployd's github.webhook_secret"}
+		// err is not logged: it can quote the signature.
+	}
+	id, event := github.DeliveryID(r), github.WebHookType(r)
+	if !validName(id, maxDeliveryIDLen) {
+		return accepted{}, nil, &problem{status: http.StatusBadRequest, msg: "missing or invalid " + github.DeliveryIDHeader + " header",
+			hint: fmt.Sprintf("GitHub sends a delivery id of at most %d printable characters", maxDeliveryIDLen)}
+	}
+	if !validName(event, maxEventLen) {
+		return accepted{}, nil, &problem{status: http.StatusBadRequest, msg: "missing or invalid " + github.EventTypeHeader + " header",
+			hint: "GitHub names the event in this header, e.g. registry_package"}
+	}
+	payload, p := payloadOf(r.Header.Get("Content-Type"), raw)
+	if p != nil {
+		return accepted{}, nil, p
+	}
+	dec, err := h.matcher.Match(event, payload)
+	if err != nil {
+		return accepted{}, nil, &problem{status: http.StatusBadRequest, msg: "malformed " + event + " payload",
+			hint: "the body must be the JSON object GitHub sends for this event", cause: err}
+	}
+	sum := sha256.Sum256(payload)
+	d := accepted{
+		Delivery: deployer.Delivery{
+			ID:         id,
+			Event:      event,
+			Action:     dec.Action,
+			BodySHA256: hex.EncodeToString(sum[:]),
+			ReceivedAt: now,
+			Result:     deployer.ResultIgnored,
+			Reason:     dec.Reason,
+		},
+		Ping: dec.Ping,
+		Zen:  dec.Zen,
+	}
+	if len(dec.Requests) > 0 {
+		d.Result, d.Reason = deployer.ResultQueued, ""
+		for i := range dec.Requests {
+			dec.Requests[i].Trigger.DeliveryID = id
+		}
+	}
+	return d, dec.Requests, nil
+}
+
+// readBody reads the body, at most MaxBodyBytes of it.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *problem) {
+	tooLarge := &problem{status: http.StatusRequestEntityTooLarge, msg: "body too large",
+		hint: fmt.Sprintf("deliveries are limited to %d bytes", MaxBodyBytes)}
+	if r.ContentLength > MaxBodyBytes {
+		return nil, tooLarge
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes)); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, tooLarge
+		}
+		return nil, &problem{status: http.StatusBadRequest, msg: "could not read the body", hint: "send the whole body", cause: err}
+	}
+	return buf.Bytes(), nil
+}
+
+// payloadOf returns the event JSON of a raw body: the body itself, or the
+// payload field of a form-encoded body.
+func payloadOf(contentType string, raw []byte) ([]byte, *problem) {
+	unsupported := &problem{status: http.StatusUnsupportedMediaType, msg: "unsupported Content-Type",
+		hint: "set the GitHub webhook's content type to application/json or application/x-www-form-urlencoded"}
+	if contentType == "" {
+		return raw, nil
+	}
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		unsupported.cause = err
+		return nil, unsupported
+	}
+	switch {
+	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
+		return raw, nil
+	case mt == "application/x-www-form-urlencoded":
+		form, err := url.ParseQuery(string(raw))
+		if err != nil || !form.Has("payload") {
+			return nil, &problem{status: http.StatusBadRequest, msg: "form body has no payload field",
+				hint: "a form-encoded delivery carries its JSON in the payload field; send JSON with Content-Type: application/json instead", cause: err}
+		}
+		return []byte(form.Get("payload")), nil
+	}
+	return nil, unsupported
+}
+
+// validName reports whether s is 1 to limit printable ASCII characters without spaces.
+func validName(s string, limit int) bool {
+	if s == "" || len(s) > limit {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// clip cuts s to at most n bytes, for logging unchecked headers.
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// logger returns the request's logger if it carries one, else h's.
+func (h *Handler) logger(r *http.Request) *zerolog.Logger {
+	if l := zerolog.Ctx(r.Context()); l.GetLevel() != zerolog.Disabled {
+		return l
+	}
+	return &h.log
+}
+
+func (h *Handler) logOutcome(log *zerolog.Logger, o *outcome, start time.Time) {
+	var e *zerolog.Event
+	switch {
+	case o.status >= 500:
+		e = log.Error()
+	case o.status >= 400:
+		e = log.Warn()
+	default:
+		e = log.Info()
+	}
+	if e == nil {
+		return
+	}
+	e = e.Str(keyDeliveryID, o.id).Str(keyEvent, o.event).Str(keyAction, o.action).
+		Str(keyResult, o.result).Int(keyStatus, o.status).Dur(keyDuration, h.now().Sub(start))
+	if o.reason != "" {
+		e = e.Str(keyReason, o.reason)
+	}
+	if len(o.deployments) > 0 {
+		e = e.Ints64(keyDeployments, o.deployments)
+	}
+	if o.err != nil {
+		e = e.Err(o.err)
+	}
+	e.Msg("webhook delivery")
+}
+
+// Response bodies.
+type (
+	errorBody struct {
+		Error string `json:"error"`
+		Hint  string `json:"hint,omitempty"`
+	}
+	pingBody struct {
+		OK  bool   `json:"ok"`
+		Zen string `json:"zen,omitempty"`
+	}
+	duplicateBody struct {
+		Duplicate bool `json:"duplicate"`
+	}
+	queuedBody struct {
+		Deployments []int64 `json:"deployments"`
+	}
+	ignoredBody struct {
+		Ignored string `json:"ignored"`
+	}
+)
+
+func writeError(w http.ResponseWriter, status int, msg, hint string) {
+	writeJSON(w, status, errorBody{Error: msg, Hint: hint})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do then
+}
