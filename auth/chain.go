@@ -1,0 +1,632 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Credential sources, as named in a registry's credentials list.
+const (
+	// SourceGitHubApp mints a GitHub App installation token.
+	SourceGitHubApp = "github_app"
+	// SourceTokenFile reads a personal access token from a file.
+	SourceTokenFile = "token_file"
+	// SourceNone pulls anonymously.
+	SourceNone = "none"
+)
+
+// DefaultUsername is the registry username sent with tokens when the
+// registry configures none; ghcr.io accepts it for installation tokens.
+const DefaultUsername = "x-access-token"
+
+// DefaultPutAsideFor is how long a source that a registry denied for an
+// image is skipped for that image.
+const DefaultPutAsideFor = 15 * time.Minute
+
+// ErrNoCredential is matched (errors.Is) by the *ChainError returned when no
+// source could give a credential for an image.
+var ErrNoCredential = errors.New("no usable registry credential")
+
+// RegistryCredentials configures the credential sources of one registry host.
+type RegistryCredentials struct {
+	// Username goes with token credentials; "" means DefaultUsername.
+	Username string
+	// Sources are tried in order: SourceGitHubApp, SourceTokenFile, SourceNone.
+	Sources []string
+	// TokenFile is the path of the personal access token (SourceTokenFile).
+	TokenFile string
+}
+
+// ChainConfig is what NewChain needs.
+type ChainConfig struct {
+	// Registries maps a registry host ("ghcr.io", "127.0.0.1:5000") to its
+	// sources. Images on other hosts are pulled anonymously.
+	Registries map[string]RegistryCredentials
+	// App mints installation tokens; required when a registry lists
+	// SourceGitHubApp.
+	App *App
+	// PutAsideFor is how long a denied source is skipped for an image;
+	// 0 means DefaultPutAsideFor.
+	PutAsideFor time.Duration
+	// Clock tells the time; nil means time.Now.
+	Clock func() time.Time
+	// Logger receives fallbacks and denials (never a secret).
+	Logger zerolog.Logger
+}
+
+// CredentialRequest asks for a credential to pull one image.
+type CredentialRequest struct {
+	// Host is the registry host; "" means the first component of Image.
+	Host string
+	// Image is the image, with or without host, tag or digest
+	// ("ghcr.io/acme/v7/backend:latest" and "acme/v7/backend" are the same).
+	Image string
+	// Repository is the service's GitHub repository ("owner/name"), used to
+	// find the installation and to down-scope the token; may be "".
+	Repository string
+	// InstallationID is the installation named by the webhook delivery; 0
+	// means the configured one, else the one covering Repository.
+	InstallationID int64
+}
+
+// Credential is what to log in to a registry with. A Source of SourceNone
+// means anonymous: Username and Password are empty.
+type Credential struct {
+	Source   string    `json:"source"`
+	Username string    `json:"username,omitempty"`
+	Password Token     `json:"password"`
+	Expires  time.Time `json:"expires,omitzero"` // zero: no known expiry
+}
+
+// Anonymous reports whether the credential is "no login".
+func (c Credential) Anonymous() bool { return c.Source == SourceNone }
+
+// Chain hands out registry credentials from each host's ordered sources and
+// learns from the caller which ones the registry accepts: a source that the
+// registry denied for an image is put aside for that image for a while, and
+// the next source is used. All methods are safe for concurrent use.
+//
+// The deployer's loop for one image:
+//
+//	cred, err := chain.Credential(ctx, req)   // err: *ChainError, nothing left
+//	... login and pull with cred ...
+//	on success:            chain.Accepted(host, image, cred.Source)
+//	on 401/403 (1st time): chain.Invalidate(host, image); ask again
+//	on 401/403 again:      chain.Denied(host, image, cred.Source, reason); ask again
+type Chain struct {
+	app         *App
+	registries  map[string]*registry
+	putAsideFor time.Duration
+	clock       func() time.Time
+	log         zerolog.Logger
+
+	mu      sync.Mutex
+	aside   map[imageSource]putAside
+	health  map[hostSource]*sourceState
+	lastApp map[hostImage]appGrant
+}
+
+type registry struct {
+	host      string
+	username  string
+	sources   []string
+	tokenFile *tokenFile // nil unless the sources include token_file
+}
+
+type hostImage struct{ host, image string }
+
+type hostSource struct{ host, source string }
+
+type imageSource struct{ host, image, source string }
+
+type putAside struct {
+	reason string
+	until  time.Time
+}
+
+type sourceState struct {
+	state   HealthState
+	reason  string
+	image   string
+	updated time.Time
+	expires time.Time
+}
+
+type appGrant struct {
+	installation int64
+	repositories []string
+}
+
+// NewChain checks cfg and returns a Chain. Every registry must list at least
+// one known source, SourceGitHubApp needs App, SourceTokenFile needs a
+// TokenFile. The token files are read on first use, not here.
+func NewChain(cfg ChainConfig) (*Chain, error) {
+	c := &Chain{
+		app:         cfg.App,
+		registries:  make(map[string]*registry, len(cfg.Registries)),
+		putAsideFor: cfg.PutAsideFor,
+		clock:       cfg.Clock,
+		log:         cfg.Logger,
+		aside:       make(map[imageSource]putAside),
+		health:      make(map[hostSource]*sourceState),
+		lastApp:     make(map[hostImage]appGrant),
+	}
+	if c.clock == nil {
+		c.clock = time.Now
+	}
+	if c.putAsideFor <= 0 {
+		c.putAsideFor = DefaultPutAsideFor
+	}
+	files := make(map[string]*tokenFile)
+	var problems []string
+	for host, rc := range cfg.Registries {
+		h := strings.ToLower(strings.TrimSpace(host))
+		if h == "" {
+			problems = append(problems, "a registry has an empty host name")
+			continue
+		}
+		r := &registry{host: h, username: rc.Username}
+		if r.username == "" {
+			r.username = DefaultUsername
+		}
+		if len(rc.Sources) == 0 {
+			problems = append(problems, fmt.Sprintf("registry %s: no credential sources (want %s, %s or %s)", h, SourceGitHubApp, SourceTokenFile, SourceNone))
+		}
+		seen := make(map[string]bool)
+		for _, s := range rc.Sources {
+			if seen[s] {
+				problems = append(problems, fmt.Sprintf("registry %s: credential source %s is listed twice", h, s))
+				continue
+			}
+			seen[s] = true
+			switch s {
+			case SourceGitHubApp:
+				if cfg.App == nil {
+					problems = append(problems, fmt.Sprintf("registry %s: credential source %s needs the GitHub App (github.app)", h, s))
+				}
+			case SourceTokenFile:
+				if rc.TokenFile == "" {
+					problems = append(problems, fmt.Sprintf("registry %s: credential source %s needs token_file", h, s))
+					continue
+				}
+				f := files[rc.TokenFile]
+				if f == nil {
+					f = &tokenFile{path: rc.TokenFile}
+					files[rc.TokenFile] = f
+				}
+				r.tokenFile = f
+			case SourceNone:
+			default:
+				problems = append(problems, fmt.Sprintf("registry %s: unknown credential source %q (want %s, %s or %s)", h, s, SourceGitHubApp, SourceTokenFile, SourceNone))
+			}
+			r.sources = append(r.sources, s)
+		}
+		if _, dup := c.registries[h]; dup {
+			problems = append(problems, fmt.Sprintf("registry %s is configured twice", h))
+		}
+		c.registries[h] = r
+	}
+	if len(problems) > 0 {
+		sort.Strings(problems)
+		return nil, fmt.Errorf("registry credentials: %s", strings.Join(problems, "; "))
+	}
+	return c, nil
+}
+
+// String describes the chain without any credential: its hosts and sources.
+func (c *Chain) String() string {
+	hosts := make([]string, 0, len(c.registries))
+	for h, r := range c.registries {
+		hosts = append(hosts, h+": "+strings.Join(r.sources, ", "))
+	}
+	sort.Strings(hosts)
+	return "registry credential chain (" + strings.Join(hosts, "; ") + ")"
+}
+
+// Format prints String for every verb, so that printing a Chain never
+// reflects over its state or its locks.
+func (c *Chain) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, c.String()) }
+
+// Sources returns the configured sources of host in order, nil for a host
+// without configuration (pulled anonymously).
+func (c *Chain) Sources(host string) []string {
+	r := c.registries[strings.ToLower(host)]
+	if r == nil {
+		return nil
+	}
+	return append([]string(nil), r.sources...)
+}
+
+// Credential returns a credential for req.Image from the first source of
+// the host that is not put aside for that image and that can produce one. A
+// source that fails to produce one (GitHub unreachable, token file missing)
+// is skipped for this call only and logged. Images on hosts without
+// configuration get an anonymous credential.
+//
+// When no source is left, the error is a *ChainError (errors.Is
+// ErrNoCredential) that lists each source with why it was refused and a hint.
+func (c *Chain) Credential(ctx context.Context, req CredentialRequest) (Credential, error) {
+	host, image := splitImage(req.Host, req.Image)
+	r := c.registries[host]
+	if r == nil {
+		return Credential{Source: SourceNone}, nil
+	}
+	now := c.clock()
+	var attempts []Attempt
+	for _, src := range r.sources {
+		c.mu.Lock()
+		pa, aside := c.aside[imageSource{host, image, src}]
+		if aside && !now.Before(pa.until) {
+			delete(c.aside, imageSource{host, image, src})
+			aside = false
+		}
+		c.mu.Unlock()
+		if aside {
+			attempts = append(attempts, Attempt{Source: src, Denied: true, Reason: pa.reason, Until: pa.until})
+			continue
+		}
+		cred, err := c.produce(ctx, r, image, req, src)
+		if err != nil {
+			if ctx.Err() != nil {
+				return Credential{}, fmt.Errorf("registry credential for %s/%s: %w", host, image, ctx.Err())
+			}
+			c.log.Warn().Err(err).Str("registry", host).Str("image", image).Str("source", src).
+				Msg("registry credential source failed; trying the next one")
+			attempts = append(attempts, Attempt{Source: src, Reason: err.Error(), Err: err})
+			continue
+		}
+		if len(attempts) > 0 {
+			c.log.Info().Str("registry", host).Str("image", image).Str("source", src).
+				Strs("skipped", attemptSources(attempts)).
+				Msg("using a fallback registry credential source")
+		}
+		return cred, nil
+	}
+	return Credential{}, newChainError(r, image, attempts)
+}
+
+// SourceCredential returns a credential from one named source of req's host,
+// whether or not it is put aside: for doctor, which checks every source.
+// It fails when the source is not configured for the host or cannot
+// produce a credential.
+func (c *Chain) SourceCredential(ctx context.Context, req CredentialRequest, source string) (Credential, error) {
+	host, image := splitImage(req.Host, req.Image)
+	r := c.registries[host]
+	if r == nil || !contains(r.sources, source) {
+		return Credential{}, fmt.Errorf("registry %s: credential source %s is not configured", host, source)
+	}
+	return c.produce(ctx, r, image, req, source)
+}
+
+// produce gets a credential from one source and records the outcome.
+func (c *Chain) produce(ctx context.Context, r *registry, image string, req CredentialRequest, src string) (Credential, error) {
+	cred := Credential{Source: src}
+	var err error
+	switch src {
+	case SourceGitHubApp:
+		var id int64
+		id, err = c.app.ResolveInstallation(ctx, req.InstallationID, req.Repository)
+		if err != nil {
+			break
+		}
+		var repos []string
+		if req.Repository != "" {
+			repos = []string{req.Repository}
+		}
+		cred.Username = r.username
+		cred.Password, cred.Expires, err = c.app.InstallationToken(ctx, id, repos)
+		if err == nil {
+			c.mu.Lock()
+			c.lastApp[hostImage{r.host, image}] = appGrant{installation: id, repositories: repos}
+			c.mu.Unlock()
+		}
+	case SourceTokenFile:
+		cred.Username = r.username
+		cred.Password, err = r.tokenFile.read(&c.log)
+	case SourceNone:
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.state(r.host, src)
+	if err != nil {
+		if ctx.Err() == nil {
+			st.state, st.reason, st.image, st.updated = HealthFailed, err.Error(), image, c.clock()
+		}
+		return Credential{}, err
+	}
+	if !cred.Expires.IsZero() {
+		st.expires = cred.Expires
+	}
+	if st.state == HealthFailed {
+		st.state, st.reason, st.updated = HealthUnknown, "", c.clock()
+	}
+	return cred, nil
+}
+
+// state returns the health record of a host's source; c.mu must be held.
+func (c *Chain) state(host, src string) *sourceState {
+	k := hostSource{host, src}
+	st := c.health[k]
+	if st == nil {
+		st = &sourceState{state: HealthUnknown}
+		c.health[k] = st
+	}
+	return st
+}
+
+// Denied reports that the registry refused the credential of source for
+// image (at login, at the token endpoint or at the pull). The source is put
+// aside for that image for the chain's put-aside time; reason (the
+// registry's answer, never the credential) is kept for the error, Health and
+// the log.
+func (c *Chain) Denied(host, image, source, reason string) {
+	host, image = splitImage(host, image)
+	now := c.clock()
+	until := now.Add(c.putAsideFor)
+	c.mu.Lock()
+	c.aside[imageSource{host, image, source}] = putAside{reason: reason, until: until}
+	st := c.state(host, source)
+	st.state, st.reason, st.image, st.updated = HealthDenied, reason, image, now
+	c.mu.Unlock()
+	c.log.Warn().Str("registry", host).Str("image", image).Str("source", source).
+		Str("reason", reason).Time("until", until).
+		Msg("registry denied the credential; putting this source aside for the image")
+}
+
+// Accepted reports that the registry accepted the credential of source for
+// image. It ends any put-aside of that source for the image.
+func (c *Chain) Accepted(host, image, source string) {
+	host, image = splitImage(host, image)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.aside, imageSource{host, image, source})
+	st := c.state(host, source)
+	st.state, st.reason, st.image, st.updated = HealthOK, "", image, c.clock()
+}
+
+// Invalidate drops the cached GitHub App token last handed out for image,
+// so that the next Credential mints a fresh one: the pipeline retries a
+// refused token once with a fresh one before calling Denied.
+func (c *Chain) Invalidate(host, image string) {
+	host, image = splitImage(host, image)
+	c.mu.Lock()
+	g, ok := c.lastApp[hostImage{host, image}]
+	c.mu.Unlock()
+	if ok && c.app != nil {
+		c.app.Invalidate(g.installation, g.repositories)
+	}
+}
+
+// Explain returns, in plain words with the fix, what it means that the
+// registry refused source's credential for image with reason: for doctor's
+// FAIL lines and a deployment's failure hint. It does not change the chain.
+func (c *Chain) Explain(host, image, source, reason string) string {
+	host, image = splitImage(host, image)
+	ref := host + "/" + image
+	r := c.registries[host]
+	switch source {
+	case SourceGitHubApp:
+		msg := fmt.Sprintf("registry denied the GitHub App token for %s (%s): GitHub App installation tokens cannot read this private package", ref, reason)
+		if r != nil && contains(r.sources, SourceTokenFile) {
+			return msg + "; the token_file credential is used instead"
+		}
+		return msg + fmt.Sprintf("; add a token_file with a read:packages token to the credentials of %s", host)
+	case SourceTokenFile:
+		path := "token_file"
+		if r != nil && r.tokenFile != nil {
+			path = r.tokenFile.path
+		}
+		return fmt.Sprintf("registry denied the token in %s for %s (%s): it must be a classic personal access token with read:packages that can see the package", path, ref, reason)
+	case SourceNone:
+		return fmt.Sprintf("registry requires a login for %s (%s): list github_app or token_file in the credentials of %s", ref, reason, host)
+	default:
+		return fmt.Sprintf("registry denied the %s credential for %s (%s)", source, ref, reason)
+	}
+}
+
+// HealthState is what the chain knows about a source of a registry.
+type HealthState string
+
+// The states of a credential source.
+const (
+	// HealthUnknown: the registry has not yet judged a credential of this source.
+	HealthUnknown HealthState = "unknown"
+	// HealthOK: the registry accepted it last time.
+	HealthOK HealthState = "ok"
+	// HealthDenied: the registry refused it last time.
+	HealthDenied HealthState = "denied"
+	// HealthFailed: the source could not produce a credential last time.
+	HealthFailed HealthState = "failed"
+)
+
+// SourceHealth is the state of one credential source of one registry, for
+// the status page and doctor. It holds no secret.
+type SourceHealth struct {
+	Host   string      `json:"host"`
+	Source string      `json:"source"`
+	State  HealthState `json:"state"`
+	// Reason is why the source was denied or failed.
+	Reason string `json:"reason,omitempty"`
+	// Image is the image of the last report.
+	Image   string    `json:"image,omitempty"`
+	Updated time.Time `json:"updated,omitzero"`
+	// PutAsideUntil is the latest end of a put-aside of this source for any
+	// image, zero when none is in force.
+	PutAsideUntil time.Time `json:"put_aside_until,omitzero"`
+	// Expires is the expiry of the last token handed out (github_app).
+	Expires time.Time `json:"expires,omitzero"`
+}
+
+// Health returns every configured source of every registry, hosts sorted,
+// sources in their configured order.
+func (c *Chain) Health() []SourceHealth {
+	now := c.clock()
+	hosts := make([]string, 0, len(c.registries))
+	for h := range c.registries {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []SourceHealth
+	for _, h := range hosts {
+		for _, src := range c.registries[h].sources {
+			sh := SourceHealth{Host: h, Source: src, State: HealthUnknown}
+			if st := c.health[hostSource{h, src}]; st != nil {
+				sh.State, sh.Reason, sh.Image, sh.Updated, sh.Expires = st.state, st.reason, st.image, st.updated, st.expires
+			}
+			for k, pa := range c.aside {
+				if k.host == h && k.source == src && now.Before(pa.until) && pa.until.After(sh.PutAsideUntil) {
+					sh.PutAsideUntil = pa.until
+				}
+			}
+			out = append(out, sh)
+		}
+	}
+	return out
+}
+
+// Attempt is one source tried for an image, and why it gave nothing.
+type Attempt struct {
+	Source string `json:"source"`
+	// Denied: the registry refused this source for the image and it is put
+	// aside until Until.
+	Denied bool      `json:"denied"`
+	Until  time.Time `json:"until,omitzero"`
+	// Reason is the registry's answer (Denied) or the source's error.
+	Reason string `json:"reason"`
+	// Err is the source's error when it could not produce a credential.
+	Err error `json:"-"`
+}
+
+// ChainError says that no source gave a usable credential for an image:
+// each source tried with why, and a hint at the fix. It never contains a
+// credential.
+type ChainError struct {
+	Host     string
+	Image    string // path without host, tag or digest
+	Attempts []Attempt
+	Hint     string
+}
+
+// Error lists every source with its reason, then the hint.
+func (e *ChainError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "no registry credential left for %s/%s", e.Host, e.Image)
+	for i, a := range e.Attempts {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(a.describe())
+	}
+	if e.Hint != "" {
+		b.WriteString("; ")
+		b.WriteString(e.Hint)
+	}
+	return b.String()
+}
+
+// Is matches ErrNoCredential.
+func (e *ChainError) Is(target error) bool { return target == ErrNoCredential }
+
+// Unwrap returns the errors of sources that failed to produce a credential,
+// so that errors.As finds a *GitHubError.
+func (e *ChainError) Unwrap() []error {
+	var errs []error
+	for _, a := range e.Attempts {
+		if a.Err != nil {
+			errs = append(errs, a.Err)
+		}
+	}
+	return errs
+}
+
+func (a Attempt) describe() string {
+	if !a.Denied {
+		return fmt.Sprintf("%s failed: %s", a.Source, a.Reason)
+	}
+	what := "the " + a.Source + " credential"
+	switch a.Source {
+	case SourceGitHubApp:
+		what = "the GitHub App token"
+	case SourceTokenFile:
+		what = "the token_file token"
+	case SourceNone:
+		what = "anonymous access"
+	}
+	return fmt.Sprintf("registry denied %s (%s), put aside until %s", what, a.Reason, a.Until.UTC().Format(time.RFC3339))
+}
+
+func newChainError(r *registry, image string, attempts []Attempt) *ChainError {
+	e := &ChainError{Host: r.host, Image: image, Attempts: attempts}
+	ref := r.host + "/" + image
+	byName := make(map[string]Attempt, len(attempts))
+	for _, a := range attempts {
+		byName[a.Source] = a
+	}
+	var hints []string
+	app, appTried := byName[SourceGitHubApp]
+	file, fileTried := byName[SourceTokenFile]
+	fileConfigured := contains(r.sources, SourceTokenFile)
+	if appTried && app.Denied {
+		h := fmt.Sprintf("GitHub App installation tokens cannot read the private package %s (ghcr.io accepts the login, then denies the pull)", ref)
+		if !fileConfigured {
+			h += fmt.Sprintf(": add token_file to the credentials of %s with a classic personal access token that has read:packages, or grant the App access to the package", r.host)
+		}
+		hints = append(hints, h)
+	}
+	// A GitHub App that failed to mint has its hint in its reason already.
+	if fileTried && file.Denied {
+		hints = append(hints, fmt.Sprintf("the token in %s was refused: it must be a classic personal access token with read:packages that can see %s", r.tokenFile.path, ref))
+	}
+	if a, ok := byName[SourceNone]; ok && a.Denied {
+		hints = append(hints, fmt.Sprintf("%s requires a login for %s: list github_app or token_file in its credentials", r.host, ref))
+	}
+	e.Hint = strings.Join(hints, "; ")
+	return e
+}
+
+func attemptSources(as []Attempt) []string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.Source
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// splitImage returns the lower-case registry host and the image path
+// without host, tag or digest.
+func splitImage(host, image string) (string, string) {
+	host = strings.ToLower(strings.TrimSpace(host))
+	image = strings.ToLower(strings.TrimSpace(image))
+	if i := strings.IndexByte(image, '@'); i >= 0 {
+		image = image[:i]
+	}
+	if i := strings.LastIndexByte(image, ':'); i >= 0 && i > strings.LastIndexByte(image, '/') {
+		image = image[:i]
+	}
+	first, rest, ok := strings.Cut(image, "/")
+	if ok && (first == host || (host == "" && (strings.ContainsAny(first, ".:") || first == "localhost"))) {
+		host, image = first, rest
+	}
+	return host, image
+}

@@ -1,0 +1,430 @@
+package auth_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/authtest"
+	"github.com/rs/zerolog"
+)
+
+const (
+	ghcr    = "ghcr.io"
+	backend = "ghcr.io/acme/v7/backend"
+	pat     = "ghp_classicPATvalue0123456789"
+)
+
+type chainEnv struct {
+	*env
+	chain   *auth.Chain
+	patFile string
+}
+
+// newChainEnv configures ghcr.io with github_app, token_file, and a local
+// registry with none.
+func newChainEnv(t *testing.T, sources ...string) *chainEnv {
+	t.Helper()
+	e := &chainEnv{env: newEnv(t)}
+	e.patFile = writeFile(t, "ghcr-pat", []byte(pat+"\n"), 0o600)
+	if len(sources) == 0 {
+		sources = []string{auth.SourceGitHubApp, auth.SourceTokenFile}
+	}
+	var err error
+	e.chain, err = auth.NewChain(auth.ChainConfig{
+		Registries: map[string]auth.RegistryCredentials{
+			ghcr:             {Username: "x-access-token", Sources: sources, TokenFile: e.patFile},
+			"127.0.0.1:5000": {Sources: []string{auth.SourceNone}},
+		},
+		App:    e.app,
+		Clock:  e.clock.Now,
+		Logger: zerolog.New(e.logs),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *chainEnv) credential(t *testing.T, req auth.CredentialRequest) auth.Credential {
+	t.Helper()
+	c, err := e.chain.Credential(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+var backendReq = auth.CredentialRequest{Host: ghcr, Image: backend + ":latest", Repository: "acme/v7"}
+
+func TestChainFirstSourceIsTheApp(t *testing.T) {
+	e := newChainEnv(t)
+	c := e.credential(t, backendReq)
+	if c.Source != auth.SourceGitHubApp || c.Username != "x-access-token" || c.Anonymous() {
+		t.Fatalf("credential = %+v", c)
+	}
+	if !e.gh.ValidToken(c.Password.Reveal()) {
+		t.Error("password is not a minted installation token")
+	}
+	if want := e.clock.Now().Add(time.Hour); !c.Expires.Equal(want) {
+		t.Errorf("Expires = %v, want %v", c.Expires, want)
+	}
+	m := e.gh.Mints()[0]
+	if m.InstallationID != testInstallation || len(m.Repositories) != 1 || m.Repositories[0] != "v7" || m.Permissions["packages"] != "read" {
+		t.Errorf("mint = %+v; want installation looked up for acme/v7, down-scoped to v7 with packages: read", m)
+	}
+	// The same image again: the cached token.
+	if again := e.credential(t, backendReq); again.Password.Reveal() != c.Password.Reveal() || e.gh.MintCount() != 1 {
+		t.Error("token not reused")
+	}
+	// The delivery's installation wins over the lookup.
+	e.gh.AddInstallation(authtest.Installation{ID: 90, Account: "acme"})
+	req := backendReq
+	req.InstallationID = 90
+	e.credential(t, req)
+	if got := e.gh.Mints()[1].InstallationID; got != 90 {
+		t.Errorf("minted for installation %d, want the delivery's 90", got)
+	}
+}
+
+func TestChainAnonymousHosts(t *testing.T) {
+	e := newChainEnv(t)
+	for _, req := range []auth.CredentialRequest{
+		{Host: "127.0.0.1:5000", Image: "127.0.0.1:5000/acme/app:1"},
+		{Image: "127.0.0.1:5000/acme/app"},
+		{Host: "docker.io", Image: "library/nginx"},
+	} {
+		c := e.credential(t, req)
+		if !c.Anonymous() || c.Username != "" || !c.Password.IsZero() {
+			t.Errorf("%+v: credential %+v, want anonymous", req, c)
+		}
+	}
+}
+
+// TestChainGHCRDeniesAppToken plays ghcr.io's reality: the login with the
+// App token succeeds but the pull of the private package is denied.
+func TestChainGHCRDeniesAppToken(t *testing.T) {
+	e := newChainEnv(t)
+	c := e.credential(t, backendReq)
+	if c.Source != auth.SourceGitHubApp {
+		t.Fatalf("source %s", c.Source)
+	}
+	// Retry once with a fresh token.
+	e.chain.Invalidate(ghcr, backend)
+	fresh := e.credential(t, backendReq)
+	if fresh.Password.Reveal() == c.Password.Reveal() || e.gh.MintCount() != 2 {
+		t.Fatal("Invalidate did not give a fresh token")
+	}
+	// Denied again: put aside, next source.
+	const reason = "403 DENIED: requesting bearer token"
+	e.chain.Denied(ghcr, backend+"@sha256:abc", auth.SourceGitHubApp, reason)
+	c = e.credential(t, backendReq)
+	if c.Source != auth.SourceTokenFile || c.Password.Reveal() != pat || c.Username != "x-access-token" || !c.Expires.IsZero() {
+		t.Fatalf("after denial: %+v", c)
+	}
+	e.chain.Accepted(ghcr, backend, auth.SourceTokenFile)
+
+	// Other images still get the App token.
+	web := e.credential(t, auth.CredentialRequest{Host: ghcr, Image: "ghcr.io/acme/web", Repository: "acme/web"})
+	if web.Source != auth.SourceGitHubApp {
+		t.Errorf("web: %s", web.Source)
+	}
+
+	h := health(e.chain, ghcr)
+	app, file := h[auth.SourceGitHubApp], h[auth.SourceTokenFile]
+	if app.State != auth.HealthDenied || app.Reason != reason || app.Image != "acme/v7/backend" ||
+		!app.PutAsideUntil.Equal(e.clock.Now().Add(auth.DefaultPutAsideFor)) || app.Expires.IsZero() {
+		t.Errorf("github_app health = %+v", app)
+	}
+	if file.State != auth.HealthOK || file.Reason != "" {
+		t.Errorf("token_file health = %+v", file)
+	}
+
+	// The put-aside ends after 15 minutes: the App is tried again.
+	e.clock.Add(auth.DefaultPutAsideFor - time.Second)
+	if c := e.credential(t, backendReq); c.Source != auth.SourceTokenFile {
+		t.Fatalf("put-aside ended early: %s", c.Source)
+	}
+	e.clock.Add(time.Second)
+	if c := e.credential(t, backendReq); c.Source != auth.SourceGitHubApp {
+		t.Fatalf("put-aside did not end: %s", c.Source)
+	}
+	if h := health(e.chain, ghcr)[auth.SourceGitHubApp]; !h.PutAsideUntil.IsZero() || h.State != auth.HealthDenied {
+		t.Errorf("after the put-aside: %+v (want the last verdict kept, no put-aside)", h)
+	}
+	e.chain.Accepted(ghcr, backend, auth.SourceGitHubApp)
+	if h := health(e.chain, ghcr)[auth.SourceGitHubApp]; h.State != auth.HealthOK {
+		t.Errorf("after Accepted: %+v", h)
+	}
+}
+
+func health(c *auth.Chain, host string) map[string]auth.SourceHealth {
+	m := make(map[string]auth.SourceHealth)
+	for _, h := range c.Health() {
+		if h.Host == host {
+			m[h.Source] = h
+		}
+	}
+	return m
+}
+
+func TestChainAllSourcesRefused(t *testing.T) {
+	e := newChainEnv(t)
+	e.chain.Denied(ghcr, backend, auth.SourceGitHubApp, "403 Forbidden at the token endpoint")
+	e.chain.Denied(ghcr, backend, auth.SourceTokenFile, "403 Forbidden at the token endpoint")
+	_, err := e.chain.Credential(context.Background(), backendReq)
+	var ce *auth.ChainError
+	if !errors.As(err, &ce) || !errors.Is(err, auth.ErrNoCredential) {
+		t.Fatalf("error %v (%T), want *ChainError", err, err)
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		"ghcr.io/acme/v7/backend",
+		"registry denied the GitHub App token (403 Forbidden at the token endpoint)",
+		"registry denied the token_file token",
+		"GitHub App installation tokens cannot read",
+		"the token in " + e.patFile + " was refused: it must be a classic personal access token with read:packages",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+	if len(ce.Attempts) != 2 || !ce.Attempts[0].Denied || ce.Attempts[0].Source != auth.SourceGitHubApp {
+		t.Errorf("attempts = %+v", ce.Attempts)
+	}
+}
+
+func TestChainAppDeniedWithoutTokenFileSaysAddOne(t *testing.T) {
+	e := newChainEnv(t, auth.SourceGitHubApp)
+	e.chain.Denied(ghcr, backend, auth.SourceGitHubApp, "403 DENIED")
+	_, err := e.chain.Credential(context.Background(), backendReq)
+	for _, want := range []string{
+		"no registry credential left for ghcr.io/acme/v7/backend: registry denied the GitHub App token (403 DENIED), put aside until 2026-03-01T12:15:00Z",
+		"GitHub App installation tokens cannot read the private package ghcr.io/acme/v7/backend",
+		"add token_file to the credentials of ghcr.io with a classic personal access token that has read:packages",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v lacks %q", err, want)
+		}
+	}
+}
+
+func TestChainGitHubDownFallsBack(t *testing.T) {
+	e := newChainEnv(t)
+	e.gh.SetDown(authtest.DownHangUp)
+	c := e.credential(t, backendReq)
+	if c.Source != auth.SourceTokenFile {
+		t.Fatalf("source %s, want the token file while GitHub is down", c.Source)
+	}
+	if h := health(e.chain, ghcr)[auth.SourceGitHubApp]; h.State != auth.HealthFailed || !strings.Contains(h.Reason, "cannot reach GitHub") {
+		t.Errorf("health = %+v", h)
+	}
+
+	only := newChainEnv(t, auth.SourceGitHubApp)
+	only.gh.SetDown(authtest.Down500)
+	_, err := only.chain.Credential(context.Background(), backendReq)
+	var ge *auth.GitHubError
+	if !errors.As(err, &ge) || ge.Kind != auth.KindUnreachable || !errors.Is(err, auth.ErrNoCredential) {
+		t.Fatalf("error %v: want a ChainError wrapping an unreachable GitHubError", err)
+	}
+	if !strings.Contains(err.Error(), "github_app failed") {
+		t.Errorf("error = %v", err)
+	}
+}
+
+func TestChainTokenFileReReadOnChange(t *testing.T) {
+	e := newChainEnv(t, auth.SourceTokenFile)
+	if c := e.credential(t, backendReq); c.Password.Reveal() != pat {
+		t.Fatal("wrong token")
+	}
+	// Rotated: different size.
+	if err := os.WriteFile(e.patFile, []byte("ghp_rotated\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.credential(t, backendReq); c.Password.Reveal() != "ghp_rotated" {
+		t.Fatalf("token file not re-read after a change")
+	}
+	// Same size, new modification time.
+	if err := os.WriteFile(e.patFile, []byte("ghp_ROTATED\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	later := time.Now().Add(time.Minute)
+	if err := os.Chtimes(e.patFile, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.credential(t, backendReq); c.Password.Reveal() != "ghp_ROTATED" {
+		t.Fatal("token file not re-read after an mtime change")
+	}
+	// Unchanged mtime and size: not read again (the content is cached).
+	if err := os.WriteFile(e.patFile, []byte("ghp_sneaky!\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(e.patFile, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.credential(t, backendReq); c.Password.Reveal() != "ghp_ROTATED" {
+		t.Fatal("token file read again although mtime and size are unchanged")
+	}
+	if strings.Contains(e.logs.String(), "ghp_") {
+		t.Errorf("token in the log: %s", e.logs)
+	}
+}
+
+func TestChainTokenFileProblems(t *testing.T) {
+	e := newChainEnv(t, auth.SourceTokenFile)
+	for name, content := range map[string]string{"empty": "  \n", "two lines": "a\nb\n"} {
+		if err := os.WriteFile(e.patFile, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		later := time.Now().Add(time.Duration(len(name)) * time.Minute)
+		_ = os.Chtimes(e.patFile, later, later)
+		if _, err := e.chain.Credential(context.Background(), backendReq); err == nil {
+			t.Errorf("%s token file accepted", name)
+		}
+	}
+	if err := os.Remove(e.patFile); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.chain.Credential(context.Background(), backendReq)
+	if err == nil || !strings.Contains(err.Error(), "token_file failed: token file "+e.patFile+" does not exist") {
+		t.Errorf("error = %v", err)
+	}
+	if h := health(e.chain, ghcr)[auth.SourceTokenFile]; h.State != auth.HealthFailed {
+		t.Errorf("health = %+v", h)
+	}
+}
+
+func TestChainTokenFileWorldReadableWarns(t *testing.T) {
+	e := newChainEnv(t, auth.SourceTokenFile)
+	if err := os.Chmod(e.patFile, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.credential(t, backendReq)
+	if !strings.Contains(e.logs.String(), "readable by group or others") {
+		t.Errorf("no warning: %s", e.logs)
+	}
+}
+
+func TestChainSourceCredentialIgnoresPutAside(t *testing.T) {
+	e := newChainEnv(t)
+	e.chain.Denied(ghcr, backend, auth.SourceGitHubApp, "denied")
+	c, err := e.chain.SourceCredential(context.Background(), backendReq, auth.SourceGitHubApp)
+	if err != nil || c.Source != auth.SourceGitHubApp {
+		t.Fatalf("SourceCredential = %+v, %v", c, err)
+	}
+	if _, err := e.chain.SourceCredential(context.Background(), backendReq, auth.SourceNone); err == nil {
+		t.Error("a source the registry does not list was given")
+	}
+	if got := e.chain.Sources(ghcr); len(got) != 2 || got[0] != auth.SourceGitHubApp {
+		t.Errorf("Sources = %v", got)
+	}
+}
+
+func TestChainHealthListsEverySource(t *testing.T) {
+	e := newChainEnv(t)
+	got := e.chain.Health()
+	want := []string{"127.0.0.1:5000 none", "ghcr.io github_app", "ghcr.io token_file"}
+	if len(got) != len(want) {
+		t.Fatalf("Health = %+v", got)
+	}
+	for i, h := range got {
+		if h.Host+" "+h.Source != want[i] || h.State != auth.HealthUnknown {
+			t.Errorf("Health[%d] = %+v, want %s unknown", i, h, want[i])
+		}
+	}
+}
+
+func TestNewChainRefusesBadConfig(t *testing.T) {
+	e := newEnv(t)
+	for name, tc := range map[string]struct {
+		cfg  auth.ChainConfig
+		want string
+	}{
+		"unknown source":     {auth.ChainConfig{App: e.app, Registries: map[string]auth.RegistryCredentials{ghcr: {Sources: []string{"password"}}}}, `unknown credential source "password"`},
+		"app without App":    {auth.ChainConfig{Registries: map[string]auth.RegistryCredentials{ghcr: {Sources: []string{"github_app"}}}}, "needs the GitHub App"},
+		"file without path":  {auth.ChainConfig{Registries: map[string]auth.RegistryCredentials{ghcr: {Sources: []string{"token_file"}}}}, "needs token_file"},
+		"no sources":         {auth.ChainConfig{Registries: map[string]auth.RegistryCredentials{ghcr: {}}}, "no credential sources"},
+		"duplicate source":   {auth.ChainConfig{Registries: map[string]auth.RegistryCredentials{ghcr: {Sources: []string{"none", "none"}}}}, "listed twice"},
+		"host twice by case": {auth.ChainConfig{Registries: map[string]auth.RegistryCredentials{ghcr: {Sources: []string{"none"}}, "GHCR.io": {Sources: []string{"none"}}}}, "configured twice"},
+	} {
+		_, err := auth.NewChain(tc.cfg)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestChainPutAsideTimeConfigurable(t *testing.T) {
+	e := newEnv(t)
+	p := filepath.Join(t.TempDir(), "pat")
+	if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := auth.NewChain(auth.ChainConfig{
+		Registries:  map[string]auth.RegistryCredentials{ghcr: {Sources: []string{"none", "token_file"}, TokenFile: p}},
+		PutAsideFor: time.Minute,
+		Clock:       e.clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Denied(ghcr, backend, auth.SourceNone, "401 UNAUTHORIZED")
+	if cr, _ := c.Credential(context.Background(), backendReq); cr.Source != auth.SourceTokenFile {
+		t.Fatalf("source %s", cr.Source)
+	}
+	e.clock.Add(time.Minute)
+	if cr, _ := c.Credential(context.Background(), backendReq); cr.Source != auth.SourceNone {
+		t.Fatalf("source %s after a minute", cr.Source)
+	}
+}
+
+func TestChainConcurrentUse(t *testing.T) {
+	e := newChainEnv(t)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := e.chain.Credential(context.Background(), backendReq)
+			if err != nil {
+				if !errors.Is(err, auth.ErrNoCredential) { // every source denied: a valid outcome here
+					t.Error(err)
+				}
+				return
+			}
+			switch i % 4 {
+			case 0:
+				e.chain.Denied(ghcr, backend, c.Source, "403")
+			case 1:
+				e.chain.Accepted(ghcr, backend, c.Source)
+			case 2:
+				e.chain.Invalidate(ghcr, backend)
+			default:
+				_ = e.chain.Health()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestChainExplain(t *testing.T) {
+	onlyApp := newChainEnv(t, auth.SourceGitHubApp)
+	got := onlyApp.chain.Explain(ghcr, backend+":latest", auth.SourceGitHubApp, "403 Forbidden")
+	want := "registry denied the GitHub App token for ghcr.io/acme/v7/backend (403 Forbidden): GitHub App installation tokens cannot read this private package; add a token_file with a read:packages token to the credentials of ghcr.io"
+	if got != want {
+		t.Errorf("Explain =\n%s\nwant\n%s", got, want)
+	}
+	both := newChainEnv(t)
+	if got := both.chain.Explain(ghcr, backend, auth.SourceGitHubApp, "403"); !strings.Contains(got, "token_file credential is used instead") {
+		t.Errorf("Explain = %s", got)
+	}
+	if got := both.chain.Explain(ghcr, backend, auth.SourceTokenFile, "403"); !strings.Contains(got, both.patFile) || !strings.Contains(got, "read:packages") {
+		t.Errorf("Explain = %s", got)
+	}
+}

@@ -1,0 +1,106 @@
+package auth_test
+
+import (
+	"bytes"
+	"crypto/rsa"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/authtest"
+	"github.com/rs/zerolog"
+)
+
+const (
+	testAppID        = 424242
+	testInstallation = 77
+)
+
+// The App key is generated once: RSA generation is slow.
+var (
+	keyOnce sync.Once
+	keyRSA  *rsa.PrivateKey
+	keyPEM  []byte
+)
+
+func appKey(t *testing.T) (*rsa.PrivateKey, []byte) {
+	t.Helper()
+	keyOnce.Do(func() { keyRSA, keyPEM = authtest.NewKey(t) })
+	return keyRSA, keyPEM
+}
+
+// clock is a settable clock, safe for concurrent use.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger written from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// env is a fake GitHub with one installation on acme (repositories v7 and
+// web) and an App pointed at it, sharing a fake clock.
+type env struct {
+	gh    *authtest.FakeGitHub
+	app   *auth.App
+	clock *clock
+	logs  *syncBuffer
+}
+
+func newEnv(t *testing.T, mod ...func(*auth.AppConfig)) *env {
+	t.Helper()
+	k, pemBytes := appKey(t)
+	e := &env{clock: newClock(), logs: &syncBuffer{}}
+	e.gh = authtest.NewFakeGitHub(t, testAppID, &k.PublicKey)
+	e.gh.SetClock(e.clock.Now)
+	e.gh.AddInstallation(authtest.Installation{ID: testInstallation, Account: "acme", Repositories: []string{"v7", "web"}})
+	key, err := auth.ParsePrivateKey(pemBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := auth.AppConfig{
+		ID:     testAppID,
+		Key:    key,
+		APIURL: e.gh.URL,
+		Clock:  e.clock.Now,
+		Logger: zerolog.New(e.logs),
+	}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	e.app, err = auth.NewApp(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}

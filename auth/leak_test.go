@@ -1,0 +1,148 @@
+package auth_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/authtest"
+	"github.com/rs/zerolog"
+)
+
+// TestNoSecretLeaks drives a whole flow (key file, App, chain, mints,
+// refusals, fallbacks, GitHub down, errors) with a logger writing into a
+// buffer, prints every value that holds a secret in every way, and checks
+// that no token, PAT, JWT or key material appears anywhere.
+func TestNoSecretLeaks(t *testing.T) {
+	ctx := context.Background()
+	k, pemBytes := appKey(t)
+	keyPath := writeFile(t, "app.pem", pemBytes, 0o644) // also exercises the warning path
+	key, warning, err := auth.LoadPrivateKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := newClock()
+	logs := &syncBuffer{}
+	logger := zerolog.New(logs).Level(zerolog.DebugLevel)
+	gh := authtest.NewFakeGitHub(t, testAppID, &k.PublicKey)
+	gh.SetClock(clk.Now)
+	gh.AddInstallation(authtest.Installation{ID: testInstallation, Account: "acme"})
+	rt := &recordingTransport{}
+	appCfg := auth.AppConfig{ID: testAppID, Key: key, APIURL: gh.URL, Transport: rt, Clock: clk.Now, Logger: logger}
+	app, err := auth.NewApp(appCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patPath := writeFile(t, "pat", []byte(pat+"\n"), 0o600)
+	chainCfg := auth.ChainConfig{
+		Registries: map[string]auth.RegistryCredentials{
+			ghcr: {Sources: []string{auth.SourceGitHubApp, auth.SourceTokenFile}, TokenFile: patPath},
+		},
+		App: app, Clock: clk.Now, Logger: logger,
+	}
+	chain, err := auth.NewChain(chainCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var printed []any // everything that must print without secrets
+	keep := func(vs ...any) { printed = append(printed, vs...) }
+
+	info, err := app.Verify(ctx)
+	keep(info, err)
+	inst, err := app.Installation(ctx, testInstallation)
+	keep(inst, err)
+
+	c1, err := chain.Credential(ctx, backendReq)
+	keep(c1, &c1, err)
+	chain.Invalidate(ghcr, backend)
+	c2, err := chain.Credential(ctx, backendReq)
+	keep(c2, err)
+	chain.Denied(ghcr, backend, auth.SourceGitHubApp, "403 DENIED")
+	c3, err := chain.Credential(ctx, backendReq)
+	keep(c3, err)
+	if c3.Source != auth.SourceTokenFile {
+		t.Fatalf("fallback source %s", c3.Source)
+	}
+	chain.Accepted(ghcr, backend, auth.SourceTokenFile)
+
+	webReq := auth.CredentialRequest{Host: ghcr, Image: "ghcr.io/acme/web", Repository: "acme/web"}
+	c4, err := chain.Credential(ctx, webReq)
+	keep(c4, err)
+	gh.SetDown(authtest.DownHangUp)
+	clk.Add(57 * time.Minute)
+	c5, err := chain.Credential(ctx, webReq) // stale token served with a warning
+	keep(c5, err)
+	tok, exp, err := app.InstallationToken(ctx, testInstallation, []string{"other"}) // down, no cache
+	keep(tok, exp, err)
+	gh.SetDown(authtest.Up)
+
+	chain.Denied(ghcr, backend, auth.SourceGitHubApp, "403 DENIED") // the first put-aside has ended
+	chain.Denied(ghcr, backend, auth.SourceTokenFile, "403 DENIED")
+	_, chainErr := chain.Credential(ctx, backendReq)
+	keep(chainErr)
+	if chainErr == nil {
+		t.Fatal("no error with every source denied")
+	}
+
+	other, _ := authtest.NewKey(t)
+	gh.SetPublicKey(&other.PublicKey)
+	_, badJWT := app.Verify(ctx)
+	keep(badJWT)
+	if badJWT == nil {
+		t.Fatal("wrong key accepted")
+	}
+
+	keep(appCfg, &appCfg, chainCfg, key, app, chain, chain.Health(), app.Stats(), warning)
+
+	// The secrets.
+	secrets := []string{pat, k.D.String(), k.Primes[0].String(), fmt.Sprint(k.D.Bytes()[:8])}
+	for _, line := range strings.Split(string(pemBytes), "\n") {
+		if line != "" && !strings.HasPrefix(line, "-----") {
+			secrets = append(secrets, line)
+		}
+	}
+	for _, m := range gh.Mints() {
+		secrets = append(secrets, m.Token)
+	}
+	if len(gh.Mints()) < 3 {
+		t.Fatalf("only %d tokens minted: the flow did not run", len(gh.Mints()))
+	}
+	for _, a := range rt.auths {
+		if jwt, ok := strings.CutPrefix(a, "Bearer "); ok {
+			secrets = append(secrets, jwt)
+		}
+	}
+
+	var out strings.Builder
+	for _, v := range printed {
+		for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+			fmt.Fprintf(&out, verb+"\n", v)
+		}
+		if b, err := json.Marshal(v); err == nil {
+			out.Write(b)
+		}
+		if e, ok := v.(error); ok && e != nil {
+			out.WriteString(e.Error())
+		}
+		logger.Info().Interface("v", v).Msg("print")
+	}
+	logger.Info().Err(chainErr).Err(badJWT).Msg("errors")
+	out.WriteString(logs.String())
+
+	all := out.String()
+	for _, s := range secrets {
+		if strings.Contains(all, s) {
+			t.Errorf("secret %.12s... appears in the output", s)
+		}
+	}
+	for _, want := range []string{"[redacted]", "minted GitHub App installation token", "using the cached one", "putting this source aside"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("output lacks %q: the flow did not reach it", want)
+		}
+	}
+}
