@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/deployd/deployd/configs"
+)
+
+func checkConfigCommand(_ context.Context, e env, args []string) error {
+	fs := newFlags(e, "check-config")
+	configPath := fs.String("config", defaultConfigPath, "configuration file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := configs.Load(*configPath, e.getenv)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(cfg.Services))
+	for name := range cfg.Services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(e.stdout, "%s: OK\n", *configPath)
+	fmt.Fprintf(e.stdout, "listen %s, data_dir %s, %d service(s)\n", cfg.Listen, cfg.DataDir, len(names))
+	for _, n := range names {
+		s := cfg.Services[n]
+		fmt.Fprintf(e.stdout, "  %-16s %s tags %v, strategy %s\n", n, s.Image, s.Tags, s.Strategy)
+	}
+	return nil
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/configs"
+	"github.com/deployd/deployd/deployer"
+)
+
+// newApp builds the GitHub App from the configuration, or returns nil when
+// no App is configured.
+func newApp(cfg *configs.Config, log zerolog.Logger) (*auth.App, error) {
+	if cfg.GitHub.App.ID == 0 {
+		return nil, nil
+	}
+	key, warning, err := auth.LoadPrivateKey(cfg.GitHub.App.PrivateKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("github.app.private_key_file: %w", err)
+	}
+	if warning != "" {
+		log.Warn().Str("file", cfg.GitHub.App.PrivateKeyFile).Msg(warning)
+	}
+	return auth.NewApp(auth.AppConfig{
+		ID:             cfg.GitHub.App.ID,
+		Key:            key,
+		APIURL:         cfg.GitHub.APIURL,
+		InstallationID: cfg.GitHub.App.InstallationID,
+		Logger:         log.With().Str("component", "github").Logger(),
+	})
+}
+
+// newChain builds the registry credential chain from the configuration.
+func newChain(cfg *configs.Config, app *auth.App, log zerolog.Logger) (*auth.Chain, error) {
+	regs := make(map[string]auth.RegistryCredentials, len(cfg.Registries))
+	for host, r := range cfg.Registries {
+		regs[host] = auth.RegistryCredentials{Username: r.Username, Sources: r.Credentials, TokenFile: r.TokenFile}
+	}
+	return auth.NewChain(auth.ChainConfig{
+		Registries: regs,
+		App:        app,
+		Logger:     log.With().Str("component", "credentials").Logger(),
+	})
+}
+
+// chainCredentials adapts *auth.Chain to the deployer's Credentials.
+type chainCredentials struct{ chain *auth.Chain }
+
+func (c chainCredentials) Credential(ctx context.Context, req deployer.CredentialRequest) (deployer.Credential, error) {
+	cred, err := c.chain.Credential(ctx, auth.CredentialRequest{
+		Host: req.Host, Image: req.Image, Repository: req.Repository, InstallationID: req.InstallationID,
+	})
+	if err != nil {
+		return deployer.Credential{}, err
+	}
+	if cred.Anonymous() {
+		return deployer.Credential{Source: cred.Source}, nil
+	}
+	return deployer.Credential{Source: cred.Source, Username: cred.Username, Password: deployer.Password(cred.Password.Reveal())}, nil
+}
+
+func (c chainCredentials) Denied(req deployer.CredentialRequest, source, reason string) {
+	c.chain.Denied(req.Host, req.Image, source, reason)
+}
+
+func (c chainCredentials) Accepted(req deployer.CredentialRequest, source string) {
+	c.chain.Accepted(req.Host, req.Image, source)
+}
+
+// newCredentials wires the App and the chain for the pipeline.
+func newCredentials(cfg *configs.Config, log zerolog.Logger) (*auth.App, deployer.Credentials, error) {
+	app, err := newApp(cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	chain, err := newChain(cfg, app, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return app, chainCredentials{chain}, nil
+}

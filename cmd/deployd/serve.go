@@ -1,0 +1,207 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/configs"
+	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/deployer/sqlite"
+	"github.com/deployd/deployd/server"
+	"github.com/deployd/deployd/webhook"
+)
+
+// Shutdown budget: how long in-flight requests and then running
+// deployments get before they are cut off.
+const (
+	httpShutdownTimeout  = 15 * time.Second
+	drainShutdownTimeout = 2 * time.Minute
+)
+
+func serveCommand(ctx context.Context, e env, args []string) error {
+	fs := newFlags(e, "serve")
+	configPath := fs.String("config", defaultConfigPath, "configuration file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := configs.Load(*configPath, e.getenv)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log, e.stderr)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, cfg, log, e)
+}
+
+// newLogger builds deployd's logger from the log settings.
+func newLogger(c configs.Log, w io.Writer) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(c.Level)
+	if err != nil || c.Level == "" {
+		return zerolog.Nop(), fmt.Errorf("log.level %q: want debug, info, warn or error", c.Level)
+	}
+	if c.Format == "console" {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.RFC3339}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+// serve runs deployd until ctx ends, then shuts down in order: stop
+// intake, drain deployments, close the store.
+func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data_dir: %w", err)
+	}
+	store, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "deployd.db"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error().Err(err).Msg("close store")
+		}
+	}()
+
+	_, creds, err := newCredentials(cfg, log)
+	if err != nil {
+		return err
+	}
+	specs, err := serviceSpecs(cfg)
+	if err != nil {
+		return err
+	}
+	pipeline, err := deployer.NewPipeline(deployer.PipelineConfig{
+		Services:    specs,
+		Store:       store,
+		Credentials: creds,
+		Resolver:    deployer.RegistryResolver{UserAgent: "deployd/" + version},
+		Runner:      &deployer.CommandRunner{Env: deployer.ChildEnv(os.Environ())},
+		Podman: deployer.PodmanConfig{
+			Command:    cfg.Podman.Command,
+			GlobalArgs: cfg.Podman.GlobalArgs,
+			AuthFile:   cfg.AuthFile(),
+		},
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: pipeline, Logger: log})
+	if err != nil {
+		return err
+	}
+	matcher, err := webhook.NewMatcher(cfg)
+	if err != nil {
+		return err
+	}
+	hook, err := webhook.NewHandler(webhook.HandlerConfig{
+		Secret:   []byte(cfg.GitHub.WebhookSecret.Reveal()),
+		Matcher:  matcher,
+		Recorder: queue,
+		Logger:   log.With().Str("component", "webhook").Logger(),
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{
+		Webhook:  hook,
+		Store:    store,
+		Drainer:  queue,
+		Services: serverServices(cfg),
+		Logger:   log,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	if err := queue.Start(ctx); err != nil {
+		ln.Close()
+		return err
+	}
+	httpSrv := server.HTTPServer(cfg.Listen, srv, log)
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	log.Info().Str("addr", ln.Addr().String()).Str("version", version).Int("services", len(specs)).Msg("listening")
+
+	select {
+	case err := <-serveErr:
+		// The listener failed; still drain what runs.
+		_ = queue.Shutdown(context.Background())
+		return fmt.Errorf("serve http: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info().Msg("shutting down: no new requests; draining deployments")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), httpShutdownTimeout)
+	defer cancel()
+	queueDone := make(chan error, 1)
+	go func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainShutdownTimeout)
+		defer cancel()
+		queueDone <- queue.Shutdown(dctx)
+	}()
+	if err := httpSrv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.Warn().Err(err).Msg("http shutdown")
+	}
+	if err := <-queueDone; err != nil {
+		log.Warn().Err(err).Msg("deployments interrupted by shutdown")
+	}
+	log.Info().Msg("stopped")
+	return nil
+}
+
+// serviceSpecs turns the configured services into the pipeline's specs.
+func serviceSpecs(cfg *configs.Config) (map[string]deployer.ServiceSpec, error) {
+	specs := make(map[string]deployer.ServiceSpec, len(cfg.Services))
+	for name, s := range cfg.Services {
+		img, err := configs.ParseImage(s.Image)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", name, err)
+		}
+		reg := cfg.Registries[img.Host]
+		spec := deployer.ServiceSpec{
+			Name:       name,
+			Host:       img.Host,
+			Image:      img.String(),
+			Repository: s.Repository,
+			Insecure:   reg != nil && reg.Insecure,
+			Strategy:   s.Strategy,
+			Container:  deployer.ContainerSpec{Name: s.Container.Name, Args: s.Container.Args, Command: s.Container.Command},
+			Systemd:    deployer.SystemdSpec{Unit: s.Systemd.Unit, User: s.Systemd.User},
+			Command:    s.Command,
+			Health:     deployer.HealthSpec{URL: s.Health.URL, Timeout: s.Health.Timeout.Std(), Interval: s.Health.Interval.Std()},
+			Rollback:   s.RollbackEnabled(),
+			KeepImages: s.KeepImages,
+			DryRun:     s.DryRun,
+		}
+		if len(s.Tags) > 0 && !configs.IsTagPattern(s.Tags[0]) {
+			spec.DefaultTag = s.Tags[0]
+		}
+		specs[name] = spec
+	}
+	return specs, nil
+}
+
+// serverServices lists the services for the API, sorted by name.
+func serverServices(cfg *configs.Config) []server.Service {
+	out := make([]server.Service, 0, len(cfg.Services))
+	for name, s := range cfg.Services {
+		out = append(out, server.Service{Name: name, Image: s.Image, Strategy: s.Strategy, Tags: s.Tags})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
