@@ -1,0 +1,165 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/deployer"
+)
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.drainer.Draining() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+		return
+	}
+	if err := s.store.Ping(r.Context()); err != nil {
+		zerolog.Ctx(r.Context()).Warn().Err(err).Msg("readiness: store unreachable")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unreachable"})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// serviceView is a configured service with what runs for it now.
+type serviceView struct {
+	Service
+	Status         deployer.ServiceStatus `json:"status"`
+	LastDeployment *deployer.Deployment   `json:"last_deployment,omitempty"`
+}
+
+func (s *Server) serviceView(r *http.Request, svc Service) (serviceView, error) {
+	st, err := s.store.ServiceStatus(r.Context(), svc.Name)
+	if err != nil {
+		return serviceView{}, err
+	}
+	v := serviceView{Service: svc, Status: st}
+	if ds, err := s.store.Deployments(r.Context(), svc.Name, deployer.Page{Limit: 1}); err != nil {
+		return serviceView{}, err
+	} else if len(ds) > 0 {
+		v.LastDeployment = &ds[0]
+	}
+	return v, nil
+}
+
+func (s *Server) listServices(w http.ResponseWriter, r *http.Request) {
+	out := make([]serviceView, 0, len(s.services))
+	for _, svc := range s.services {
+		v, err := s.serviceView(r, svc)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		out = append(out, v)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"services": out})
+}
+
+func (s *Server) getService(w http.ResponseWriter, r *http.Request) {
+	svc, ok := s.byName[chi.URLParam(r, "name")]
+	if !ok {
+		s.writeError(w, r, unknownService(chi.URLParam(r, "name")))
+		return
+	}
+	v, err := s.serviceView(r, svc)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request) {
+	service := r.URL.Query().Get("service")
+	if service != "" {
+		if _, ok := s.byName[service]; !ok {
+			s.writeError(w, r, unknownService(service))
+			return
+		}
+	}
+	p, err := pageFrom(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ds, err := s.store.Deployments(r.Context(), service, p)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	body := map[string]any{"deployments": ds}
+	if len(ds) > 0 && len(ds) == p.Limit {
+		body["next_before"] = ds[len(ds)-1].ID
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request) {
+	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
+	if err != nil || id <= 0 {
+		s.writeError(w, r, &Error{Status: http.StatusBadRequest, Message: "deployment id must be a positive integer"})
+		return
+	}
+	d, err := s.store.Deployment(r.Context(), id)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
+	p, err := pageFrom(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ds, err := s.store.Deliveries(r.Context(), p)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	body := map[string]any{"deliveries": ds}
+	if len(ds) > 0 && len(ds) == p.Limit {
+		body["next_before"] = ds[len(ds)-1].Seq
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// Paging bounds of the list endpoints.
+const (
+	defaultLimit = 50
+	maxLimit     = 500
+)
+
+// pageFrom reads ?limit= and ?before= with clear errors for bad values.
+func pageFrom(r *http.Request) (deployer.Page, error) {
+	p := deployer.Page{Limit: defaultLimit}
+	q := r.URL.Query()
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxLimit {
+			return p, &Error{Status: http.StatusBadRequest, Message: "limit must be an integer from 1 to 500"}
+		}
+		p.Limit = n
+	}
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			return p, &Error{Status: http.StatusBadRequest, Message: "before must be a positive integer cursor (next_before of the previous page)"}
+		}
+		p.Before = n
+	}
+	return p, nil
+}
+
+func unknownService(name string) error {
+	return &Error{Status: http.StatusNotFound, Message: "unknown service " + strconv.Quote(name),
+		Hint: "GET /api/v1/services lists the configured services"}
+}

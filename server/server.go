@@ -1,0 +1,102 @@
+// Package server is deployd's HTTP surface: the router, its middleware, the
+// JSON API, the probes and the status page. All routes are declared in
+// routes.go; errors become responses in errors.go only.
+package server
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/deployer"
+)
+
+// Reader is the part of the store the read API and probes use.
+type Reader interface {
+	Deployment(ctx context.Context, id int64) (deployer.Deployment, error)
+	Deployments(ctx context.Context, service string, p deployer.Page) ([]deployer.Deployment, error)
+	Deliveries(ctx context.Context, p deployer.Page) ([]deployer.Delivery, error)
+	ServiceStatus(ctx context.Context, name string) (deployer.ServiceStatus, error)
+	Ping(ctx context.Context) error
+}
+
+// Drainer reports whether deployd is shutting down.
+type Drainer interface {
+	Draining() bool
+}
+
+// Service is what the API shows of a configured service besides its status.
+type Service struct {
+	Name     string   `json:"name"`
+	Image    string   `json:"image"`
+	Strategy string   `json:"strategy"`
+	Tags     []string `json:"tags"`
+}
+
+// Config holds the server's dependencies.
+type Config struct {
+	// Webhook handles POST /webhooks/github.
+	Webhook http.Handler
+	Store   Reader
+	Drainer Drainer
+	// Services lists the configured services, in display order.
+	Services []Service
+	Logger   zerolog.Logger
+}
+
+// Server is deployd's HTTP handler. It is safe for concurrent use.
+type Server struct {
+	webhook  http.Handler
+	store    Reader
+	drainer  Drainer
+	services []Service
+	byName   map[string]Service
+	log      zerolog.Logger
+	router   http.Handler
+}
+
+// New checks the dependencies and builds the router.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Webhook == nil:
+		return nil, errors.New("new server: no webhook handler")
+	case cfg.Store == nil:
+		return nil, errors.New("new server: no store")
+	case cfg.Drainer == nil:
+		return nil, errors.New("new server: no drainer")
+	}
+	s := &Server{
+		webhook:  cfg.Webhook,
+		store:    cfg.Store,
+		drainer:  cfg.Drainer,
+		services: cfg.Services,
+		byName:   make(map[string]Service, len(cfg.Services)),
+		log:      cfg.Logger,
+	}
+	for _, svc := range cfg.Services {
+		s.byName[svc.Name] = svc
+	}
+	s.router = s.routes()
+	return s, nil
+}
+
+// ServeHTTP dispatches to the router.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.ServeHTTP(w, r) }
+
+// HTTPServer returns an http.Server for h with deployd's timeouts. Writes
+// have no overall deadline because ?wait and the event stream are long by
+// design; slow clients are bounded by the read and idle timeouts.
+func HTTPServer(addr string, h http.Handler, log zerolog.Logger) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          httpErrorLog(log),
+	}
+}
