@@ -1,0 +1,352 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/deployer/podmantest"
+	"github.com/deployd/deployd/deployer/registrytest"
+)
+
+// The fixtures' installation and package.
+const (
+	fixtureInstallation = 52310042
+	e2ePAT              = "ghp_e2e_pat_0123456789abcdef"
+)
+
+// stack is deployd with everything real but GitHub: podman, a registry
+// with bearer-token auth that accepts only installation tokens the fake
+// GitHub minted (as ghcr.io does), and the App's key.
+type stack struct {
+	t       *testing.T
+	github  *authtest.FakeGitHub
+	reg     *registrytest.Registry
+	podman  *podmantest.Podman
+	image   string
+	port    int
+	dataDir string
+	config  string
+	argvLog string
+	podmanW string // the podman wrapper deployd runs
+}
+
+type stackOptions struct {
+	// registryDeniesApp makes the token endpoint refuse App tokens
+	// (403), so only the PAT works.
+	registryDeniesApp bool
+	// credentials of the registry; default [github_app].
+	credentials string
+	// healthTimeout of the service; default 20s.
+	healthTimeout string
+}
+
+func newStack(t *testing.T, opts stackOptions) *stack {
+	t.Helper()
+	key, pemBytes := authtest.NewKey(t)
+	gh := authtest.NewFakeGitHub(t, 4242, &key.PublicKey)
+	gh.AddInstallation(authtest.Installation{ID: fixtureInstallation, Account: "Acme-Corp"})
+	reg := registrytest.Start(t, registrytest.Options{Authorize: func(user, pass string, scope registrytest.Scope) ([]string, bool) {
+		if pass == e2ePAT {
+			return []string{"pull"}, true
+		}
+		if gh.ValidToken(pass) && !opts.registryDeniesApp {
+			return []string{"pull"}, true
+		}
+		return nil, false
+	}})
+	pm := podmantest.New(t)
+	for _, kv := range pm.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	s := &stack{t: t, github: gh, reg: reg, podman: pm, image: reg.Image("acme-corp/v7/backend"),
+		port: podmantest.FreePort(t), dataDir: t.TempDir()}
+	dir := t.TempDir()
+	s.argvLog = filepath.Join(dir, "argv.log")
+	s.podmanW = writeFile(t, dir, "podman", fmt.Sprintf(
+		"#!/bin/sh\nprintf '%%s\\n' \"$*\" >> %q\nif [ -f %q ] && [ \"$1\" != login ]; then for a in \"$@\"; do [ \"$a\" = pull ] && sleep 30; done; fi\nexec %q \"$@\"\n",
+		s.argvLog, filepath.Join(dir, "slow-pull"), pm.Binary()), 0o755)
+	keyFile := writeFile(t, dir, "app.pem", string(pemBytes), 0o600)
+	secretFile := writeFile(t, dir, "webhook-secret", testSecret, 0o600)
+	patFile := writeFile(t, dir, "pat", e2ePAT+"\n", 0o600)
+	if opts.credentials == "" {
+		opts.credentials = "[github_app]"
+	}
+	if opts.healthTimeout == "" {
+		opts.healthTimeout = "20s"
+	}
+	globalArgs := ""
+	for _, a := range pm.GlobalArgs() {
+		globalArgs += fmt.Sprintf("%q, ", a)
+	}
+	s.config = writeFile(t, dir, "deployd.yaml", fmt.Sprintf(`
+listen: 127.0.0.1:0
+data_dir: %s
+log: {level: debug, format: json}
+reconcile_interval: 0
+github:
+  api_url: %s
+  webhook_secret_file: %s
+  app: {id: 4242, private_key_file: %s}
+registries:
+  %s:
+    credentials: %s
+    token_file: %s
+    insecure: true
+    github_packages: true
+podman:
+  command: %s
+  global_args: [%s]
+services:
+  backend:
+    image: %s
+    repository: Acme-Corp/v7
+    tags: ["latest", "sha-*"]
+    on:
+      package: true
+      workflow_run: {workflows: ["CI/CD"], branches: ["main"], tag: "sha-{{.ShortSHA}}"}
+    container:
+      name: e2e-backend
+      args: ["--network", "host", "-e", "PORT=%d"]
+    health: {url: "http://127.0.0.1:%d/healthz", timeout: %s, interval: 200ms}
+`, s.dataDir, gh.URL, secretFile, keyFile, reg.Host(), opts.credentials, patFile, s.podmanW, globalArgs,
+		s.image, s.port, s.port, opts.healthTimeout), 0o600)
+	return s
+}
+
+// push builds and pushes version under tag and returns its digest.
+func (s *stack) push(tag, version string) string {
+	s.t.Helper()
+	return s.podman.BuildApp(s.t, s.image+":"+tag, version, podmantest.AppOptions{Username: s.reg.PushUser, Password: s.reg.PushPassword})
+}
+
+// packageEvent is the tagged registry_package fixture for tag and digest.
+func (s *stack) packageEvent(tag, digest string) []byte {
+	s.t.Helper()
+	return edit(s.t, fixture(s.t, "registry_package.published.container-tagged.json"), func(m map[string]any) {
+		dig(m, "registry_package", "package_version", "container_metadata", "tag")["name"] = tag
+		dig(m, "registry_package", "package_version", "container_metadata", "tag")["digest"] = digest
+	})
+}
+
+// waitDeployment polls the API until deployment id ends and returns it.
+func waitDeployment(t *testing.T, d *instance, id int64) deploymentJSON {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		var dep deploymentJSON
+		d.getJSON(fmt.Sprintf("/api/v1/deployments/%d", id), http.StatusOK, &dep)
+		if dep.State != "queued" && dep.State != "running" {
+			return dep
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deployment %d still %s after 3 minutes", id, dep.State)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// queue posts a delivery that must queue deployments and returns their ids.
+func (i *instance) queue(d delivery) []int64 {
+	i.t.Helper()
+	status, body := i.post(testSecret, d)
+	if status != http.StatusAccepted {
+		i.t.Fatalf("webhook answered %d %s, want 202", status, body)
+	}
+	var r struct {
+		Deployments []int64 `json:"deployments"`
+	}
+	if err := jsonUnmarshal(body, &r); err != nil || len(r.Deployments) == 0 {
+		i.t.Fatalf("202 answer %s: %v", body, err)
+	}
+	return r.Deployments
+}
+
+func (s *stack) version() string {
+	s.t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/version", s.port))
+	if err != nil {
+		return "unreachable: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b))
+}
+
+func (s *stack) argv() string {
+	b, _ := os.ReadFile(s.argvLog)
+	return string(b)
+}
+
+// assertNoTokenInArgv checks every minted installation token and the PAT
+// against every podman argv deployd ran.
+func (s *stack) assertNoTokenInArgv() {
+	s.t.Helper()
+	argv := s.argv()
+	if argv == "" {
+		s.t.Fatal("no podman call was recorded")
+	}
+	for _, m := range s.github.Mints() {
+		if strings.Contains(argv, m.Token) {
+			s.t.Errorf("installation token of installation %d appears in podman's argv", m.InstallationID)
+		}
+	}
+	if strings.Contains(argv, e2ePAT) {
+		s.t.Error("the PAT appears in podman's argv")
+	}
+}
+
+func TestEndToEndWebhookDeploys(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	d := startDeployd(t, s.config, nil)
+
+	// 1. A registry_package delivery for backend:latest deploys it.
+	v1 := s.push("latest", "v1")
+	ids := d.queue(delivery{event: "registry_package", id: "e2e-1", body: s.packageEvent("latest", v1)})
+	dep := waitDeployment(t, d, ids[0])
+	if dep.State != "succeeded" || dep.Digest != v1 {
+		t.Fatalf("first deployment: %s %s (%s %s), want succeeded %s; steps %+v", dep.State, dep.Digest, dep.ErrorClass, dep.Error, v1, dep.Steps)
+	}
+	if got := s.version(); got != "v1" {
+		t.Fatalf("service answers %q, want v1", got)
+	}
+	var steps []string
+	for _, st := range dep.Steps {
+		steps = append(steps, st.Name)
+	}
+	if strings.Join(steps, ",") != "resolve,login,pull,switch,verify" {
+		t.Errorf("steps %v, want resolve, login, pull, switch, verify", steps)
+	}
+	mints := s.github.Mints()
+	if len(mints) != 1 || mints[0].InstallationID != fixtureInstallation || mints[0].Permissions["packages"] != "read" {
+		t.Errorf("mints %+v, want one for installation %d with packages:read", mints, fixtureInstallation)
+	}
+
+	// 2. A second push of latest upgrades; one container remains.
+	v2 := s.push("latest", "v2")
+	ids = d.queue(delivery{event: "registry_package", id: "e2e-2", body: s.packageEvent("latest", v2)})
+	if dep := waitDeployment(t, d, ids[0]); dep.State != "succeeded" || s.version() != "v2" {
+		t.Fatalf("upgrade: %s (%s), service answers %q", dep.State, dep.Error, s.version())
+	}
+	out, err := s.podman.Run(context.Background(), "ps", "--all", "--format", "{{.Names}}")
+	if err != nil || strings.TrimSpace(out) != "e2e-backend" {
+		t.Errorf("containers after upgrade: %q (%v), want only e2e-backend", out, err)
+	}
+
+	// 3. The same digest again (an "updated" event) is unchanged: no pull.
+	pulls := strings.Count(s.argv(), " pull ")
+	same := edit(t, s.packageEvent("latest", v2), func(m map[string]any) { m["action"] = "updated" })
+	ids = d.queue(delivery{event: "registry_package", id: "e2e-3", body: same})
+	if dep := waitDeployment(t, d, ids[0]); dep.State != "unchanged" {
+		t.Errorf("same digest again: %s, want unchanged", dep.State)
+	}
+	if n := strings.Count(s.argv(), " pull "); n != pulls {
+		t.Errorf("an unchanged deployment pulled (%d pulls before, %d after)", pulls, n)
+	}
+
+	// 5. A successful workflow_run deploys sha-<short sha>.
+	sha := "3484a3fb816e0859fd6e1cea078d76385ff50625"
+	v3 := s.push("sha-3484a3f", "v3")
+	run := edit(t, fixture(t, "workflow_run.completed.json"), func(m map[string]any) {
+		wr := dig(m, "workflow_run")
+		wr["name"], wr["head_branch"], wr["head_sha"] = "CI/CD", "main", sha
+		dig(m, "repository")["full_name"] = "Acme-Corp/v7"
+		m["installation"] = map[string]any{"id": float64(fixtureInstallation)}
+	})
+	ids = d.queue(delivery{event: "workflow_run", id: "e2e-5", body: run})
+	dep = waitDeployment(t, d, ids[0])
+	if dep.State != "succeeded" || dep.Tag != "sha-3484a3f" || dep.Digest != v3 || s.version() != "v3" {
+		t.Errorf("workflow_run deploy: %s tag %s digest %s version %s, want succeeded sha-3484a3f %s v3", dep.State, dep.Tag, dep.Digest, s.version(), v3)
+	}
+
+	// 4. Ten deliveries in a burst: at most two run, the last one wins.
+	var digests []string
+	for i := range 10 {
+		digests = append(digests, s.push("latest", fmt.Sprintf("burst-%d", i)))
+	}
+	var last int64
+	for i, dg := range digests {
+		ids := d.queue(delivery{event: "registry_package", id: fmt.Sprintf("e2e-burst-%d", i), body: s.packageEvent("latest", dg)})
+		last = ids[0]
+	}
+	dep = waitDeployment(t, d, last)
+	if dep.State != "succeeded" || dep.Digest != digests[9] || s.version() != "burst-9" {
+		t.Fatalf("after the burst: %s %s, service %q, want succeeded %s burst-9", dep.State, dep.Digest, s.version(), digests[9])
+	}
+	var all deploymentsResponse
+	d.getJSON("/api/v1/deployments?service=backend&limit=500", http.StatusOK, &all)
+	ran, superseded := 0, 0
+	for _, x := range all.Deployments {
+		if x.Trigger.DeliveryID == "" || !strings.HasPrefix(x.Trigger.DeliveryID, "e2e-burst-") {
+			continue
+		}
+		switch x.State {
+		case "superseded":
+			superseded++
+		default:
+			ran++
+		}
+	}
+	if ran > 2 || ran+superseded != 10 {
+		t.Errorf("burst of 10: %d ran, %d superseded; want at most 2 ran\n%s", ran, superseded, all)
+	}
+
+	// Tokens: one mint for the whole run, none in any argv.
+	if n := s.github.MintCount(); n != 1 {
+		t.Errorf("%d installation tokens minted, want 1 (cached)", n)
+	}
+	s.assertNoTokenInArgv()
+}
+
+func TestEndToEndRegistryRefusesCredential(t *testing.T) {
+	s := newStack(t, stackOptions{registryDeniesApp: true})
+	d := startDeployd(t, s.config, nil)
+	v1 := s.push("latest", "v1")
+	ids := d.queue(delivery{event: "registry_package", id: "e2e-denied", body: s.packageEvent("latest", v1)})
+	dep := waitDeployment(t, d, ids[0])
+	if dep.State != "failed" || dep.ErrorClass != "auth" {
+		t.Fatalf("denied pull: %s %s, want failed auth", dep.State, dep.ErrorClass)
+	}
+	if !strings.Contains(dep.Hint, "GitHub App") || !strings.Contains(dep.Hint, "token_file") {
+		t.Errorf("hint %q should explain the App token refusal and name token_file", dep.Hint)
+	}
+	for _, text := range []string{dep.Error, dep.Hint} {
+		if strings.Contains(text, "Requesting bearer token") {
+			t.Errorf("the registry's raw message is shown bare: %q", text)
+		}
+		for _, m := range s.github.Mints() {
+			if strings.Contains(text, m.Token) {
+				t.Error("the installation token appears in the deployment's error")
+			}
+		}
+	}
+}
+
+func TestEndToEndFallsBackToPAT(t *testing.T) {
+	s := newStack(t, stackOptions{registryDeniesApp: true, credentials: "[github_app, token_file]"})
+	d := startDeployd(t, s.config, nil)
+	v1 := s.push("latest", "v1")
+	ids := d.queue(delivery{event: "registry_package", id: "e2e-fallback", body: s.packageEvent("latest", v1)})
+	dep := waitDeployment(t, d, ids[0])
+	if dep.State != "succeeded" || s.version() != "v1" {
+		t.Fatalf("fallback deploy: %s (%s %s), service %q", dep.State, dep.ErrorClass, dep.Error, s.version())
+	}
+	var fellBack bool
+	for _, st := range dep.Steps {
+		if st.Outcome == "failed" && strings.Contains(st.Message, "github_app") {
+			fellBack = true
+		}
+	}
+	if !fellBack {
+		t.Errorf("the step log does not record the App token refusal: %+v", dep.Steps)
+	}
+	s.assertNoTokenInArgv()
+}
