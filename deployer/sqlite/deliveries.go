@@ -1,0 +1,174 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/deployd/deployd/deployer"
+)
+
+// RecordDelivery commits a webhook delivery and queues its requests in one
+// transaction, which is synced to disk before RecordDelivery returns.
+//
+// A delivery whose ID or BodySHA256 was recorded before (empty values never
+// match) records nothing and yields Receipt{Duplicate: true}. Otherwise the
+// delivery is stored with d.Result and d.Reason, except that when reqs is not
+// empty its result is "queued" and the queued deployments are linked to it.
+// A zero d.ReceivedAt is replaced by the store's clock. A request with no
+// Trigger.Kind is a webhook request, and a webhook request's empty
+// Trigger.DeliveryID and Trigger.Event are taken from d.
+//
+// It fails without writing anything when a request is invalid or, with no
+// requests, d.Result is not ignored, duplicate or rejected; it returns
+// ctx's error if ctx ends before the write started. Safe for concurrent use:
+// concurrent calls share one commit.
+func (s *Store) RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []deployer.Request) (deployer.Receipt, error) {
+	if len(reqs) == 0 && !validResult(d.Result) {
+		return deployer.Receipt{}, fmt.Errorf("record delivery %s: no requests and result %q is not ignored, duplicate or rejected", d.ID, d.Result)
+	}
+	if d.Event == "" {
+		return deployer.Receipt{}, fmt.Errorf("record delivery %s: no event", d.ID)
+	}
+	for i, r := range reqs {
+		if err := r.Validate(); err != nil {
+			return deployer.Receipt{}, fmt.Errorf("record delivery %s: request %d: %w", d.ID, i, err)
+		}
+	}
+
+	var rcpt deployer.Receipt
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		rcpt = deployer.Receipt{}
+		var one int
+		err := tx.StmtContext(ctx, s.hot.duplicate).QueryRowContext(ctx,
+			nullString(d.ID), nullString(d.BodySHA256)).Scan(&one)
+		switch {
+		case err == nil:
+			rcpt.Duplicate = true
+			return nil
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+
+		now := s.now()
+		received := d.ReceivedAt
+		if received.IsZero() {
+			received = now
+		}
+		result := d.Result
+		if len(reqs) > 0 {
+			result = deployer.ResultQueued
+		}
+		res, err := tx.StmtContext(ctx, s.hot.insertDelivery).ExecContext(ctx,
+			nullString(d.ID), d.Event, d.Action, nullString(d.BodySHA256),
+			formatTime(received), result, d.Reason)
+		if err != nil {
+			return err
+		}
+		seq, err := res.LastInsertId()
+		if err != nil {
+			return err
+		}
+		for _, r := range reqs {
+			if r.Trigger.Kind == "" {
+				r.Trigger.Kind = deployer.TriggerWebhook
+			}
+			if r.Trigger.Kind == deployer.TriggerWebhook {
+				if r.Trigger.DeliveryID == "" {
+					r.Trigger.DeliveryID = d.ID
+				}
+				if r.Trigger.Event == "" {
+					r.Trigger.Event = d.Event
+				}
+			}
+			dep, err := s.queue(ctx, tx, r, seq, now)
+			if err != nil {
+				return err
+			}
+			rcpt.Deployments = append(rcpt.Deployments, dep.ID)
+		}
+		return nil
+	})
+	if err != nil {
+		return deployer.Receipt{}, fmt.Errorf("record delivery %s: %w", d.ID, err)
+	}
+	return rcpt, nil
+}
+
+// validResult reports whether r can be the result of a delivery that queued
+// nothing.
+func validResult(r string) bool {
+	switch r {
+	case deployer.ResultIgnored, deployer.ResultDuplicate, deployer.ResultRejected:
+		return true
+	}
+	return false
+}
+
+// Deliveries lists recorded deliveries newest first (by Seq), with the ids of
+// the deployments each queued. p.Before is a Seq. Safe for concurrent use.
+func (s *Store) Deliveries(ctx context.Context, p deployer.Page) ([]deployer.Delivery, error) {
+	limit, before := clampPage(p)
+	q := `SELECT d.seq, COALESCE(d.delivery_id, ''), d.event, d.action, COALESCE(d.body_sha256, ''),
+			d.received_at, d.result, d.reason,
+			(SELECT group_concat(id) FROM deployments WHERE delivery_seq = d.seq)
+		FROM deliveries d`
+	args := []any{}
+	if before != 0 {
+		q += " WHERE d.seq < ?"
+		args = append(args, before)
+	}
+	q += " ORDER BY d.seq DESC LIMIT ?"
+	args = append(args, limit)
+
+	rows, err := s.rdb.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
+	}
+	defer rows.Close()
+	out := []deployer.Delivery{}
+	for rows.Next() {
+		var (
+			d        deployer.Delivery
+			received string
+			ids      sql.NullString
+		)
+		if err := rows.Scan(&d.Seq, &d.ID, &d.Event, &d.Action, &d.BodySHA256,
+			&received, &d.Result, &d.Reason, &ids); err != nil {
+			return nil, fmt.Errorf("list deliveries: %w", err)
+		}
+		if d.ReceivedAt, err = parseTime(received); err != nil {
+			return nil, fmt.Errorf("list deliveries: %w", err)
+		}
+		if d.DeploymentIDs, err = parseIDs(ids.String); err != nil {
+			return nil, fmt.Errorf("list deliveries: %w", err)
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list deliveries: %w", err)
+	}
+	return out, nil
+}
+
+// parseIDs reads group_concat's comma-separated ids into ascending order.
+func parseIDs(s string) ([]int64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	ids := make([]int64, 0, len(parts))
+	for _, p := range parts {
+		id, err := strconv.ParseInt(p, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("parse deployment id %q: %w", p, err)
+		}
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}

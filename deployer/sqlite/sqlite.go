@@ -1,0 +1,424 @@
+// Package sqlite is deployd's durable store: webhook deliveries, the
+// deployment queue and history, and what runs for each service, kept in one
+// SQLite database (modernc.org/sqlite, no cgo).
+//
+// Every write is committed and synced to disk before the call returns. Writes
+// go through a single writer goroutine that gathers the calls waiting at the
+// same moment into one transaction (group commit), so concurrent callers share
+// the cost of a sync while each call keeps its own all-or-nothing outcome.
+// Reads use a separate pool of read-only connections and never wait for the
+// writer (WAL mode).
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/deployd/deployd/deployer"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// ErrClosed is returned by calls made after Close.
+var ErrClosed = errors.New("store closed")
+
+// Store is the SQLite implementation of deployer.Store. Its methods are safe
+// for concurrent use. Create one with Open and release it with Close.
+type Store struct {
+	wdb *sql.DB // exactly one connection, used only by the writer goroutine
+	rdb *sql.DB // read-only connections
+	hot hotStmts
+
+	now      func() time.Time
+	maxBatch int
+	onCommit func(items int)
+
+	mu      sync.RWMutex // guards closed and sends on ops against Close
+	closed  bool
+	ops     chan *writeOp
+	stopped chan struct{} // closed when the writer goroutine has returned
+
+	closeOnce sync.Once
+	closeErr  error
+
+	commits atomic.Int64 // committed write transactions, for tests
+}
+
+var _ deployer.Store = (*Store)(nil)
+
+// Option changes how Open sets up a Store.
+type Option func(*options)
+
+type options struct {
+	now        func() time.Time
+	maxBatch   int
+	readers    int
+	busy       time.Duration
+	onCommit   func(items int)
+	migrations fs.FS
+}
+
+// WithClock makes the store read the time from now instead of time.Now. The
+// times it stores are converted to UTC.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
+// WithMaxBatch caps how many write calls share one transaction (default 128).
+// Values below 1 are treated as 1, which turns group commit off.
+func WithMaxBatch(n int) Option {
+	return func(o *options) { o.maxBatch = max(n, 1) }
+}
+
+// WithCommitHook calls fn after every committed write transaction with the
+// number of calls it carried, for example to feed a metric. fn runs on the
+// writer goroutine and delays the next commit, so it must return quickly.
+func WithCommitHook(fn func(items int)) Option {
+	return func(o *options) { o.onCommit = fn }
+}
+
+// withMigrations replaces the embedded migrations; tests use it.
+func withMigrations(fsys fs.FS) Option {
+	return func(o *options) { o.migrations = fsys }
+}
+
+// Open opens (creating if needed) the database at path, applies the pending
+// schema migrations and starts the writer. ctx bounds the migrations; the
+// returned Store lives until Close whatever becomes of ctx.
+func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
+	o := options{
+		now:        time.Now,
+		maxBatch:   128,
+		readers:    4,
+		busy:       5 * time.Second,
+		migrations: embeddedMigrations(),
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+
+	// Every connection gets these on open; _txlock=immediate makes the
+	// writer take the write lock at BEGIN rather than half way through.
+	pragmas := url.Values{}
+	pragmas.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", o.busy.Milliseconds()))
+	pragmas.Add("_pragma", "foreign_keys(1)")
+	pragmas.Add("_pragma", "journal_mode(WAL)")
+	pragmas.Add("_pragma", "synchronous(FULL)")
+	wq := cloneValues(pragmas)
+	wq.Set("_txlock", "immediate")
+	rq := cloneValues(pragmas)
+	rq.Add("_pragma", "query_only(1)")
+
+	wdb, err := sql.Open("sqlite", dsn(abs, wq))
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	wdb.SetMaxOpenConns(1)
+	wdb.SetMaxIdleConns(1)
+	wdb.SetConnMaxLifetime(0)
+	wdb.SetConnMaxIdleTime(0)
+
+	if err := migrate(ctx, wdb, o.migrations, o.now); err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+
+	hot, err := prepareHot(ctx, wdb)
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+
+	rdb, err := sql.Open("sqlite", dsn(abs, rq))
+	if err != nil {
+		wdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	rdb.SetMaxOpenConns(o.readers)
+	rdb.SetMaxIdleConns(o.readers)
+	if err := rdb.PingContext(ctx); err != nil {
+		rdb.Close()
+		wdb.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+
+	s := &Store{
+		wdb:      wdb,
+		rdb:      rdb,
+		hot:      hot,
+		now:      o.now,
+		maxBatch: o.maxBatch,
+		onCommit: o.onCommit,
+		ops:      make(chan *writeOp, o.maxBatch),
+		stopped:  make(chan struct{}),
+	}
+	go s.run(context.WithoutCancel(ctx))
+	return s, nil
+}
+
+func cloneValues(v url.Values) url.Values {
+	c := url.Values{}
+	for k, vs := range v {
+		c[k] = append([]string(nil), vs...)
+	}
+	return c
+}
+
+// dsn builds a file: URI, so that any character in the path survives.
+func dsn(path string, q url.Values) string {
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: q.Encode()}
+	return u.String()
+}
+
+// Close waits for the writes already handed to the writer to commit, then
+// closes the database. Calls made after Close fail with ErrClosed. Close is
+// safe to call more than once and from any goroutine.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		close(s.ops)
+		s.mu.Unlock()
+		<-s.stopped
+		s.closeErr = errors.Join(s.hot.close(), s.rdb.Close(), s.wdb.Close())
+		if s.closeErr != nil {
+			s.closeErr = fmt.Errorf("close store: %w", s.closeErr)
+		}
+	})
+	return s.closeErr
+}
+
+// Ping checks that the database answers reads and that the writer can take
+// the write lock.
+func (s *Store) Ping(ctx context.Context) error {
+	var one int
+	if err := s.rdb.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+		return fmt.Errorf("ping store: %w", err)
+	}
+	if err := s.write(ctx, func(context.Context, *sql.Tx) error { return nil }); err != nil {
+		return fmt.Errorf("ping store: %w", err)
+	}
+	return nil
+}
+
+// A writeOp is one call's share of a group-committed transaction.
+type writeOp struct {
+	ctx  context.Context // the caller's: checked before fn runs
+	fn   func(ctx context.Context, tx *sql.Tx) error
+	err  error
+	done chan error
+}
+
+// write hands fn to the writer goroutine and returns once the transaction
+// that ran it has committed (nil) or failed (its error). fn runs inside a
+// savepoint: when it returns an error, whatever it wrote is undone and the
+// other calls of the batch are unaffected.
+//
+// ctx is respected until fn starts; once it has started, write waits for the
+// commit, which takes one sync, so that its answer is always the truth.
+func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.ops <- op:
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	s.mu.RUnlock()
+	return <-op.done
+}
+
+// run is the writer goroutine: it gathers waiting calls into batches and
+// commits each batch once. It returns when ops is closed and drained.
+func (s *Store) run(ctx context.Context) {
+	defer close(s.stopped)
+	batch := make([]*writeOp, 0, s.maxBatch)
+	for op := range s.ops {
+		batch = append(batch[:0], op)
+	fill:
+		for len(batch) < s.maxBatch {
+			select {
+			case op, ok := <-s.ops:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, op)
+			default:
+				break fill
+			}
+		}
+		s.commit(ctx, batch)
+		clear(batch)
+	}
+}
+
+// commit runs batch in one transaction and answers every call in it.
+func (s *Store) commit(ctx context.Context, batch []*writeOp) {
+	defer func() {
+		for _, op := range batch {
+			op.done <- op.err
+		}
+	}()
+	failAll := func(err error) {
+		for _, op := range batch {
+			if op.err == nil {
+				op.err = err
+			}
+		}
+	}
+
+	tx, err := s.wdb.BeginTx(ctx, nil)
+	if err != nil {
+		failAll(fmt.Errorf("begin: %w", err))
+		return
+	}
+	applied := 0
+	for _, op := range batch {
+		if err := op.ctx.Err(); err != nil {
+			op.err = err
+			continue
+		}
+		if _, err := tx.StmtContext(ctx, s.hot.savepoint).ExecContext(ctx); err != nil {
+			tx.Rollback()
+			failAll(fmt.Errorf("savepoint: %w", err))
+			return
+		}
+		if op.err = op.fn(ctx, tx); op.err != nil {
+			if _, err := tx.StmtContext(ctx, s.hot.rollbackTo).ExecContext(ctx); err != nil {
+				tx.Rollback()
+				failAll(fmt.Errorf("roll back to savepoint: %w", err))
+				return
+			}
+		}
+		if _, err := tx.StmtContext(ctx, s.hot.release).ExecContext(ctx); err != nil {
+			tx.Rollback()
+			failAll(fmt.Errorf("release savepoint: %w", err))
+			return
+		}
+		if op.err == nil {
+			applied++
+		}
+	}
+	if applied == 0 {
+		tx.Rollback()
+		return
+	}
+	if err := tx.Commit(); err != nil {
+		failAll(fmt.Errorf("commit: %w", err))
+		return
+	}
+	s.commits.Add(1)
+	if s.onCommit != nil {
+		s.onCommit(applied)
+	}
+}
+
+// hotStmts are the statements that every delivery runs, prepared once on
+// the writer's connection: parsing SQL is a good part of a write's cost.
+// Use them in a transaction through tx.StmtContext.
+type hotStmts struct {
+	savepoint, release, rollbackTo *sql.Stmt
+	duplicate, insertDelivery      *sql.Stmt
+	supersede, insertDeployment    *sql.Stmt
+}
+
+func prepareHot(ctx context.Context, db *sql.DB) (hotStmts, error) {
+	var h hotStmts
+	for _, p := range []struct {
+		st    **sql.Stmt
+		query string
+	}{
+		{&h.savepoint, "SAVEPOINT op"},
+		{&h.release, "RELEASE op"},
+		{&h.rollbackTo, "ROLLBACK TO op"},
+		{&h.duplicate, "SELECT 1 FROM deliveries WHERE delivery_id = ? OR body_sha256 = ? LIMIT 1"},
+		{&h.insertDelivery, `INSERT INTO deliveries
+			(delivery_id, event, action, body_sha256, received_at, result, reason)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`},
+		{&h.supersede, "UPDATE deployments SET state = 'superseded', finished_at = ? WHERE service = ? AND state = 'queued'"},
+		{&h.insertDeployment, `INSERT INTO deployments
+			(service, delivery_seq, trigger_kind, trigger_delivery_id, trigger_event, trigger_subject,
+			 installation_id, run_id, run_number, tag, digest, force, dry_run, state, queued_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)`},
+	} {
+		st, err := db.PrepareContext(ctx, p.query)
+		if err != nil {
+			h.close()
+			return hotStmts{}, fmt.Errorf("prepare %q: %w", p.query, err)
+		}
+		*p.st = st
+	}
+	return h, nil
+}
+
+func (h hotStmts) close() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{h.savepoint, h.release, h.rollbackTo, h.duplicate,
+		h.insertDelivery, h.supersede, h.insertDeployment} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// timeLayout stores times as fixed-width UTC text, so that they sort as
+// text, read well in the sqlite3 shell and keep nanoseconds.
+const timeLayout = "2006-01-02T15:04:05.000000000Z"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(timeLayout, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("parse stored time %q: %w", s, err)
+	}
+	return t, nil
+}
+
+// parseNullTime turns a nullable time column into a pointer.
+func parseNullTime(ns sql.NullString) (*time.Time, error) {
+	if !ns.Valid {
+		return nil, nil
+	}
+	t, err := parseTime(ns.String)
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// nullString stores "" as NULL.
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+// clampPage applies Page's documented defaults.
+func clampPage(p deployer.Page) (limit int, before int64) {
+	switch {
+	case p.Limit == 0:
+		limit = 50
+	case p.Limit < 1:
+		limit = 1
+	case p.Limit > 500:
+		limit = 500
+	default:
+		limit = p.Limit
+	}
+	return limit, p.Before
+}
