@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -83,12 +84,8 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 // as interrupted and starts workers for every service with queued work.
 // The context given to Start bounds the workers' lifetime.
 func (q *Queue) Start(ctx context.Context) error {
-	n, err := q.store.InterruptRunning(ctx)
-	if err != nil {
+	if err := q.resumeInterrupted(ctx); err != nil {
 		return fmt.Errorf("start queue: %w", err)
-	}
-	if n > 0 {
-		q.log.Warn().Int("count", n).Msg("deployments interrupted by the last stop")
 	}
 	services, err := q.store.QueuedServices(ctx)
 	if err != nil {
@@ -99,6 +96,43 @@ func (q *Queue) Start(ctx context.Context) error {
 	q.mu.Unlock()
 	for _, s := range services {
 		q.wake(s)
+	}
+	return nil
+}
+
+// resumeInterrupted marks the deployments that were running when deployd
+// last stopped as interrupted, and queues each one again unless a newer
+// request for its service is already queued: what was asked for still
+// gets done.
+func (q *Queue) resumeInterrupted(ctx context.Context) error {
+	ids, err := q.store.InterruptRunning(ctx)
+	if err != nil {
+		return err
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	queued, err := q.store.QueuedServices(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		d, err := q.store.Deployment(ctx, id)
+		if err != nil {
+			return err
+		}
+		log := q.log.With().Str(KeyService, d.Service).Int64(KeyDeploymentID, d.ID).Logger()
+		if slices.Contains(queued, d.Service) {
+			log.Warn().Msg("deployment interrupted by the last stop; a newer one is queued")
+			continue
+		}
+		again, err := q.store.Enqueue(ctx, Request{Service: d.Service, Tag: d.Tag, Digest: d.Digest,
+			Trigger: d.Trigger, Force: d.Force, DryRun: d.DryRun})
+		if err != nil {
+			return fmt.Errorf("queue interrupted deployment %d again: %w", d.ID, err)
+		}
+		queued = append(queued, d.Service)
+		log.Warn().Int64("resumed_as", again.ID).Msg("deployment interrupted by the last stop; queued again")
 	}
 	return nil
 }

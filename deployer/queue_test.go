@@ -228,3 +228,48 @@ func TestQueueShutdownInterruptsAfterDeadlineAndRestartResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestQueueResumesDeploymentInterruptedByCrash(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	ctx := context.Background()
+	// A deployment that was running when deployd died.
+	crashed, err := store.Enqueue(ctx, req("backend", "v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := store.ClaimNext(ctx, "backend"); err != nil || !ok {
+		t.Fatalf("claim: %v %v", ok, err)
+	}
+	// web was running too, but a newer web request is queued already.
+	if _, err := store.Enqueue(ctx, req("web", "w1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.ClaimNext(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	newerWeb, _ := store.Enqueue(ctx, req("web", "w2"))
+
+	exec := &recordingExecutor{}
+	q, _ := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: exec, Logger: zerolog.Nop()})
+	if err := q.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "both services to settle", func() bool {
+		b, _ := store.Deployments(ctx, "backend", deployer.Page{Limit: 1})
+		w, _ := store.Deployment(ctx, newerWeb.ID)
+		return len(b) == 1 && b[0].ID != crashed.ID && b[0].State == deployer.StateSucceeded && w.State == deployer.StateSucceeded
+	})
+	if err := q.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := store.Deployment(ctx, crashed.ID); got.State != deployer.StateInterrupted {
+		t.Errorf("crashed deployment is %s, want interrupted", got.State)
+	}
+	b, _ := store.Deployments(ctx, "backend", deployer.Page{Limit: 1})
+	if b[0].Tag != "v1" || b[0].Trigger != crashed.Trigger {
+		t.Errorf("resumed deployment %+v does not repeat the interrupted request %+v", b[0], crashed)
+	}
+	if n := exec.count(); n != 2 {
+		t.Errorf("ran %d deployments, want 2 (backend resumed once, the newer web)", n)
+	}
+}

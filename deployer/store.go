@@ -56,8 +56,8 @@ type Store interface {
 	// Finish records a deployment's end state, resolved digest and failure, if any.
 	Finish(ctx context.Context, d Deployment) error
 	// InterruptRunning marks every running deployment interrupted and
-	// returns how many there were. Called once at start-up.
-	InterruptRunning(ctx context.Context) (int, error)
+	// returns their ids, oldest first. Called once at start-up.
+	InterruptRunning(ctx context.Context) ([]int64, error)
 	// QueuedServices lists the services with queued deployments.
 	QueuedServices(ctx context.Context) ([]string, error)
 

@@ -270,16 +270,16 @@ func runStoreContract(t *testing.T, open func(t *testing.T) deployer.Store) {
 			must2(s.ClaimNext(ctx, "backend"))(t)
 			must2(s.ClaimNext(ctx, "web"))(t)
 			c := must(s.Enqueue(ctx, manual("web", "v2")))(t)
-			n := must(s.InterruptRunning(ctx))(t)
-			if n != 2 {
-				t.Errorf("interrupted %d, want 2", n)
+			ids := must(s.InterruptRunning(ctx))(t)
+			if len(ids) != 2 || ids[0] != a.ID || ids[1] != b.ID {
+				t.Errorf("interrupted %v, want [%d %d]", ids, a.ID, b.ID)
 			}
 			wantStates(t, s, map[int64]deployer.State{a.ID: deployer.StateInterrupted, b.ID: deployer.StateInterrupted, c.ID: deployer.StateQueued})
 			if got := must(s.Deployment(ctx, a.ID))(t); got.FinishedAt == nil {
 				t.Error("interrupted deployment has no finished_at")
 			}
-			if n := must(s.InterruptRunning(ctx))(t); n != 0 {
-				t.Errorf("second InterruptRunning = %d, want 0", n)
+			if ids := must(s.InterruptRunning(ctx))(t); len(ids) != 0 {
+				t.Errorf("second InterruptRunning = %v, want none", ids)
 			}
 		}},
 		{"QueuedServices lists services with queued work", func(t *testing.T, s deployer.Store) {

@@ -223,24 +223,37 @@ func validState(s deployer.State) bool {
 }
 
 // InterruptRunning marks every running deployment interrupted, with the
-// store's clock as its end, and returns how many there were. deployd calls it
-// once at start-up, before any worker claims work. Safe for concurrent use.
-func (s *Store) InterruptRunning(ctx context.Context) (int, error) {
-	var n int64
+// store's clock as its end, and returns their ids, oldest first. deployd
+// calls it once at start-up, before any worker claims work. Safe for
+// concurrent use.
+func (s *Store) InterruptRunning(ctx context.Context) ([]int64, error) {
+	var ids []int64
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE deployments SET state = 'interrupted', finished_at = ?,
-				error = CASE WHEN error = '' THEN 'deployd stopped while this deployment ran' ELSE error END
-			WHERE state = 'running'`, formatTime(s.now()))
+		ids = ids[:0]
+		rows, err := tx.QueryContext(ctx, "SELECT id FROM deployments WHERE state = 'running' ORDER BY id")
 		if err != nil {
 			return err
 		}
-		n, err = res.RowsAffected()
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE deployments SET state = 'interrupted', finished_at = ?,
+				error = CASE WHEN error = '' THEN 'deployd stopped while this deployment ran' ELSE error END
+			WHERE state = 'running'`, formatTime(s.now()))
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("interrupt running deployments: %w", err)
+		return nil, fmt.Errorf("interrupt running deployments: %w", err)
 	}
-	return int(n), nil
+	return ids, nil
 }
 
 // QueuedServices lists, in name order, the services that have queued

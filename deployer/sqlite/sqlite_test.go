@@ -78,9 +78,9 @@ func TestRestartKeepsEverything(t *testing.T) {
 			t.Errorf("delivery %s not recognised as a duplicate after restart", d.ID)
 		}
 	}
-	n, err := s.InterruptRunning(ctx)
-	if err != nil || n != 1 {
-		t.Errorf("InterruptRunning = %d, %v; want 1", n, err)
+	ids, err := s.InterruptRunning(ctx)
+	if err != nil || len(ids) != 1 || ids[0] != rc.Deployments[0] {
+		t.Errorf("InterruptRunning = %v, %v; want [%d]", ids, err, rc.Deployments[0])
 	}
 	got, err := s.Deployment(ctx, rc.Deployments[0])
 	if err != nil {
