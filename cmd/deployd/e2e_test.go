@@ -6,8 +6,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -349,4 +351,97 @@ func TestEndToEndFallsBackToPAT(t *testing.T) {
 		t.Errorf("the step log does not record the App token refusal: %+v", dep.Steps)
 	}
 	s.assertNoTokenInArgv()
+}
+
+// process is deployd run as a built binary, so that it can be SIGKILLed.
+type process struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	addr string
+}
+
+// buildDeployd builds the deployd binary once per test.
+func buildDeployd(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "deployd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func startProcess(t *testing.T, bin, config string) *process {
+	t.Helper()
+	p := &process{logs: &syncBuffer{}}
+	p.cmd = exec.Command(bin, "serve", "--config", config)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.kill() })
+	deadline := time.Now().Add(30 * time.Second)
+	for p.addr = listenAddr(p.logs.String()); p.addr == ""; p.addr = listenAddr(p.logs.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("deployd did not listen:\n%s", p.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return p
+}
+
+// kill sends SIGKILL to deployd and everything it started.
+func (p *process) kill() {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	_ = p.cmd.Wait()
+}
+
+func TestEndToEndKilledDuringPullResumes(t *testing.T) {
+	bin := buildDeployd(t)
+	s := newStack(t, stackOptions{})
+	slow := filepath.Join(filepath.Dir(s.podmanW), "slow-pull")
+	writeFile(t, filepath.Dir(slow), "slow-pull", "", 0o600)
+
+	p := startProcess(t, bin, s.config)
+	d := &instance{t: t, addr: p.addr}
+	v1 := s.push("latest", "v1")
+	ids := d.queue(delivery{event: "registry_package", id: "e2e-kill", body: s.packageEvent("latest", v1)})
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(s.argv(), " pull ") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no pull started:\n%s", p.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.kill() // SIGKILL in the middle of the pull
+
+	if err := os.Remove(slow); err != nil {
+		t.Fatal(err)
+	}
+	p2 := startProcess(t, bin, s.config)
+	d2 := &instance{t: t, addr: p2.addr}
+	if dep := waitDeployment(t, d2, ids[0]); dep.State != "interrupted" {
+		t.Errorf("the deployment cut short by SIGKILL is %s, want interrupted", dep.State)
+	}
+	var all deploymentsResponse
+	deadline = time.Now().Add(2 * time.Minute)
+	for {
+		d2.getJSON("/api/v1/deployments?service=backend", http.StatusOK, &all)
+		if len(all.Deployments) > 1 && all.Deployments[0].State != "queued" && all.Deployments[0].State != "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no resumed deployment ended:\n%s", all)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	resumed := all.Deployments[0]
+	if resumed.State != "succeeded" || resumed.Digest != v1 || resumed.Trigger.DeliveryID != "e2e-kill" || s.version() != "v1" {
+		t.Errorf("after restart: %s %s (delivery %s), service %q; want succeeded %s from e2e-kill, v1",
+			resumed.State, resumed.Digest, resumed.Trigger.DeliveryID, s.version(), v1)
+	}
 }
