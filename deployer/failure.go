@@ -59,7 +59,8 @@ func classifyRegistryError(image, source string, err error) *Failure {
 		return fail(ClassAuth, authHint(image, source), errors.New(plainAuthError(source, msg)))
 	case strings.Contains(msg, "manifest unknown"),
 		strings.Contains(msg, "name unknown"),
-		strings.Contains(msg, "not found"):
+		strings.Contains(msg, "not found"),
+		strings.Contains(msg, "statuscode: 404"): // a HEAD answer has no body to name the error
 		return fail(ClassNotFound, "the registry has no such tag or digest for "+image+
 			"; check that CI pushed it and that the service's image and tags are right", err)
 	case errors.Is(err, context.DeadlineExceeded), isNetError(err),
@@ -116,3 +117,12 @@ func isNetError(err error) bool {
 
 // Transient reports whether a failure may go away by itself (network, 5xx, 429).
 func (f *Failure) Transient() bool { return f.Class == ClassNetwork }
+
+// ClassifyRegistryError explains an error of [RegistryResolver.Digest] (or of
+// podman login or pull) made with the credential of source for image: a
+// *Failure whose Class says what went wrong (ClassAuth when the registry
+// refused the credential) and whose Hint says how to fix it. The pipeline
+// uses the same classification; doctor calls this to speak the same words.
+func ClassifyRegistryError(image, source string, err error) *Failure {
+	return classifyRegistryError(image, source, err)
+}

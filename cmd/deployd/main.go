@@ -79,6 +79,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the HTTP service: webhooks, API, status page, deploys", serveCommand},
 		{"check-config", "load and validate the configuration, then exit", checkConfigCommand},
+		{"doctor", "check config, GitHub App and registry credentials live, with fixes", doctorCommand},
 		{"version", "print the version", versionCommand},
 	}
 }
