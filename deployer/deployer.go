@@ -174,4 +174,7 @@ type Receipt struct {
 	Duplicate bool
 	// Deployments are the ids of the deployments queued for it.
 	Deployments []int64
+	// Ignored, when set, says why the delivery's requests were all held
+	// back (they would deploy backwards); it was recorded as ignored.
+	Ignored string
 }

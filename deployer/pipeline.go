@@ -2,10 +2,13 @@ package deployer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
@@ -36,6 +39,8 @@ type PipelineConfig struct {
 	// PullTimeout bounds a pull (default 10m); StepTimeout any other command (default 2m).
 	PullTimeout time.Duration
 	StepTimeout time.Duration
+	// Retry is the budget for transient registry failures.
+	Retry Retry
 }
 
 // Pipeline carries out deployments step by step: resolve, login, pull,
@@ -53,6 +58,7 @@ type Pipeline struct {
 	notify      func(Deployment)
 	pullTimeout time.Duration
 	stepTimeout time.Duration
+	retry       Retry
 }
 
 // NewPipeline checks the dependencies and returns a Pipeline.
@@ -83,6 +89,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		notify:      cfg.Notify,
 		pullTimeout: cfg.PullTimeout,
 		stepTimeout: cfg.StepTimeout,
+		retry:       cfg.Retry.withDefaults(),
 	}
 	if p.http == nil {
 		p.http = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
@@ -107,7 +114,11 @@ type job struct {
 	status ServiceStatus
 	req    CredentialRequest
 	cred   Credential
-	log    zerolog.Logger
+	// passedOver says which credential sources the registry refused, and why.
+	passedOver []string
+	// quiet jobs (reconcile's look-ups) keep no step log.
+	quiet bool
+	log   zerolog.Logger
 }
 
 // Execute runs the deployment to its end state. See Executor.
@@ -141,6 +152,12 @@ func (j *job) run(ctx context.Context) Deployment {
 		j.step(ctx, "resolve", time.Now(), nil, "already running "+shortDigest(digest)+"; nothing to do")
 		return j.end(ctx, StateUnchanged, nil)
 	}
+	if reason, err := j.p.backwards(ctx, j.d.Service, j.d.Trigger, digest); err != nil {
+		return j.end(ctx, StateFailed, fail(ClassConfig, "check deployd's data directory", err))
+	} else if reason != "" {
+		j.step(ctx, "guard", time.Now(), nil, reason)
+		return j.end(ctx, StateUnchanged, nil)
+	}
 	if j.d.DryRun || j.spec.DryRun {
 		j.step(ctx, "plan", time.Now(), nil, fmt.Sprintf("dry run: would pull %s@%s and switch %s (%s)",
 			j.spec.Image, digest, j.spec.Name, j.spec.Strategy))
@@ -160,7 +177,78 @@ func (j *job) run(ctx context.Context) Deployment {
 	if err := j.recordRunning(ctx, digest); err != nil {
 		return j.end(ctx, StateFailed, err)
 	}
+	j.prune(ctx)
 	return j.end(ctx, StateSucceeded, nil)
+}
+
+// backwards says why deploying digest for a trigger would move the service
+// back to a version this host already ran and replaced, or "" when it
+// would not. Only webhooks and reconcile are held back: an authenticated
+// manual deploy or rollback may go back on purpose.
+func (p *Pipeline) backwards(ctx context.Context, service string, t Trigger, digest string) (string, error) {
+	if t.Kind != TriggerWebhook && t.Kind != TriggerReconcile {
+		return "", nil
+	}
+	replaced, err := p.store.DigestReplaced(ctx, service, digest)
+	if err != nil || !replaced {
+		return "", err
+	}
+	return shortDigest(digest) + " already ran on this host and was replaced; " + string(t.Kind) +
+		" triggers never deploy backwards (deploy it manually or roll back to go back)", nil
+}
+
+// prune removes the service's images beyond the newest keep_images, never
+// the running or the previous one. Failures are logged, not fatal: the
+// deployment itself succeeded.
+func (j *job) prune(ctx context.Context) {
+	if j.spec.KeepImages <= 0 || j.spec.Strategy == StrategyCommand {
+		return
+	}
+	start := time.Now()
+	out, err := j.podmanRun(ctx, j.p.stepTimeout, "images", "--format", "json", "--filter", "reference="+j.spec.Image)
+	if err != nil {
+		j.log.Warn().Err(err).Msg("prune: list images")
+		return
+	}
+	var images []struct {
+		ID      string `json:"Id"`
+		Digest  string `json:"Digest"`
+		Created int64  `json:"Created"`
+	}
+	if err := json.Unmarshal([]byte(out), &images); err != nil {
+		j.log.Warn().Err(err).Msg("prune: decode podman images")
+		return
+	}
+	sort.Slice(images, func(a, b int) bool { return images[a].Created > images[b].Created })
+	var removed []string
+	for i, img := range images {
+		if i < j.spec.KeepImages || img.Digest == j.status.Digest || img.Digest == j.status.PreviousDigest {
+			continue
+		}
+		if _, err := j.podmanRun(ctx, j.p.stepTimeout, "rmi", img.ID); err != nil {
+			j.log.Warn().Err(err).Str("image", img.ID).Msg("prune: remove image")
+			continue
+		}
+		removed = append(removed, shortDigest(img.Digest))
+	}
+	if len(removed) > 0 {
+		j.step(ctx, "prune", start, nil, fmt.Sprintf("removed %d old image(s): %s; kept the newest %d",
+			len(removed), strings.Join(removed, ", "), j.spec.KeepImages))
+	}
+}
+
+// Resolve looks up the digest of service's tag at the registry with the
+// credential chain, as a deployment's resolve step does, but records no
+// step. Reconcile uses it.
+func (p *Pipeline) Resolve(ctx context.Context, service, tag string) (string, error) {
+	spec, ok := p.services[service]
+	if !ok {
+		return "", fmt.Errorf("service %q is not configured", service)
+	}
+	j := &job{p: p, spec: spec, quiet: true, log: p.log,
+		d:   Deployment{Service: service, Tag: tag},
+		req: CredentialRequest{Host: spec.Host, Image: spec.Image, Repository: spec.Repository}}
+	return j.resolve(ctx)
 }
 
 // resolve finds the digest to deploy, trying credentials in the chain's
@@ -256,13 +344,17 @@ func prepareAuthFile(path string) error {
 	return nil
 }
 
-// withCredentials runs op with the chain's credential; when the registry
-// refuses it (class auth), the source is put aside and op runs again with
-// the next one. Every attempt is a step in the log.
+// withCredentials runs op with the chain's credential. When the registry
+// refuses it (class auth), a GitHub App token is minted afresh and tried
+// once more, then the source is put aside and op runs again with the next
+// one. Transient failures (network, 5xx, 429) are retried with backoff
+// within the pipeline's retry budget. Every attempt is a step in the log.
 func withCredentials(ctx context.Context, j *job, name string, op func(context.Context) (string, error), okMsg func(string) string) (string, error) {
-	const maxSources = 4
+	const maxAttempts = 16 // a bound on top of the per-cause ones below
 	var last error
-	for range maxSources {
+	refreshed := map[string]bool{}
+	retries := 0
+	for range maxAttempts {
 		if j.cred.Source == "" {
 			c, err := j.p.creds.Credential(ctx, j.req)
 			if err != nil {
@@ -284,16 +376,73 @@ func withCredentials(ctx context.Context, j *job, name string, op func(context.C
 			return out, nil
 		}
 		f := classifyRegistryError(j.spec.Image, j.cred.Source, err)
-		if f.Class != ClassAuth {
+		switch {
+		case ctx.Err() != nil:
+			j.step(ctx, name, start, f, "")
+			return "", f
+		case f.Class == ClassAuth && j.cred.Source == sourceGitHubApp && !refreshed[j.cred.Source]:
+			refreshed[j.cred.Source] = true
+			j.step(ctx, name, start, f, "registry refused the GitHub App token; retrying once with a freshly minted one")
+			j.p.creds.Invalidate(j.req)
+			j.cred = Credential{}
+		case f.Class == ClassAuth:
+			j.step(ctx, name, start, f, "registry refused credential "+j.cred.Source+"; putting it aside and trying the next source")
+			j.p.creds.Denied(j.req, j.cred.Source, f.Error())
+			j.passedOver = append(j.passedOver, j.cred.Source+": "+f.Error())
+			last = &sourceError{source: j.cred.Source, err: f}
+			j.cred = Credential{}
+		case f.Transient() && retries < j.p.retry.Attempts-1:
+			retries++
+			wait := j.p.retry.backoff(retries)
+			j.step(ctx, name, start, f, fmt.Sprintf("transient failure; retry %d of %d in %s", retries, j.p.retry.Attempts-1, wait.Round(time.Millisecond)))
+			select {
+			case <-ctx.Done():
+				return "", fail(ClassNetwork, f.Hint, ctx.Err())
+			case <-time.After(wait):
+			}
+		default:
 			j.step(ctx, name, start, f, "")
 			return "", f
 		}
-		j.step(ctx, name, start, f, "registry refused credential "+j.cred.Source+"; putting it aside and trying the next source")
-		j.p.creds.Denied(j.req, j.cred.Source, f.Error())
-		last = &sourceError{source: j.cred.Source, err: f}
-		j.cred = Credential{}
+	}
+	if last == nil {
+		last = fail(ClassNetwork, "the registry kept failing; deployd will catch up on the next reconcile", errors.New("too many attempts"))
 	}
 	return "", last
+}
+
+// sourceGitHubApp is the credential source whose tokens can be minted afresh.
+const sourceGitHubApp = "github_app"
+
+// Retry is the budget for transient failures of one step of a deployment.
+type Retry struct {
+	// Attempts is how many times a step runs at most (default 4).
+	Attempts int
+	// Base is the first wait (default 1s); each retry doubles it, up to Max
+	// (default 30s), plus up to half again of random jitter.
+	Base, Max time.Duration
+}
+
+func (r Retry) withDefaults() Retry {
+	if r.Attempts <= 0 {
+		r.Attempts = 4
+	}
+	if r.Base <= 0 {
+		r.Base = time.Second
+	}
+	if r.Max <= 0 {
+		r.Max = 30 * time.Second
+	}
+	return r
+}
+
+// backoff returns the wait before retry n (1-based).
+func (r Retry) backoff(n int) time.Duration {
+	d := r.Base << (n - 1)
+	if d > r.Max || d <= 0 {
+		d = r.Max
+	}
+	return d + time.Duration(rand.Int64N(int64(d)/2+1))
 }
 
 // sourceError remembers which credential source a failure belongs to.
@@ -553,6 +702,8 @@ func (j *job) recordRunning(ctx context.Context, digest string) error {
 	st.Digest = digest
 	st.Tag = j.d.Tag
 	st.Degraded = false
+	st.Credential = j.cred.Source
+	st.CredentialNote = strings.Join(j.passedOver, "; ")
 	st.LastDeploymentID = j.d.ID
 	if j.d.Trigger.RunNumber > st.LastRunNumber {
 		st.LastRunNumber = j.d.Trigger.RunNumber
@@ -570,6 +721,10 @@ func (j *job) recordRunning(ctx context.Context, digest string) error {
 
 // step appends a step to the deployment's log and logs it.
 func (j *job) step(ctx context.Context, name string, start time.Time, err error, msg string) {
+	if j.quiet {
+		j.log.Debug().Str(KeyService, j.spec.Name).Str(KeyStep, name).AnErr("error", err).Msg(j.redact(msg))
+		return
+	}
 	s := Step{Name: name, Started: start.UTC(), Duration: time.Since(start), Outcome: "ok", Message: msg}
 	if err != nil {
 		s.Outcome = "failed"

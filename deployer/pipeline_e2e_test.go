@@ -50,6 +50,8 @@ func (c *fixedCredentials) Denied(_ deployer.CredentialRequest, source, reason s
 
 func (c *fixedCredentials) Accepted(deployer.CredentialRequest, string) {}
 
+func (c *fixedCredentials) Invalidate(deployer.CredentialRequest) {}
+
 // pipelineEnv is a real registry with token auth, an isolated podman, a
 // store and a queue running the real pipeline for one service "backend".
 type pipelineEnv struct {
@@ -58,6 +60,8 @@ type pipelineEnv struct {
 	podman *podmantest.Podman
 	store  *sqlite.Store
 	queue  *deployer.Queue
+	pipe   *deployer.Pipeline
+	spec   deployer.ServiceSpec
 	image  string
 	port   int
 	argv   *argvLog
@@ -109,10 +113,12 @@ func newPipelineEnv(t *testing.T, creds deployer.Credentials, mutate func(*deplo
 		Runner:      &deployer.CommandRunner{Env: append(deployer.ChildEnv(os.Environ()), pm.Env()...)},
 		Podman:      deployer.PodmanConfig{Command: e.argv.wrap(pm.Binary()), GlobalArgs: pm.GlobalArgs(), AuthFile: filepath.Join(t.TempDir(), "auth.json")},
 		Logger:      zerolog.Nop(),
+		Retry:       deployer.Retry{Attempts: 3, Base: 20 * time.Millisecond},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.pipe, e.spec = p, spec
 	q, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: p, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
@@ -353,5 +359,147 @@ func (a *argvLog) assertAbsent(secret string) {
 		if strings.Contains(l, secret) {
 			a.t.Errorf("a secret appears in podman's argv: %q", strings.ReplaceAll(l, secret, "<SECRET>"))
 		}
+	}
+}
+
+func patCredentials() *fixedCredentials {
+	return &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x-access-token", Password: patToken}}}
+}
+
+func TestPipelinePrunesOldImages(t *testing.T) {
+	e := newPipelineEnv(t, patCredentials(), func(s *deployer.ServiceSpec) { s.KeepImages = 2 })
+	var last string
+	for i := range 5 {
+		last = e.push(fmt.Sprintf("v%d", i), podmantest.AppOptions{})
+		requireState(t, e.deploy(deployer.Request{}), deployer.StateSucceeded)
+	}
+	out, err := e.podman.Run(context.Background(), "images", "--format", "{{.Digest}}", "--filter", "reference="+e.image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := strings.Fields(out)
+	if len(kept) != 2 {
+		t.Errorf("%d images kept after 5 deployments with keep_images 2: %v", len(kept), kept)
+	}
+	if !strings.Contains(out, last) {
+		t.Errorf("the running image %s was pruned: %v", last, kept)
+	}
+}
+
+func TestPipelineDryRunChangesNothing(t *testing.T) {
+	e := newPipelineEnv(t, patCredentials(), nil)
+	e.push("v1", podmantest.AppOptions{})
+	requireState(t, e.deploy(deployer.Request{}), deployer.StateSucceeded)
+	v2 := e.push("v2", podmantest.AppOptions{})
+	pulls := e.argv.count("pull")
+
+	dry := e.deploy(deployer.Request{DryRun: true})
+	requireState(t, dry, deployer.StateSucceeded)
+	if !dry.DryRun || !strings.Contains(stepNames(dry), "plan:ok") {
+		t.Errorf("dry run: dry_run %v, steps %s; want the plan recorded", dry.DryRun, stepNames(dry))
+	}
+	if plan := dry.Steps[len(dry.Steps)-1].Message; !strings.Contains(plan, v2) {
+		t.Errorf("plan %q does not name the digest it would pull (%s)", plan, v2)
+	}
+	if e.argv.count("pull") != pulls || e.version() != "v1" {
+		t.Errorf("dry run changed something: %d pulls (was %d), service answers %s", e.argv.count("pull"), pulls, e.version())
+	}
+	if st, _ := e.store.ServiceStatus(context.Background(), "backend"); st.Digest == v2 {
+		t.Error("dry run recorded the new digest as running")
+	}
+}
+
+func TestReconcileCatchesUpButNeverUndoesARollback(t *testing.T) {
+	e := newPipelineEnv(t, patCredentials(), nil)
+	ctx := context.Background()
+	rec, err := deployer.NewReconciler(deployer.ReconcilerConfig{Services: []deployer.ServiceSpec{e.spec},
+		Resolver: e.pipe, Store: e.store, Queue: e.queue, Interval: time.Hour, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := e.push("v1", podmantest.AppOptions{})
+	// Nothing runs yet and no webhook came: reconcile deploys v1.
+	queued := rec.Once(ctx)
+	if len(queued) != 1 || queued[0].Trigger.Kind != deployer.TriggerReconcile || queued[0].Digest != v1 {
+		t.Fatalf("reconcile queued %+v, want one reconcile deployment of %s", queued, v1)
+	}
+	waitEnd(t, e, queued[0].ID, deployer.StateSucceeded)
+
+	// A push whose webhook was missed.
+	v2 := e.push("v2", podmantest.AppOptions{})
+	queued = rec.Once(ctx)
+	if len(queued) != 1 || queued[0].Digest != v2 {
+		t.Fatalf("reconcile after a missed push queued %+v, want %s", queued, v2)
+	}
+	waitEnd(t, e, queued[0].ID, deployer.StateSucceeded)
+	if e.version() != "v2" {
+		t.Fatalf("service answers %s after reconcile, want v2", e.version())
+	}
+	if again := rec.Once(ctx); len(again) != 0 {
+		t.Errorf("reconcile with nothing new queued %+v", again)
+	}
+
+	// The operator rolls back to v1: reconcile must not bring v2 back.
+	back := e.deploy(deployer.Request{Digest: v1, Force: true, Trigger: deployer.Trigger{Kind: deployer.TriggerRollback, Subject: "ops"}})
+	requireState(t, back, deployer.StateSucceeded)
+	if again := rec.Once(ctx); len(again) != 0 {
+		t.Errorf("reconcile undid the rollback: queued %+v", again)
+	}
+
+	// Nor may a webhook: an old delivery for v2 under a new id is held back.
+	rc, err := e.queue.RecordDelivery(ctx, deployer.Delivery{ID: "replayed", Event: "registry_package", BodySHA256: "ab12", ReceivedAt: time.Now(), Result: deployer.ResultQueued},
+		[]deployer.Request{{Service: "backend", Tag: "latest", Digest: v2, Trigger: deployer.Trigger{Kind: deployer.TriggerWebhook, DeliveryID: "replayed"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rc.Deployments) != 0 || !strings.Contains(rc.Ignored, "never deploy backwards") {
+		t.Errorf("replayed delivery for a replaced digest: %+v, want ignored as backwards", rc)
+	}
+	// A webhook naming the tag only resolves to v2 and is stopped by the guard.
+	guarded := e.deploy(deployer.Request{Trigger: deployer.Trigger{Kind: deployer.TriggerWebhook, DeliveryID: "tag-only"}})
+	requireState(t, guarded, deployer.StateUnchanged)
+	if !strings.Contains(stepNames(guarded), "guard:ok") || e.version() != "v1" {
+		t.Errorf("tag-only webhook for a replaced digest: steps %s, service %s; want the guard to keep v1", stepNames(guarded), e.version())
+	}
+
+	// A new push is deployed again.
+	v3 := e.push("v3", podmantest.AppOptions{})
+	queued = rec.Once(ctx)
+	if len(queued) != 1 || queued[0].Digest != v3 {
+		t.Fatalf("reconcile after a new push queued %+v, want %s", queued, v3)
+	}
+	waitEnd(t, e, queued[0].ID, deployer.StateSucceeded)
+}
+
+func TestPipelineRetriesTransientFailures(t *testing.T) {
+	e := newPipelineEnv(t, patCredentials(), nil)
+	e.push("v1", podmantest.AppOptions{})
+	e.reg.Close() // the registry goes away
+	d := e.deploy(deployer.Request{})
+	requireState(t, d, deployer.StateFailed)
+	if d.ErrorClass != deployer.ClassNetwork {
+		t.Errorf("class %s, want network", d.ErrorClass)
+	}
+	if n := strings.Count(stepNames(d), "resolve:failed"); n != 3 {
+		t.Errorf("resolve ran %d times, want 3 (the retry budget): %s", n, stepNames(d))
+	}
+}
+
+func waitEnd(t *testing.T, e *pipelineEnv, id int64, want deployer.State) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		d, err := e.store.Deployment(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.State.Final() {
+			requireState(t, d, want)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deployment %d still %s", id, d.State)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

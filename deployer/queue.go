@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -139,20 +140,70 @@ func (q *Queue) resumeInterrupted(ctx context.Context) error {
 
 // RecordDelivery records a webhook delivery with its requests (see
 // Store.RecordDelivery) and wakes the workers of the services it queued.
+// Requests that would move a service backwards (a digest this host ran and
+// replaced, a workflow run older than the one deployed) are held back; when
+// that leaves none, the delivery is recorded as ignored with the reason,
+// which Receipt.Ignored repeats.
 func (q *Queue) RecordDelivery(ctx context.Context, d Delivery, reqs []Request) (Receipt, error) {
 	if q.Draining() && len(reqs) > 0 {
 		return Receipt{}, ErrDraining
 	}
-	rec, err := q.store.RecordDelivery(ctx, d, reqs)
+	kept := make([]Request, 0, len(reqs))
+	var held []string
+	for _, r := range reqs {
+		reason, err := q.backwards(ctx, r)
+		if err != nil {
+			return Receipt{}, err
+		}
+		if reason != "" {
+			held = append(held, r.Service+": "+reason)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	if len(reqs) > 0 && len(kept) == 0 {
+		d.Result, d.Reason = ResultIgnored, strings.Join(held, "; ")
+	}
+	rec, err := q.store.RecordDelivery(ctx, d, kept)
 	if err != nil {
 		return Receipt{}, err
 	}
-	if !rec.Duplicate {
-		for _, r := range reqs {
-			q.wake(r.Service)
-		}
+	if rec.Duplicate {
+		return rec, nil
+	}
+	if len(reqs) > 0 && len(kept) == 0 {
+		rec.Ignored = d.Reason
+	}
+	for _, r := range kept {
+		q.wake(r.Service)
 	}
 	return rec, nil
+}
+
+// backwards says why a webhook request would deploy backwards, or "".
+func (q *Queue) backwards(ctx context.Context, r Request) (string, error) {
+	if r.Trigger.Kind != TriggerWebhook {
+		return "", nil
+	}
+	if r.Digest != "" {
+		replaced, err := q.store.DigestReplaced(ctx, r.Service, r.Digest)
+		if err != nil {
+			return "", err
+		}
+		if replaced {
+			return shortDigest(r.Digest) + " already ran on this host and was replaced; webhooks never deploy backwards", nil
+		}
+	}
+	if r.Trigger.RunNumber > 0 {
+		st, err := q.store.ServiceStatus(ctx, r.Service)
+		if err != nil {
+			return "", err
+		}
+		if r.Trigger.RunNumber < st.LastRunNumber {
+			return fmt.Sprintf("workflow run #%d is older than run #%d, which is deployed", r.Trigger.RunNumber, st.LastRunNumber), nil
+		}
+	}
+	return "", nil
 }
 
 // Enqueue queues one request that comes from no delivery and wakes its worker.

@@ -57,6 +57,9 @@ type Credentials interface {
 	Denied(req CredentialRequest, source, reason string)
 	// Accepted records that the registry accepted the source for the image.
 	Accepted(req CredentialRequest, source string)
+	// Invalidate forgets a cached token for the image, so that the next
+	// Credential mints a fresh one.
+	Invalidate(req CredentialRequest)
 }
 
 // Resolver looks up the digest a tag points at in a registry.

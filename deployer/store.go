@@ -23,6 +23,10 @@ type ServiceStatus struct {
 	LastDeploymentID int64 `json:"last_deployment_id,omitempty"`
 	// LastRunNumber is the workflow run number of the newest run that deployed.
 	LastRunNumber int `json:"last_run_number,omitempty"`
+	// Credential is the registry credential source the last deployment
+	// used; CredentialNote says why earlier sources were passed over.
+	Credential     string `json:"credential,omitempty"`
+	CredentialNote string `json:"credential_note,omitempty"`
 	// Degraded is set when a failure left the service in an unknown state.
 	Degraded  bool      `json:"degraded,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -73,7 +77,8 @@ type Store interface {
 	ServiceStatus(ctx context.Context, name string) (ServiceStatus, error)
 	// SetServiceStatus replaces what runs for a service.
 	SetServiceStatus(ctx context.Context, s ServiceStatus) error
-	// DigestReplaced reports whether digest ran for service and was later replaced.
+	// DigestReplaced reports whether digest ran for service and was later
+	// replaced (and does not run now).
 	DigestReplaced(ctx context.Context, service, digest string) (bool, error)
 
 	// Ping checks that the store answers.

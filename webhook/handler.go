@@ -173,6 +173,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case d.Ping:
 		o.status, o.result = http.StatusOK, d.Result
 		writeJSON(w, o.status, pingBody{OK: true, Zen: d.Zen})
+	case receipt.Ignored != "":
+		o.status, o.result, o.reason = http.StatusOK, deployer.ResultIgnored, receipt.Ignored
+		writeJSON(w, o.status, ignoredBody{Ignored: receipt.Ignored})
 	case d.Result == deployer.ResultQueued:
 		o.status, o.result, o.deployments = http.StatusAccepted, d.Result, receipt.Deployments
 		ids := receipt.Deployments

@@ -70,6 +70,10 @@ func (c chainCredentials) Accepted(req deployer.CredentialRequest, source string
 	c.chain.Accepted(req.Host, req.Image, source)
 }
 
+func (c chainCredentials) Invalidate(req deployer.CredentialRequest) {
+	c.chain.Invalidate(req.Host, req.Image)
+}
+
 // newCredentials wires the App and the chain for the pipeline.
 func newCredentials(cfg *configs.Config, log zerolog.Logger) (*auth.App, deployer.Credentials, error) {
 	app, err := newApp(cfg, log)
