@@ -17,6 +17,11 @@ type Error struct {
 	Status  int
 	Message string
 	Hint    string
+	// Challenge, if set, is sent as the WWW-Authenticate header (401, 403).
+	Challenge string
+	// Deployment, if set, is the deployment the error is about (a failed
+	// deploy answered after ?wait), sent with the error.
+	Deployment *deployer.Deployment
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -26,6 +31,8 @@ type errorBody struct {
 	Error     string `json:"error"`
 	Hint      string `json:"hint,omitempty"`
 	RequestID string `json:"request_id,omitempty"`
+	// Deployment is set for errors about one deployment.
+	Deployment *deployer.Deployment `json:"deployment,omitempty"`
 }
 
 // writeError is the one place where errors become HTTP responses. Errors
@@ -45,7 +52,10 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		e = &Error{Status: http.StatusInternalServerError, Message: "internal error",
 			Hint: "see deployd's log for this request id"}
 	}
-	writeJSON(w, e.Status, errorBody{Error: e.Message, Hint: e.Hint, RequestID: middleware.GetReqID(r.Context())})
+	if e.Challenge != "" {
+		w.Header().Set("WWW-Authenticate", e.Challenge)
+	}
+	writeJSON(w, e.Status, errorBody{Error: e.Message, Hint: e.Hint, RequestID: middleware.GetReqID(r.Context()), Deployment: e.Deployment})
 }
 
 // writeJSON writes v as JSON with the status code.

@@ -21,12 +21,28 @@ func (s *Server) routes() http.Handler {
 
 	r.Post("/webhooks/github", s.webhook.ServeHTTP)
 
+	// The status page is a read surface like GET /api/v1/services and the
+	// event stream: whatever guards those (status.public: false) guards it.
+	// Its assets hold no data and stay public.
+	r.With(pageHeaders, s.requireStatusRead).Get("/", s.statusPage)
+	r.With(pageHeaders).Get("/assets/{name}", s.serveAsset)
+
+	if s.metrics != nil {
+		r.With(s.requireStatusRead).Get("/metrics", s.metrics.ServeHTTP)
+	}
+
 	r.Route("/api/v1", func(r chi.Router) {
+		// Reads need status:read when status.public is false; writes
+		// check their own deploy scope.
+		r.Use(s.requireStatusRead)
+		r.Post("/services/{name}/deploy", s.deploy)
+		r.Post("/services/{name}/rollback", s.rollback)
 		r.Get("/services", s.listServices)
 		r.Get("/services/{name}", s.getService)
 		r.Get("/deployments", s.listDeployments)
 		r.Get("/deployments/{id}", s.getDeployment)
 		r.Get("/deliveries", s.listDeliveries)
+		r.Get("/events", s.events)
 	})
 	return r
 }

@@ -6,6 +6,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -34,6 +35,9 @@ type Service struct {
 	Image    string   `json:"image"`
 	Strategy string   `json:"strategy"`
 	Tags     []string `json:"tags"`
+	// DefaultTag is what a manual deploy without tag or digest deploys;
+	// empty when the first tag is a pattern.
+	DefaultTag string `json:"default_tag,omitempty"`
 }
 
 // Config holds the server's dependencies.
@@ -45,6 +49,21 @@ type Config struct {
 	// Services lists the configured services, in display order.
 	Services []Service
 	Logger   zerolog.Logger
+	// Tokens verifies API bearer tokens; nil turns the write API off (it
+	// answers 503 saying so). Required when StatusPrivate is set.
+	Tokens TokenVerifier
+	// Queue takes manual deploys and rollbacks; required with Tokens.
+	Queue Enqueuer
+	// StatusPrivate makes the read API, the status page, the event stream
+	// and /metrics require a status:read token (status.public: false).
+	StatusPrivate bool
+	// Metrics serves GET /metrics; nil leaves the route out.
+	Metrics http.Handler
+	// Events feeds GET /api/v1/events; nil means a hub that nothing
+	// publishes to (the stream then carries only the initial state).
+	Events *Hub
+	// Credentials reports credential health for the status page; may be nil.
+	Credentials CredentialReporter
 }
 
 // Server is deployd's HTTP handler. It is safe for concurrent use.
@@ -56,6 +75,15 @@ type Server struct {
 	byName   map[string]Service
 	log      zerolog.Logger
 	router   http.Handler
+
+	tokens        TokenVerifier
+	queue         Enqueuer
+	statusPrivate bool
+	metrics       http.Handler
+
+	hub         *Hub
+	credentials CredentialReporter
+	page        *page
 }
 
 // New checks the dependencies and builds the router.
@@ -78,6 +106,21 @@ func New(cfg Config) (*Server, error) {
 	}
 	for _, svc := range cfg.Services {
 		s.byName[svc.Name] = svc
+	}
+	s.hub, s.credentials = cfg.Events, cfg.Credentials
+	if s.hub == nil {
+		s.hub = NewHub(HubConfig{Logger: cfg.Logger})
+	}
+	var err error
+	if s.page, err = newPage(); err != nil {
+		return nil, fmt.Errorf("new server: %w", err)
+	}
+	s.tokens, s.queue, s.statusPrivate, s.metrics = cfg.Tokens, cfg.Queue, cfg.StatusPrivate, cfg.Metrics
+	if s.tokens != nil && s.queue == nil {
+		return nil, errors.New("new server: API tokens but no queue for the write API")
+	}
+	if s.statusPrivate && s.tokens == nil {
+		return nil, errors.New("new server: status.public is false but api.token_key_file is not set, so nobody could read the status")
 	}
 	s.router = s.routes()
 	return s, nil

@@ -80,6 +80,10 @@ func commands() []command {
 		{"serve", "run the HTTP service: webhooks, API, status page, deploys", serveCommand},
 		{"check-config", "load and validate the configuration, then exit", checkConfigCommand},
 		{"doctor", "check config, GitHub App and registry credentials live, with fixes", doctorCommand},
+		{"token", "issue an API token (token issue) or make a token key (token keygen)", tokenCommand},
+		{"deploy", "deploy a service through the API: deploy SERVICE [--tag T|--digest D] [--wait]", deployCommand},
+		{"rollback", "roll a service back to its previous version through the API", rollbackCommand},
+		{"status", "show what runs for each service, from the API", statusCommand},
 		{"version", "print the version", versionCommand},
 	}
 }

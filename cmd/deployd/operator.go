@@ -1,0 +1,85 @@
+package main
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/configs"
+	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/server"
+	"github.com/deployd/deployd/server/metrics"
+)
+
+// apiTokens adapts *auth.APIKey to the server's TokenVerifier.
+type apiTokens struct{ key *auth.APIKey }
+
+func (t apiTokens) Verify(token string) (server.Caller, error) {
+	c, err := t.key.Verify(token)
+	if err != nil {
+		return server.Caller{}, err
+	}
+	return server.Caller{Subject: c.Subject, TokenID: c.ID, Allows: c.Allows}, nil
+}
+
+// newAPITokens loads api.token_key_file. Without one it returns nil: the
+// write API is then off and says so.
+func newAPITokens(cfg *configs.Config, log zerolog.Logger) (server.TokenVerifier, error) {
+	if cfg.API.TokenKeyFile == "" {
+		log.Info().Msg("api.token_key_file is not set: the deploy and rollback API is off")
+		return nil, nil
+	}
+	key, warning, err := auth.LoadAPIKey(cfg.API.TokenKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("api.token_key_file: %w", err)
+	}
+	if warning != "" {
+		log.Warn().Str("file", cfg.API.TokenKeyFile).Msg(warning)
+	}
+	return apiTokens{key}, nil
+}
+
+// newMetrics registers deployd's metrics on a registry of their own. app
+// may be nil (no GitHub App configured).
+func newMetrics(cfg *configs.Config, history metrics.History, app *auth.App, creds deployer.Credentials) (*metrics.Metrics, error) {
+	names := make([]string, 0, len(cfg.Services))
+	for name := range cfg.Services {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	mc := metrics.Config{Registry: prometheus.NewRegistry(), History: history, Services: names}
+	if cc, ok := creds.(chainCredentials); ok && cc.chain != nil {
+		chain := cc.chain
+		mc.Credentials = func() []metrics.CredentialState {
+			hs := chain.Health()
+			out := make([]metrics.CredentialState, len(hs))
+			for i, h := range hs {
+				out[i] = metrics.CredentialState{Host: h.Host, Source: h.Source, State: string(h.State)}
+			}
+			return out
+		}
+	}
+	if app != nil {
+		mc.Tokens = func() metrics.TokenStats {
+			st := app.Stats()
+			out := metrics.TokenStats{Mints: st.Mints, MintFailures: st.MintFailures}
+			for _, t := range st.Tokens {
+				out.Tokens = append(out.Tokens, metrics.TokenExpiry{InstallationID: t.InstallationID, ExpiresAt: t.ExpiresAt})
+			}
+			return out
+		}
+	}
+	return metrics.New(mc)
+}
+
+// defaultTag is the tag a manual deploy without one uses: the first of the
+// service's tags when it is not a pattern.
+func defaultTag(s *configs.Service) string {
+	if t := s.DefaultTag(); t != "" && !configs.IsTagPattern(t) {
+		return t
+	}
+	return ""
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+
+	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/server"
+	"github.com/deployd/deployd/webhook"
+)
+
+// credentialReport adapts the credential chain and the GitHub App to the
+// status page's server.CredentialReporter. Either may be nil.
+type credentialReport struct {
+	chain *auth.Chain
+	app   *auth.App
+}
+
+// newCredentialReport reports on the chain behind creds and on app (nil
+// when no GitHub App is configured).
+func newCredentialReport(app *auth.App, creds deployer.Credentials) credentialReport {
+	r := credentialReport{app: app}
+	if cc, ok := creds.(chainCredentials); ok {
+		r.chain = cc.chain
+	}
+	return r
+}
+
+// CredentialReport implements server.CredentialReporter. It holds no secret.
+func (c credentialReport) CredentialReport() server.CredentialReport {
+	var out server.CredentialReport
+	if c.chain != nil {
+		for _, h := range c.chain.Health() {
+			out.Sources = append(out.Sources, server.CredentialSource{
+				Host: h.Host, Source: h.Source, State: string(h.State), Reason: h.Reason, Image: h.Image,
+				Updated: h.Updated, Expires: h.Expires, PutAsideUntil: h.PutAsideUntil,
+			})
+		}
+	}
+	if c.app != nil {
+		st := c.app.Stats()
+		out.MintFailures = st.MintFailures
+		for _, t := range st.Tokens {
+			out.Tokens = append(out.Tokens, server.InstallationToken{
+				InstallationID: t.InstallationID, Permissions: t.Permissions,
+				Repositories: t.Repositories, ExpiresAt: t.ExpiresAt,
+			})
+		}
+	}
+	return out
+}
+
+// publishDeliveries announces every delivery that next records on the
+// status page's event stream.
+func publishDeliveries(next webhook.Recorder, hub *server.Hub) webhook.Recorder {
+	return deliveryPublisher{next: next, hub: hub}
+}
+
+type deliveryPublisher struct {
+	next webhook.Recorder
+	hub  *server.Hub
+}
+
+func (p deliveryPublisher) RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []deployer.Request) (deployer.Receipt, error) {
+	rec, err := p.next.RecordDelivery(ctx, d, reqs)
+	if err == nil && !rec.Duplicate {
+		d.DeploymentIDs = rec.Deployments
+		if rec.Ignored != "" { // the queue held every request back
+			d.Result, d.Reason = deployer.ResultIgnored, rec.Ignored
+		}
+		p.hub.PublishDelivery(d)
+	}
+	return rec, err
+}
+
+// notifyAll returns a deployer Notify hook that calls each of fns in turn.
+func notifyAll(fns ...func(deployer.Deployment)) func(deployer.Deployment) {
+	return func(d deployer.Deployment) {
+		for _, fn := range fns {
+			fn(d)
+		}
+	}
+}

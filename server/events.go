@@ -1,0 +1,267 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/deployer"
+)
+
+// Event stream defaults.
+const (
+	// DefaultHeartbeat is how often an idle event stream sends a comment so
+	// that proxies and browsers keep the connection open.
+	DefaultHeartbeat = 15 * time.Second
+	// DefaultSubscriberBuffer is how many events a subscriber may fall behind
+	// before it is dropped.
+	DefaultSubscriberBuffer = 64
+	// streamRetry is the reconnection delay the stream suggests to browsers.
+	streamRetry = 3 * time.Second
+)
+
+// Event names on GET /api/v1/events.
+const (
+	eventDeployment = "deployment" // data: a deployer.Deployment
+	eventService    = "service"    // data: a serviceView
+	eventDelivery   = "delivery"   // data: a deployer.Delivery
+)
+
+// event is one message for the stream, encoded once for all subscribers.
+type event struct {
+	name    string
+	data    []byte
+	service string // the service whose view the event may have changed
+}
+
+// HubConfig holds a Hub's settings; the zero value is usable.
+type HubConfig struct {
+	// Heartbeat is the idle interval between keep-alive comments;
+	// 0 means DefaultHeartbeat.
+	Heartbeat time.Duration
+	// Buffer is each subscriber's queue length; 0 means DefaultSubscriberBuffer.
+	Buffer int
+	Logger zerolog.Logger
+}
+
+// Hub fans deployment and delivery events out to the subscribers of the
+// event stream. Publishing never blocks: a subscriber whose buffer is full
+// is dropped (its stream ends and the browser reconnects), so a slow client
+// can never hold up the deployer. All methods are safe for concurrent use.
+type Hub struct {
+	heartbeat time.Duration
+	buffer    int
+	log       zerolog.Logger
+
+	mu     sync.Mutex
+	subs   map[*subscriber]struct{}
+	closed bool
+}
+
+// subscriber is one open event stream.
+type subscriber struct {
+	ch   chan event
+	done chan struct{} // closed when the hub drops the subscriber or closes
+}
+
+// NewHub returns a Hub with no subscribers.
+func NewHub(cfg HubConfig) *Hub {
+	h := &Hub{heartbeat: cfg.Heartbeat, buffer: cfg.Buffer, log: cfg.Logger, subs: make(map[*subscriber]struct{})}
+	if h.heartbeat <= 0 {
+		h.heartbeat = DefaultHeartbeat
+	}
+	if h.buffer <= 0 {
+		h.buffer = DefaultSubscriberBuffer
+	}
+	return h
+}
+
+// Publish announces a deployment's new state or step. It has the signature
+// of deployer.QueueConfig.Notify and deployer.PipelineConfig.Notify.
+func (h *Hub) Publish(d deployer.Deployment) {
+	data, err := json.Marshal(d)
+	if err != nil {
+		h.log.Error().Err(err).Int64(deployer.KeyDeploymentID, d.ID).Msg("encode deployment event")
+		return
+	}
+	h.broadcast(event{name: eventDeployment, data: data, service: d.Service})
+}
+
+// PublishDelivery announces a recorded webhook delivery.
+func (h *Hub) PublishDelivery(d deployer.Delivery) {
+	data, err := json.Marshal(d)
+	if err != nil {
+		h.log.Error().Err(err).Str(deployer.KeyDeliveryID, d.ID).Msg("encode delivery event")
+		return
+	}
+	h.broadcast(event{name: eventDelivery, data: data})
+}
+
+func (h *Hub) broadcast(ev event) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		select {
+		case s.ch <- ev:
+		default:
+			h.log.Debug().Msg("event stream subscriber too slow; dropped")
+			h.drop(s)
+		}
+	}
+}
+
+// drop ends a subscriber's stream; h.mu must be held.
+func (h *Hub) drop(s *subscriber) {
+	delete(h.subs, s)
+	close(s.done)
+}
+
+// subscribe adds a subscriber; ok is false once the hub is closed.
+func (h *Hub) subscribe() (s *subscriber, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, false
+	}
+	s = &subscriber{ch: make(chan event, h.buffer), done: make(chan struct{})}
+	h.subs[s] = struct{}{}
+	return s, true
+}
+
+// unsubscribe removes s if the hub has not dropped it already.
+func (h *Hub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.subs[s]; ok {
+		h.drop(s)
+	}
+}
+
+// Subscribers returns how many event streams are open.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}
+
+// Close ends every open stream and refuses new ones, so that
+// http.Server.Shutdown does not wait for them; later events are discarded.
+// Register it with http.Server.RegisterOnShutdown. Close is idempotent.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	for s := range h.subs {
+		h.drop(s)
+	}
+}
+
+// events serves GET /api/v1/events: a Server-Sent Events stream that starts
+// with the current view of every service and then carries deployment,
+// service and delivery events as they happen. It ends when the client goes
+// away, when the client falls too far behind, or when the hub closes.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	sub, ok := s.hub.subscribe()
+	if !ok {
+		s.writeError(w, r, deployer.ErrDraining)
+		return
+	}
+	defer s.hub.unsubscribe(sub)
+
+	rc := http.NewResponseController(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Accel-Buffering", "no") // tell nginx not to buffer the stream
+	w.WriteHeader(http.StatusOK)
+	if _, err := fmt.Fprintf(w, "retry: %d\n\n", streamRetry.Milliseconds()); err != nil {
+		return
+	}
+	// Start with the current state, so that a browser reconnecting after a
+	// drop catches up with what it missed.
+	names := make([]string, len(s.services))
+	for i, svc := range s.services {
+		names[i] = svc.Name
+	}
+	if err := s.writeServices(w, r, names); err != nil || rc.Flush() != nil {
+		return
+	}
+
+	heartbeat := time.NewTicker(s.hub.heartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-sub.done:
+			return
+		case <-heartbeat.C:
+			if _, err := io.WriteString(w, ": heartbeat\n\n"); err != nil {
+				return
+			}
+		case ev := <-sub.ch:
+			// Write what has piled up, then each touched service's view once.
+			var touched []string
+			for more := true; more; {
+				if err := writeEvent(w, ev.name, ev.data); err != nil {
+					return
+				}
+				if ev.service != "" && !slices.Contains(touched, ev.service) {
+					touched = append(touched, ev.service)
+				}
+				select {
+				case ev = <-sub.ch:
+				default:
+					more = false
+				}
+			}
+			if err := s.writeServices(w, r, touched); err != nil {
+				return
+			}
+		}
+		if rc.Flush() != nil {
+			return
+		}
+		heartbeat.Reset(s.hub.heartbeat)
+	}
+}
+
+// writeServices writes a service event for each named, configured service.
+func (s *Server) writeServices(w io.Writer, r *http.Request, names []string) error {
+	for _, name := range names {
+		svc, ok := s.byName[name]
+		if !ok {
+			continue
+		}
+		v, err := s.serviceView(r, svc)
+		if err != nil {
+			// The page keeps its last view; the next event retries.
+			zerolog.Ctx(r.Context()).Warn().Err(err).Str(deployer.KeyService, name).Msg("event stream: read service")
+			continue
+		}
+		data, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		if err := writeEvent(w, eventService, data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeEvent writes one event. data is JSON and so holds no newline.
+func writeEvent(w io.Writer, name string, data []byte) error {
+	_, err := fmt.Fprintf(w, "event: %s\ndata: %s\n\n", name, data)
+	return err
+}

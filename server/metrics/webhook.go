@@ -1,0 +1,98 @@
+package metrics
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/google/go-github/v62/github"
+
+	"github.com/deployd/deployd/deployer"
+)
+
+// Recorder commits a webhook delivery and queues its requests;
+// webhook.Recorder and *deployer.Queue have this method.
+type Recorder interface {
+	RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []deployer.Request) (deployer.Receipt, error)
+}
+
+// resultError labels a delivery the recorder failed to store (answered 503).
+const resultError = "error"
+
+// knownEvents are the event label values; any other event is "other", so
+// that the label's values stay few.
+var knownEvents = map[string]bool{
+	"registry_package": true,
+	"package":          true,
+	"workflow_run":     true,
+	"ping":             true,
+}
+
+func eventLabel(event string) string {
+	if knownEvents[event] {
+		return event
+	}
+	return "other"
+}
+
+// CountDeliveries wraps a recorder so that every delivery it records is
+// counted in deployd_webhook_deliveries_total with its result: queued,
+// ignored, duplicate, or error when recording failed. Deliveries refused
+// before recording are counted by Webhook.
+func (m *Metrics) CountDeliveries(next Recorder) Recorder {
+	return countingRecorder{next: next, m: m}
+}
+
+type countingRecorder struct {
+	next Recorder
+	m    *Metrics
+}
+
+func (c countingRecorder) RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []deployer.Request) (deployer.Receipt, error) {
+	rec, err := c.next.RecordDelivery(ctx, d, reqs)
+	result := d.Result
+	switch {
+	case err != nil:
+		result = resultError
+	case rec.Duplicate:
+		result = deployer.ResultDuplicate
+	}
+	c.m.deliveries.WithLabelValues(eventLabel(d.Event), result).Inc()
+	return rec, err
+}
+
+// Webhook wraps the webhook handler so that deliveries it refuses with a
+// 4xx answer (bad signature, oversized or malformed body) are counted as
+// result "rejected". Those never reach the recorder, so no delivery is
+// counted twice.
+func (m *Metrics) Webhook(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		if sw.status >= 400 && sw.status < 500 {
+			m.deliveries.WithLabelValues(eventLabel(github.WebHookType(r)), deployer.ResultRejected).Inc()
+		}
+	})
+}
+
+// statusWriter remembers the status code written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

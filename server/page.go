@@ -1,0 +1,423 @@
+package server
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"fmt"
+	"html/template"
+	"io/fs"
+	"mime"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/deployd/deployd/deployer"
+)
+
+// The status page's templates and static assets, compiled into the binary.
+var (
+	//go:embed templates/*.html
+	templateFiles embed.FS
+	//go:embed assets
+	assetFiles embed.FS
+)
+
+// Status page limits.
+const (
+	pageDeployments = 10 // recent deployments per service
+	pageDeliveries  = 15 // recent webhook deliveries
+)
+
+// contentSecurityPolicy allows the page its own script, styles and the
+// event stream, and nothing else: no inline code, no other origin, no framing.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+
+// CredentialReporter tells the status page how the registry credentials
+// fare. Implementations must be safe for concurrent use and must never
+// report a secret.
+type CredentialReporter interface {
+	CredentialReport() CredentialReport
+}
+
+// CredentialReport is the credential health shown on the status page.
+type CredentialReport struct {
+	// Sources lists every configured source of every registry, hosts in
+	// order and each host's sources in the order they are tried.
+	Sources []CredentialSource
+	// Tokens describes the cached GitHub App installation tokens.
+	Tokens []InstallationToken
+	// MintFailures counts failed installation token requests since start.
+	MintFailures int64
+}
+
+// CredentialSource is the state of one credential source of one registry.
+type CredentialSource struct {
+	Host   string
+	Source string // github_app | token_file | none
+	State  string // unknown | ok | denied | failed
+	// Reason says why the registry denied the source or why it failed.
+	Reason string
+	// Image is the image the last report was about.
+	Image   string
+	Updated time.Time
+	// Expires is when the last credential handed out expires; zero if unknown.
+	Expires time.Time
+	// PutAsideUntil is when a denied source will be tried again; zero if not put aside.
+	PutAsideUntil time.Time
+}
+
+// InstallationToken describes a cached GitHub App installation token,
+// never its value.
+type InstallationToken struct {
+	InstallationID int64
+	Permissions    string
+	Repositories   []string
+	ExpiresAt      time.Time
+}
+
+// page renders the status page and serves its assets.
+type page struct {
+	tmpl   *template.Template
+	assets map[string]asset // by file name
+	css    string           // versioned URLs of the assets
+	js     string
+	icon   string
+}
+
+// asset is one embedded static file.
+type asset struct {
+	body        []byte
+	contentType string
+	etag        string
+}
+
+// newPage parses the templates and loads the assets.
+func newPage() (*page, error) {
+	p := &page{assets: make(map[string]asset)}
+	err := fs.WalkDir(assetFiles, "assets", func(name string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		body, err := assetFiles.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(body)
+		ct := mime.TypeByExtension(path.Ext(name))
+		if ct == "" {
+			ct = "application/octet-stream"
+		}
+		p.assets[path.Base(name)] = asset{body: body, contentType: ct, etag: `"` + hex.EncodeToString(sum[:8]) + `"`}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load status page assets: %w", err)
+	}
+	p.css, p.js, p.icon = p.assetURL("status.css"), p.assetURL("status.js"), p.assetURL("favicon.svg")
+	if p.css == "" || p.js == "" || p.icon == "" {
+		return nil, fmt.Errorf("load status page assets: status.css, status.js or favicon.svg missing")
+	}
+	p.tmpl, err = template.New("page.html").Funcs(pageFuncs()).ParseFS(templateFiles, "templates/*.html")
+	if err != nil {
+		return nil, fmt.Errorf("parse status page templates: %w", err)
+	}
+	if p.tmpl.Lookup("page.html") == nil {
+		return nil, fmt.Errorf("parse status page templates: page.html missing")
+	}
+	return p, nil
+}
+
+// assetURL is the cache-busting URL of an asset, "" if there is none.
+func (p *page) assetURL(name string) string {
+	a, ok := p.assets[name]
+	if !ok {
+		return ""
+	}
+	return "/assets/" + name + "?v=" + strings.Trim(a.etag, `"`)
+}
+
+// pageData is what page.html renders.
+type pageData struct {
+	Services    []serviceCard
+	Credentials credentialsView
+	Deliveries  []deployer.Delivery
+	Now         time.Time
+	CSS, JS     string
+	Icon        string
+	// BlankDeployment, BlankStep and BlankDelivery render the empty rows
+	// that the script clones for new data.
+	BlankDeployment deploymentRow
+	BlankStep       deployer.Step
+	BlankDelivery   deployer.Delivery
+}
+
+// serviceCard is one service with its recent deployments.
+type serviceCard struct {
+	serviceView
+	Recent []deploymentRow
+}
+
+// BadgeState is the service's badge: its last deployment's state, or
+// "none" before the first.
+func (c serviceCard) BadgeState() string {
+	if c.LastDeployment == nil {
+		return "none"
+	}
+	return string(c.LastDeployment.State)
+}
+
+// LastOrBlank is the service's last deployment, or a zero one before the first.
+func (c serviceCard) LastOrBlank() deployer.Deployment {
+	if c.LastDeployment == nil {
+		return deployer.Deployment{}
+	}
+	return *c.LastDeployment
+}
+
+// deploymentRow is a deployment in the recent list.
+type deploymentRow struct {
+	deployer.Deployment
+	// Open expands the step log: the newest deployment when it failed.
+	Open bool
+}
+
+// credentialsView is the credential section.
+type credentialsView struct {
+	Reported     bool
+	Sources      []credentialRow
+	Tokens       []InstallationToken
+	MintFailures int64
+}
+
+// credentialRow is a source and whether it is the one in use for its host.
+type credentialRow struct {
+	CredentialSource
+	InUse bool
+}
+
+// statusPage serves GET /.
+func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
+	data := pageData{Now: time.Now().UTC(), CSS: s.page.css, JS: s.page.js, Icon: s.page.icon}
+	for _, svc := range s.services {
+		v, err := s.serviceView(r, svc)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		ds, err := s.store.Deployments(r.Context(), svc.Name, deployer.Page{Limit: pageDeployments})
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		card := serviceCard{serviceView: v, Recent: make([]deploymentRow, len(ds))}
+		for i, d := range ds {
+			// Listings leave the step logs out; the page shows them.
+			if d, err = s.store.Deployment(r.Context(), d.ID); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			card.Recent[i] = deploymentRow{Deployment: d, Open: i == 0 && d.Error != ""}
+		}
+		data.Services = append(data.Services, card)
+	}
+	deliveries, err := s.store.Deliveries(r.Context(), deployer.Page{Limit: pageDeliveries})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	data.Deliveries = deliveries
+	if s.credentials != nil {
+		data.Credentials = credentialsFrom(s.credentials.CredentialReport())
+	}
+	var buf bytes.Buffer
+	if err := s.page.tmpl.ExecuteTemplate(&buf, "page.html", data); err != nil {
+		s.writeError(w, r, fmt.Errorf("render status page: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = buf.WriteTo(w) // the client went away; nothing to do
+}
+
+// credentialsFrom marks, per host, the source the registry accepted most
+// recently as the one in use.
+func credentialsFrom(rep CredentialReport) credentialsView {
+	v := credentialsView{Reported: true, Tokens: rep.Tokens, MintFailures: rep.MintFailures}
+	inUse := make(map[string]int) // host → index into v.Sources
+	for _, src := range rep.Sources {
+		v.Sources = append(v.Sources, credentialRow{CredentialSource: src})
+		if src.State != "ok" {
+			continue
+		}
+		i, ok := inUse[src.Host]
+		if !ok || src.Updated.After(v.Sources[i].Updated) {
+			inUse[src.Host] = len(v.Sources) - 1
+		}
+	}
+	for _, i := range inUse {
+		v.Sources[i].InUse = true
+	}
+	return v
+}
+
+// serveAsset serves GET /assets/{name}. The URLs the page uses carry the
+// content hash, so the files may be cached for long.
+func (s *Server) serveAsset(w http.ResponseWriter, r *http.Request) {
+	a, ok := s.page.assets[chi.URLParam(r, "name")]
+	if !ok {
+		s.notFound(w, r)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", a.contentType)
+	h.Set("Cache-Control", "public, max-age=86400")
+	h.Set("ETag", a.etag)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
+}
+
+// pageHeaders sets the security headers of the status page and its assets.
+func pageHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", contentSecurityPolicy)
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("X-Content-Type-Options", "nosniff")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// pageFuncs returns the status page's template functions. The script in
+// assets/status.js formats the same way; keep the two in step.
+func pageFuncs() template.FuncMap {
+	return template.FuncMap{
+		"short":     shortDigest,
+		"when":      formatTime,
+		"iso":       isoTime,
+		"dur":       formatDuration,
+		"took":      tookText,
+		"at":        deployedAt,
+		"trigger":   triggerText,
+		"stateText": func(s deployer.State) string { return stateText(string(s)) },
+		"words":     stateText,
+		"ref":       refText,
+		"until":     untilText,
+		"join":      strings.Join,
+	}
+}
+
+// shortDigest is the first 12 hex digits of a sha256 digest.
+func shortDigest(d string) string {
+	d = strings.TrimPrefix(d, "sha256:")
+	if len(d) > 12 {
+		d = d[:12]
+	}
+	return d
+}
+
+// formatTime is how the page shows a moment: UTC to the second.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.UTC().Format("2006-01-02 15:04:05") + " UTC"
+}
+
+func isoTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// formatDuration rounds d for people: 340ms, 4.2s, 2m05s, 1h02m.
+func formatDuration(d time.Duration) string {
+	switch {
+	case d <= 0:
+		return "0s"
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%.1fs", d.Seconds())
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+}
+
+// deployedAt is when a deployment ended, else started, else was queued.
+func deployedAt(d deployer.Deployment) time.Time {
+	switch {
+	case d.FinishedAt != nil:
+		return *d.FinishedAt
+	case d.StartedAt != nil:
+		return *d.StartedAt
+	}
+	return d.QueuedAt
+}
+
+// tookText is how long a deployment ran, "" before it started.
+func tookText(d deployer.Deployment) string {
+	switch {
+	case d.StartedAt == nil:
+		return ""
+	case d.FinishedAt == nil:
+		return "running"
+	}
+	return formatDuration(d.FinishedAt.Sub(*d.StartedAt))
+}
+
+// triggerText says what asked for a deployment.
+func triggerText(t deployer.Trigger) string {
+	switch t.Kind {
+	case deployer.TriggerWebhook:
+		s := "webhook"
+		if t.Event != "" {
+			s += " " + t.Event
+		}
+		if id := t.DeliveryID; len(id) > 12 {
+			s += " " + id[:8] + "…" // the full id is in the title and the deliveries list
+		} else if id != "" {
+			s += " " + id
+		}
+		return s
+	case deployer.TriggerManual, deployer.TriggerRollback:
+		if t.Subject != "" {
+			return string(t.Kind) + " by " + t.Subject
+		}
+	}
+	return string(t.Kind)
+}
+
+// stateText turns rolled_back into "rolled back".
+func stateText(s string) string { return strings.ReplaceAll(s, "_", " ") }
+
+// refText is a deployment's tag and short digest, "tag @ 0123456789ab".
+func refText(tag, digest string) string {
+	switch {
+	case tag != "" && digest != "":
+		return tag + " @ " + shortDigest(digest)
+	case digest != "":
+		return "@ " + shortDigest(digest)
+	case tag != "":
+		return tag
+	}
+	return "—"
+}
+
+// untilText says how far t is from now: "in 52m", "3m ago".
+func untilText(now, t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	if d := t.Sub(now); d >= 0 {
+		return "in " + formatDuration(d.Truncate(time.Second))
+	}
+	return formatDuration(now.Sub(t).Truncate(time.Second)) + " ago"
+}
