@@ -48,6 +48,8 @@ type stackOptions struct {
 	credentials string
 	// healthTimeout of the service; default 20s.
 	healthTimeout string
+	// reconcile is the reconcile_interval; default 0 (off).
+	reconcile string
 }
 
 func newStack(t *testing.T, opts stackOptions) *stack {
@@ -85,27 +87,30 @@ func newStack(t *testing.T, opts stackOptions) *stack {
 	if opts.healthTimeout == "" {
 		opts.healthTimeout = "20s"
 	}
+	if opts.reconcile == "" {
+		opts.reconcile = "0"
+	}
 	globalArgs := ""
 	for _, a := range pm.GlobalArgs() {
 		globalArgs += fmt.Sprintf("%q, ", a)
 	}
 	s.config = writeFile(t, dir, "deployd.yaml", fmt.Sprintf(`
 listen: 127.0.0.1:0
-data_dir: %s
+data_dir: %q
 log: {level: debug, format: json}
-reconcile_interval: 0
+reconcile_interval: %s
 github:
   api_url: %s
-  webhook_secret_file: %s
-  app: {id: 4242, private_key_file: %s}
+  webhook_secret_file: %q
+  app: {id: 4242, private_key_file: %q}
 registries:
   %s:
     credentials: %s
-    token_file: %s
+    token_file: %q
     insecure: true
     github_packages: true
 podman:
-  command: %s
+  command: %q
   global_args: [%s]
 services:
   backend:
@@ -119,7 +124,7 @@ services:
       name: e2e-backend
       args: ["--network", "host", "-e", "PORT=%d"]
     health: {url: "http://127.0.0.1:%d/healthz", timeout: %s, interval: 200ms}
-`, s.dataDir, gh.URL, secretFile, keyFile, reg.Host(), opts.credentials, patFile, s.podmanW, globalArgs,
+`, s.dataDir, opts.reconcile, gh.URL, secretFile, keyFile, reg.Host(), opts.credentials, patFile, s.podmanW, globalArgs,
 		s.image, s.port, s.port, opts.healthTimeout), 0o600)
 	return s
 }
@@ -444,4 +449,79 @@ func TestEndToEndKilledDuringPullResumes(t *testing.T) {
 		t.Errorf("after restart: %s %s (delivery %s), service %q; want succeeded %s from e2e-kill, v1",
 			resumed.State, resumed.Digest, resumed.Trigger.DeliveryID, s.version(), v1)
 	}
+}
+
+// waitNewest waits until the newest deployment of backend is one other
+// than those in seen and has ended, and returns it.
+func waitNewest(t *testing.T, d *instance, after int64) deploymentJSON {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var all deploymentsResponse
+		d.getJSON("/api/v1/deployments?service=backend&limit=1", http.StatusOK, &all)
+		if len(all.Deployments) == 1 && all.Deployments[0].ID > after {
+			if dep := all.Deployments[0]; dep.State != "queued" && dep.State != "running" {
+				return waitDeployment(t, d, dep.ID)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no deployment after #%d ended:\n%s", after, all)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestEndToEndReconcileDeploysWebhookMissedWhileStopped(t *testing.T) {
+	s := newStack(t, stackOptions{reconcile: "10m"})
+	v1 := s.push("latest", "v1")
+	d := startDeployd(t, s.config, nil)
+	// Nothing ran yet: the start-up pass deploys what the registry has.
+	first := waitNewest(t, d, 0)
+	if first.State != "succeeded" || first.Digest != v1 || first.Trigger.Kind != "reconcile" {
+		t.Fatalf("start-up reconcile: %s %s by %s, want succeeded %s by reconcile", first.State, first.Digest, first.Trigger.Kind, v1)
+	}
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	v2 := s.push("latest", "v2") // its webhook never arrives
+	d2 := startDeployd(t, s.config, nil)
+	caught := waitNewest(t, d2, first.ID)
+	if caught.State != "succeeded" || caught.Digest != v2 || caught.Trigger.Kind != "reconcile" || s.version() != "v2" {
+		t.Errorf("after restart: %s %s by %s, service %q; want succeeded %s by reconcile, v2", caught.State, caught.Digest, caught.Trigger.Kind, s.version(), v2)
+	}
+}
+
+func TestEndToEndGitHubDown(t *testing.T) {
+	t.Run("cached token still deploys", func(t *testing.T) {
+		s := newStack(t, stackOptions{})
+		d := startDeployd(t, s.config, nil)
+		v1 := s.push("latest", "v1")
+		ids := d.queue(delivery{event: "registry_package", id: "down-1", body: s.packageEvent("latest", v1)})
+		if dep := waitDeployment(t, d, ids[0]); dep.State != "succeeded" {
+			t.Fatalf("first deploy: %s %s", dep.State, dep.Error)
+		}
+		s.github.SetDown(authtest.DownRefused)
+		v2 := s.push("latest", "v2")
+		ids = d.queue(delivery{event: "registry_package", id: "down-2", body: s.packageEvent("latest", v2)})
+		if dep := waitDeployment(t, d, ids[0]); dep.State != "succeeded" || s.version() != "v2" {
+			t.Errorf("deploy with GitHub down and a cached token: %s (%s %s), service %q", dep.State, dep.ErrorClass, dep.Error, s.version())
+		}
+	})
+	t.Run("no token fails with a hint and reconcile recovers", func(t *testing.T) {
+		s := newStack(t, stackOptions{reconcile: "1s"})
+		s.github.SetDown(authtest.DownRefused)
+		v1 := s.push("latest", "v1")
+		d := startDeployd(t, s.config, nil)
+		ids := d.queue(delivery{event: "registry_package", id: "down-3", body: s.packageEvent("latest", v1)})
+		dep := waitDeployment(t, d, ids[0])
+		if dep.State != "failed" || dep.ErrorClass != "auth" || !strings.Contains(strings.ToLower(dep.Error+dep.Hint), "github") {
+			t.Fatalf("deploy with GitHub down and no token: %s %s %q hint %q, want failed auth naming GitHub", dep.State, dep.ErrorClass, dep.Error, dep.Hint)
+		}
+		s.github.SetDown(authtest.Up)
+		back := waitNewest(t, d, ids[0])
+		if back.State != "succeeded" || back.Trigger.Kind != "reconcile" || s.version() != "v1" {
+			t.Errorf("after GitHub came back: %s by %s, service %q; want succeeded by reconcile, v1", back.State, back.Trigger.Kind, s.version())
+		}
+	})
 }

@@ -73,7 +73,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 		}
 	}()
 
-	_, creds, err := newCredentials(cfg, log)
+	app, creds, err := newCredentials(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -81,6 +81,19 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err != nil {
 		return err
 	}
+	tokens, err := newAPITokens(cfg, log)
+	if err != nil {
+		return err
+	}
+	mets, err := newMetrics(cfg, store, app, creds)
+	if err != nil {
+		return err
+	}
+	if err := mets.SeedLastSuccess(ctx); err != nil {
+		return err
+	}
+	// The status page's event stream hears of every deployment change.
+	hub := server.NewHub(server.HubConfig{Logger: log.With().Str("component", "events").Logger()})
 	pipeline, err := deployer.NewPipeline(deployer.PipelineConfig{
 		Services:    specs,
 		Store:       store,
@@ -93,11 +106,12 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 			AuthFile:   cfg.AuthFile(),
 		},
 		Logger: log,
+		Notify: notifyAll(mets.Step, hub.Publish),
 	})
 	if err != nil {
 		return err
 	}
-	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: pipeline, Logger: log})
+	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: pipeline, Logger: log, Notify: notifyAll(mets.Deployment, hub.Publish)})
 	if err != nil {
 		return err
 	}
@@ -108,18 +122,26 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	hook, err := webhook.NewHandler(webhook.HandlerConfig{
 		Secret:   []byte(cfg.GitHub.WebhookSecret.Reveal()),
 		Matcher:  matcher,
-		Recorder: queue,
+		Recorder: publishDeliveries(mets.CountDeliveries(queue), hub),
 		Logger:   log.With().Str("component", "webhook").Logger(),
 	})
 	if err != nil {
 		return err
 	}
 	srv, err := server.New(server.Config{
-		Webhook:  hook,
+		Webhook:  mets.Webhook(hook),
 		Store:    store,
 		Drainer:  queue,
 		Services: serverServices(cfg),
 		Logger:   log,
+		// The write API, its tokens and /metrics.
+		Tokens:        tokens,
+		Queue:         queue,
+		StatusPrivate: !cfg.StatusPublic(),
+		Metrics:       mets.Handler(),
+		// The status page and its event stream.
+		Events:      hub,
+		Credentials: newCredentialReport(app, creds),
 	})
 	if err != nil {
 		return err
@@ -133,7 +155,26 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 		ln.Close()
 		return err
 	}
+	reconciler, err := deployer.NewReconciler(deployer.ReconcilerConfig{
+		Services: sortedSpecs(specs), Resolver: pipeline, Store: store, Queue: queue,
+		Interval: cfg.ReconcileInterval.Std(), Logger: log,
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	reconcileCtx, stopReconcile := context.WithCancel(ctx)
+	reconcileDone := make(chan struct{})
+	go func() {
+		defer close(reconcileDone)
+		reconciler.Run(reconcileCtx)
+	}()
+	defer func() {
+		stopReconcile()
+		<-reconcileDone
+	}()
 	httpSrv := server.HTTPServer(cfg.Listen, srv, log)
+	httpSrv.RegisterOnShutdown(hub.Close) // end event streams, or Shutdown waits for them
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	log.Info().Str("addr", ln.Addr().String()).Str("version", version).Int("services", len(specs)).Msg("listening")
@@ -188,19 +229,27 @@ func serviceSpecs(cfg *configs.Config) (map[string]deployer.ServiceSpec, error) 
 			KeepImages: s.KeepImages,
 			DryRun:     s.DryRun,
 		}
-		if len(s.Tags) > 0 && !configs.IsTagPattern(s.Tags[0]) {
-			spec.DefaultTag = s.Tags[0]
-		}
+		spec.DefaultTag = defaultTag(s)
 		specs[name] = spec
 	}
 	return specs, nil
+}
+
+// sortedSpecs lists the specs in name order.
+func sortedSpecs(specs map[string]deployer.ServiceSpec) []deployer.ServiceSpec {
+	out := make([]deployer.ServiceSpec, 0, len(specs))
+	for _, s := range specs {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 // serverServices lists the services for the API, sorted by name.
 func serverServices(cfg *configs.Config) []server.Service {
 	out := make([]server.Service, 0, len(cfg.Services))
 	for name, s := range cfg.Services {
-		out = append(out, server.Service{Name: name, Image: s.Image, Strategy: s.Strategy, Tags: s.Tags})
+		out = append(out, server.Service{Name: name, Image: s.Image, Strategy: s.Strategy, Tags: s.Tags, DefaultTag: defaultTag(s)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
