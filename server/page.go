@@ -150,6 +150,8 @@ type pageData struct {
 	Now         time.Time
 	CSS, JS     string
 	Icon        string
+	// Private shows the log out button (status.public: false).
+	Private bool
 	// BlankDeployment, BlankStep and BlankDelivery render the empty rows
 	// that the script clones for new data.
 	BlankDeployment deploymentRow
@@ -203,7 +205,7 @@ type credentialRow struct {
 
 // statusPage serves GET /.
 func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
-	data := pageData{Now: time.Now().UTC(), CSS: s.page.css, JS: s.page.js, Icon: s.page.icon}
+	data := pageData{Now: time.Now().UTC(), CSS: s.page.css, JS: s.page.js, Icon: s.page.icon, Private: s.statusPrivate}
 	for _, svc := range s.services {
 		v, err := s.serviceView(r, svc)
 		if err != nil {
@@ -281,13 +283,17 @@ func (s *Server) serveAsset(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(a.body))
 }
 
-// pageHeaders sets the security headers of the status page and its assets.
+// pageHeaders sets the security headers of the status page, the login form
+// and their assets. The referrer policy is same-origin rather than
+// no-referrer because with no-referrer a browser sends "Origin: null" on
+// the pages' own form posts, which the login's origin check must refuse;
+// the pages link nowhere else.
 func pageHeaders(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Security-Policy", contentSecurityPolicy)
 		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Referrer-Policy", "same-origin")
 		h.Set("X-Content-Type-Options", "nosniff")
 		next.ServeHTTP(w, r)
 	})

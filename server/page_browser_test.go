@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -259,13 +260,7 @@ func (fixedCredentials) CredentialReport() server.CredentialReport {
 const hostileText = `<img src=x onerror="window.__injected=1"><script>window.__injected=2</script>`
 
 func TestStatusPageInBrowser(t *testing.T) {
-	chromium := findChromium()
-	if chromium == "" {
-		if os.Getenv("CI") != "" || os.Getenv("DEPLOYD_E2E") != "" {
-			t.Fatal("chromium not found; install it (apt-get install chromium)")
-		}
-		t.Skip("chromium not found; set DEPLOYD_E2E=1 to make this a failure")
-	}
+	chromium := needChromium(t)
 
 	// The real server over the real store, queue and hub.
 	clk := &testClock{}
@@ -320,51 +315,10 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatalf("Content-Security-Policy = %q", csp)
 	}
 
-	// A fresh headless browser.
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(chromium),
-		chromedp.Flag("headless", true),
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("hide-scrollbars", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	)
-	defer cancelAlloc()
-	ctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-
-	// Every console error, exception, failed load and CSP violation is a failure.
-	var (
-		mu       sync.Mutex
-		problems []string
-	)
-	problemCount := func() int { mu.Lock(); defer mu.Unlock(); return len(problems) }
-	messages := chromedp.Console(ctx)
-	go func() {
-		for m, err := range messages {
-			if err != nil {
-				return
-			}
-			if m.Type == chromedp.ConsoleError || m.Type == chromedp.ConsoleWarning || m.IsException() {
-				mu.Lock()
-				problems = append(problems, m.String()+" ("+m.Source+" "+m.URL+")")
-				mu.Unlock()
-			}
-		}
-	}()
-	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
-		Source: `window.__csp = []; document.addEventListener("securitypolicyviolation",
-			e => window.__csp.push(e.violatedDirective + " " + e.blockedURI));`,
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// A fresh headless browser; every console error, exception, failed
+	// load and CSP violation is a failure.
+	ctx := newBrowser(t, chromium)
+	problemCount := func() int { return len(ctx.problemList()) }
 
 	eval := func(expr string) string {
 		t.Helper()
@@ -461,11 +415,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Errorf("CSP violations: %s", got)
 	}
 	time.Sleep(200 * time.Millisecond) // let late console events arrive
-	mu.Lock()
-	if len(problems) > 0 {
-		t.Errorf("console problems:\n%s", strings.Join(problems, "\n"))
+	if p := ctx.problemList(); len(p) > 0 {
+		t.Errorf("console problems:\n%s", strings.Join(p, "\n"))
 	}
-	mu.Unlock()
 
 	// Without JavaScript the page shows the same state, and says it is static.
 	if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
@@ -502,6 +454,81 @@ func TestStatusPageInBrowser(t *testing.T) {
 	if problemCount() == before {
 		t.Error("a CSP violation did not reach the console listener")
 	}
+}
+
+// needChromium returns the browser to run, or skips the test when there is
+// none (fails it under CI or DEPLOYD_E2E).
+func needChromium(t *testing.T) string {
+	t.Helper()
+	chromium := findChromium()
+	if chromium == "" {
+		if os.Getenv("CI") != "" || os.Getenv("DEPLOYD_E2E") != "" {
+			t.Fatal("chromium not found; install it (apt-get install chromium)")
+		}
+		t.Skip("chromium not found; set DEPLOYD_E2E=1 to make this a failure")
+	}
+	return chromium
+}
+
+// browser is a tab of a fresh headless Chromium, closed when the test ends.
+// It collects every console error, warning and exception, and records CSP
+// violations in window.__csp.
+type browser struct {
+	context.Context
+	mu       sync.Mutex
+	problems []string
+}
+
+// newBrowser starts Chromium for t.
+func newBrowser(t *testing.T, chromium string) *browser {
+	t.Helper()
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium),
+		chromedp.Flag("headless", true),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1280, 900),
+	)
+	t.Cleanup(cancelAlloc)
+	ctx, cancelBrowser := chromedp.NewContext(actx)
+	t.Cleanup(cancelBrowser)
+	b := &browser{Context: ctx}
+
+	messages := chromedp.Console(ctx)
+	go func() {
+		for m, err := range messages {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.Type == chromedp.ConsoleWarning || m.IsException() {
+				b.mu.Lock()
+				b.problems = append(b.problems, m.String()+" ("+m.Source+" "+m.URL+")")
+				b.mu.Unlock()
+			}
+		}
+	}()
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+		Source: `window.__csp = []; document.addEventListener("securitypolicyviolation",
+			e => window.__csp.push(e.violatedDirective + " " + e.blockedURI));`,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// problemList returns the console problems so far.
+func (b *browser) problemList() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.problems)
 }
 
 // screenshotDir is docs/ when DEPLOYD_UPDATE_SCREENSHOT is set, else a

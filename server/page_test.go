@@ -75,6 +75,7 @@ func TestTemplatesEscapeEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := pageSample()
+	data.Private = true // renders the log out form too
 	card := data.Services[0]
 	// Every template, with data of the shape it is called with. A new
 	// template without an entry here fails the test.
@@ -88,6 +89,7 @@ func TestTemplatesEscapeEverything(t *testing.T) {
 		"step":          data.BlankStep,
 		"delivery":      data.Deliveries[0],
 		"credentials":   data,
+		"login.html":    loginData{CSS: hostile, Icon: hostile, Message: hostile},
 	}
 	for _, tmpl := range p.tmpl.Templates() {
 		name := tmpl.Name()
@@ -227,7 +229,7 @@ func TestStatusPageHTTP(t *testing.T) {
 	for h, want := range map[string]string{
 		"Content-Security-Policy": contentSecurityPolicy,
 		"X-Frame-Options":         "DENY",
-		"Referrer-Policy":         "no-referrer",
+		"Referrer-Policy":         "same-origin",
 		"Content-Type":            "text/html; charset=utf-8",
 		"Cache-Control":           "no-store",
 	} {

@@ -24,8 +24,12 @@ func (s *Server) routes() http.Handler {
 	// The status page is a read surface like GET /api/v1/services and the
 	// event stream: whatever guards those (status.public: false) guards it.
 	// Its assets hold no data and stay public.
-	r.With(pageHeaders, s.requireStatusRead).Get("/", s.statusPage)
+	r.With(pageHeaders, s.requireStatusPage).Get("/", s.statusPage)
 	r.With(pageHeaders).Get("/assets/{name}", s.serveAsset)
+	// A browser logs in to a private status page here (login.go).
+	r.With(pageHeaders).Get(loginPath, s.loginForm)
+	r.With(pageHeaders).Post(loginPath, s.login)
+	r.With(pageHeaders).Post(logoutPath, s.logout)
 
 	if s.metrics != nil {
 		r.With(s.requireStatusRead).Get("/metrics", s.metrics.ServeHTTP)

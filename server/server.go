@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -57,6 +59,12 @@ type Config struct {
 	// StatusPrivate makes the read API, the status page, the event stream
 	// and /metrics require a status:read token (status.public: false).
 	StatusPrivate bool
+	// PublicURL is the absolute URL deployd is reached at (public_url),
+	// optional. With it, the status page login accepts form posts from that
+	// origin as well as from the request's own host (for a proxy that
+	// rewrites Host), and an https URL makes the login cookie Secure even
+	// when TLS ends at a proxy.
+	PublicURL string
 	// Metrics serves GET /metrics; nil leaves the route out.
 	Metrics http.Handler
 	// Events feeds GET /api/v1/events; nil means a hub that nothing
@@ -80,6 +88,11 @@ type Server struct {
 	queue         Enqueuer
 	statusPrivate bool
 	metrics       http.Handler
+	// publicOrigin is public_url's scheme://host, lower case; "" without one.
+	publicOrigin string
+	// secureCookie makes the login cookie Secure on every request, not
+	// only on those that arrive over TLS (public_url is https).
+	secureCookie bool
 
 	hub         *Hub
 	credentials CredentialReporter
@@ -121,6 +134,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.statusPrivate && s.tokens == nil {
 		return nil, errors.New("new server: status.public is false but api.token_key_file is not set, so nobody could read the status")
+	}
+	if cfg.PublicURL != "" {
+		u, err := url.Parse(cfg.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			// The URL itself is not quoted: it may hold a password.
+			return nil, errors.New("new server: public_url is not an absolute http(s) URL")
+		}
+		s.publicOrigin = strings.ToLower(u.Scheme + "://" + u.Host)
+		s.secureCookie = u.Scheme == "https"
 	}
 	s.router = s.routes()
 	return s, nil

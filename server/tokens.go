@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rs/zerolog"
 )
@@ -18,6 +19,9 @@ type Caller struct {
 	// Allows reports whether the token grants a scope ("deploy:backend",
 	// "status:read"); it must not be nil.
 	Allows func(scope string) bool
+	// ExpiresAt is when the token expires; zero if the verifier does not
+	// say. A status page login cookie never outlives it.
+	ExpiresAt time.Time
 }
 
 // TokenVerifier checks API bearer tokens. Verify returns the caller, or an
@@ -89,10 +93,25 @@ func hintAll(scope string) string {
 
 // requireStatusRead guards reading requests (GET and HEAD) of the read API,
 // the event stream and /metrics when status.public is false: they then need
-// a token granting status:read, which every deploy scope implies. Other
-// methods pass: the write endpoints check their own deploy scope. With a
-// public status it does nothing.
+// a token granting status:read, which every deploy scope implies, sent as
+// an Authorization: Bearer header or, from a browser, in the cookie that
+// POST /login sets. Other methods pass: the write endpoints check their own
+// deploy scope, from the header only, so the cookie is never a credential
+// for a write. With a public status it does nothing.
 func (s *Server) requireStatusRead(next http.Handler) http.Handler {
+	return s.statusGuard(next, false)
+}
+
+// requireStatusPage is requireStatusRead for the status page: a browser
+// that asks for it without a usable token or cookie is sent to /login
+// instead of getting a 401 JSON error.
+func (s *Server) requireStatusPage(next http.Handler) http.Handler {
+	return s.statusGuard(next, true)
+}
+
+// statusGuard implements requireStatusRead and, with toLogin,
+// requireStatusPage.
+func (s *Server) statusGuard(next http.Handler, toLogin bool) http.Handler {
 	if !s.statusPrivate {
 		return next
 	}
@@ -101,10 +120,41 @@ func (s *Server) requireStatusRead(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		if _, err := s.authorize(r, scopeStatusRead); err != nil {
+		if _, err := s.authorizeRead(r); err != nil {
+			if _, bearer := bearerToken(r); toLogin && !bearer && wantsHTML(r) {
+				http.Redirect(w, r, loginPath, http.StatusSeeOther)
+				return
+			}
 			s.writeError(w, r, err)
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// authorizeRead checks that a reading request may see the status: its
+// bearer token if it sends one, else its login cookie, must grant
+// status:read. Errors are those of authorize.
+func (s *Server) authorizeRead(r *http.Request) (Caller, error) {
+	if _, bearer := bearerToken(r); bearer {
+		return s.authorize(r, scopeStatusRead)
+	}
+	tok, ok := loginCookie(r)
+	if !ok {
+		return s.authorize(r, scopeStatusRead) // the missing token error
+	}
+	c, err := s.tokens.Verify(tok)
+	if err != nil {
+		zerolog.Ctx(r.Context()).Info().Str("reason", err.Error()).Msg("login cookie refused")
+		return Caller{}, &Error{Status: http.StatusUnauthorized, Challenge: bearerRealm + `, error="invalid_token"`,
+			Message: "the login cookie holds a token that is no longer accepted: " + err.Error(),
+			Hint:    "log in again at " + loginPath + " with a current token"}
+	}
+	if c.Allows == nil || !c.Allows(scopeStatusRead) {
+		return Caller{}, &Error{Status: http.StatusForbidden,
+			Challenge: bearerRealm + `, error="insufficient_scope", scope=` + strconv.Quote(scopeStatusRead),
+			Message:   "the token of " + strconv.Quote(c.Subject) + " does not grant " + scopeStatusRead,
+			Hint:      "log in again at " + loginPath + " with a token issued with --scope " + scopeStatusRead}
+	}
+	return c, nil
 }

@@ -105,7 +105,7 @@ func (v verifier) Verify(tok string) (server.Caller, error) {
 	if err != nil {
 		return server.Caller{}, err
 	}
-	return server.Caller{Subject: c.Subject, TokenID: c.ID, Allows: c.Allows}, nil
+	return server.Caller{Subject: c.Subject, TokenID: c.ID, Allows: c.Allows, ExpiresAt: c.ExpiresAt}, nil
 }
 
 // apiEnv is a real server over a real store and queue, served on a port.
@@ -122,6 +122,12 @@ type apiEnv struct {
 type apiOpts struct {
 	private bool // status.public: false
 	noKey   bool // api.token_key_file not set
+	// tokens, if set, verifies tokens instead of the key.
+	tokens func(*auth.APIKey) server.TokenVerifier
+	// publicURL is public_url.
+	publicURL string
+	// log, if set, receives the server's log.
+	log io.Writer
 }
 
 func newAPIEnv(t *testing.T, o apiOpts) *apiEnv {
@@ -164,10 +170,17 @@ func newAPIEnv(t *testing.T, o apiOpts) *apiEnv {
 		Logger:        zerolog.Nop(),
 		Queue:         q,
 		StatusPrivate: o.private,
+		PublicURL:     o.publicURL,
 		Metrics:       m.Handler(),
 	}
 	if !o.noKey {
 		cfg.Tokens = verifier{key}
+	}
+	if o.tokens != nil {
+		cfg.Tokens = o.tokens(key)
+	}
+	if o.log != nil {
+		cfg.Logger = zerolog.New(o.log)
 	}
 	srv, err := server.New(cfg)
 	if err != nil {

@@ -22,7 +22,7 @@ func (t apiTokens) Verify(token string) (server.Caller, error) {
 	if err != nil {
 		return server.Caller{}, err
 	}
-	return server.Caller{Subject: c.Subject, TokenID: c.ID, Allows: c.Allows}, nil
+	return server.Caller{Subject: c.Subject, TokenID: c.ID, Allows: c.Allows, ExpiresAt: c.ExpiresAt}, nil
 }
 
 // newAPITokens loads api.token_key_file. Without one it returns nil: the
