@@ -94,6 +94,13 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	}
 	// The status page's event stream hears of every deployment change.
 	hub := server.NewHub(server.HubConfig{Logger: log.With().Str("component", "events").Logger()})
+	// GitHub's Deployments API hears of deployments starting and ending
+	// (github.deployments); nil, doing nothing, when off.
+	ghDeploys, err := newGitHubDeployments(cfg, app, log)
+	if err != nil {
+		return err
+	}
+	defer ghDeploys.Close(ghDeploymentsCloseTimeout) // after the queue's drain: reports its interrupted ends
 	pipeline, err := deployer.NewPipeline(deployer.PipelineConfig{
 		Services:    specs,
 		Store:       store,
@@ -111,7 +118,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err != nil {
 		return err
 	}
-	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: pipeline, Logger: log, Notify: notifyAll(mets.Deployment, hub.Publish)})
+	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: pipeline, Logger: log, Notify: notifyAll(mets.Deployment, hub.Publish, ghDeploys.Notify)})
 	if err != nil {
 		return err
 	}
@@ -138,6 +145,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 		Tokens:        tokens,
 		Queue:         queue,
 		StatusPrivate: !cfg.StatusPublic(),
+		PublicURL:     cfg.PublicURL,
 		Metrics:       mets.Handler(),
 		// The status page and its event stream.
 		Events:      hub,

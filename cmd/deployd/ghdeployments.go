@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/configs"
+	"github.com/deployd/deployd/deployer"
+)
+
+// Limits of the GitHub Deployments mirror.
+const (
+	// ghDeploymentsQueue is how many reports may wait for the worker;
+	// beyond, reports are dropped and logged.
+	ghDeploymentsQueue = 64
+	// ghDeploymentsCallTimeout bounds one report (token, create, status).
+	ghDeploymentsCallTimeout = 20 * time.Second
+	// ghDeploymentsRemembered is how many deployd → GitHub deployment ids
+	// are kept; the oldest is forgotten first.
+	ghDeploymentsRemembered = 256
+	// ghDeploymentsCloseTimeout is how long shutdown waits for the reports
+	// still queued.
+	ghDeploymentsCloseTimeout = 10 * time.Second
+)
+
+// Log keys of the mirror, next to deployer's stable ones.
+const (
+	keyGitHubDeploymentID = "github_deployment_id"
+	keyGitHubState        = "github_state"
+)
+
+// deploymentReporter is what the mirror needs from GitHub; *auth.DeploymentReporter
+// implements it.
+type deploymentReporter interface {
+	Start(ctx context.Context, s auth.DeploymentStart) (int64, error)
+	Status(ctx context.Context, s auth.DeploymentStatus) error
+}
+
+// ghDeployments mirrors deployd's deployments to GitHub's Deployments API
+// (SPEC §6 Outputs): when a deployment starts running it creates a GitHub
+// Deployment and posts in_progress; when it ends it posts success, failure
+// or error. Notify only queues the work: one background worker talks to
+// GitHub, in order, with a timeout per report, so GitHub being slow or down
+// never holds up a deployment; it logs a warning instead. The GitHub
+// deployment ids live in memory only. A nil *ghDeployments does nothing.
+// Its methods are safe for concurrent use.
+type ghDeployments struct {
+	reporter  deploymentReporter
+	repos     map[string]string // service → "owner/name"
+	publicURL string            // without a trailing slash; "" for no links
+	log       zerolog.Logger
+	timeout   time.Duration
+
+	ctx    context.Context // the worker's; cancelled when Close gives up
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu     sync.Mutex
+	closed bool
+	jobs   chan ghJob
+
+	ids recentIDs // deployd id → GitHub id; the worker's own
+}
+
+// ghJob is one deployment change to report.
+type ghJob struct {
+	d    deployer.Deployment
+	repo string
+}
+
+// ghDeploymentsConfig is what newGHDeployments needs.
+type ghDeploymentsConfig struct {
+	Reporter deploymentReporter
+	// Repositories maps each service to its repository; services without
+	// one are not reported.
+	Repositories map[string]string
+	PublicURL    string
+	Logger       zerolog.Logger
+	// QueueSize and Timeout default to ghDeploymentsQueue and
+	// ghDeploymentsCallTimeout.
+	QueueSize int
+	Timeout   time.Duration
+}
+
+// newGHDeployments starts the mirror's worker; call Close to stop it.
+func newGHDeployments(cfg ghDeploymentsConfig) *ghDeployments {
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = ghDeploymentsQueue
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = ghDeploymentsCallTimeout
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &ghDeployments{
+		reporter:  cfg.Reporter,
+		repos:     cfg.Repositories,
+		publicURL: strings.TrimRight(cfg.PublicURL, "/"),
+		log:       cfg.Logger,
+		timeout:   cfg.Timeout,
+		ctx:       ctx,
+		cancel:    cancel,
+		done:      make(chan struct{}),
+		jobs:      make(chan ghJob, cfg.QueueSize),
+		ids:       newRecentIDs(ghDeploymentsRemembered),
+	}
+	go g.work()
+	return g
+}
+
+// newGitHubDeployments builds the mirror from the configuration: nil when
+// github.deployments is off or no App is configured.
+func newGitHubDeployments(cfg *configs.Config, app *auth.App, log zerolog.Logger) (*ghDeployments, error) {
+	if !cfg.GitHub.Deployments || app == nil {
+		return nil, nil
+	}
+	rep, err := auth.NewDeploymentReporter(auth.DeploymentReporterConfig{App: app})
+	if err != nil {
+		return nil, err
+	}
+	log = log.With().Str("component", "github_deployments").Logger()
+	repos := make(map[string]string, len(cfg.Services))
+	for name, s := range cfg.Services {
+		if s.Repository == "" {
+			log.Warn().Str(deployer.KeyService, name).Msg("service has no repository: its deployments are not reported to GitHub")
+			continue
+		}
+		repos[name] = s.Repository
+	}
+	return newGHDeployments(ghDeploymentsConfig{Reporter: rep, Repositories: repos, PublicURL: linkBase(cfg.PublicURL), Logger: log}), nil
+}
+
+// linkBase returns public_url for links shown on GitHub: without any
+// user:password, query or fragment, and "" when it is not an absolute
+// http(s) URL.
+func linkBase(publicURL string) string {
+	u, err := url.Parse(publicURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return ""
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return strings.TrimRight(u.String(), "/")
+}
+
+// Notify is a deployer Notify hook: it queues running and final states of
+// deployments that are not dry runs, and never blocks. When the queue is
+// full the change is dropped and a warning logged.
+func (g *ghDeployments) Notify(d deployer.Deployment) {
+	if g == nil || d.DryRun || (d.State != deployer.StateRunning && !d.State.Final()) {
+		return
+	}
+	repo := g.repos[d.Service]
+	if repo == "" {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return
+	}
+	select {
+	case g.jobs <- ghJob{d: d, repo: repo}:
+	default:
+		log := g.logger(d)
+		log.Warn().Str("state", string(d.State)).
+			Msg("GitHub deployment report dropped: too many waiting")
+	}
+}
+
+// Close stops taking reports and waits up to wait for the queued ones to be
+// sent; then it abandons the rest (the call in flight is cancelled).
+func (g *ghDeployments) Close(wait time.Duration) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	if !g.closed {
+		g.closed = true
+		close(g.jobs)
+	}
+	g.mu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-g.done:
+	case <-t.C:
+		g.log.Warn().Dur("waited", wait).Msg("GitHub deployment reports abandoned at shutdown")
+		g.cancel()
+		<-g.done
+	}
+	g.cancel()
+}
+
+func (g *ghDeployments) work() {
+	defer close(g.done)
+	for j := range g.jobs {
+		if g.ctx.Err() != nil {
+			continue // Close gave up: drain without calling GitHub
+		}
+		if j.d.State == deployer.StateRunning {
+			g.start(j)
+		} else {
+			g.finish(j)
+		}
+	}
+}
+
+// start creates the GitHub deployment and posts in_progress.
+func (g *ghDeployments) start(j ghJob) {
+	d := j.d
+	if _, ok := g.ids.get(d.ID); ok {
+		return // already reported
+	}
+	log := g.logger(d)
+	ctx, cancel := context.WithTimeout(log.WithContext(g.ctx), g.timeout)
+	defer cancel()
+	ref := d.Tag // the image tag is often a git tag too; else the default branch
+	payload := map[string]any{"deployd_deployment_id": d.ID, "service": d.Service}
+	if d.Tag != "" {
+		payload["tag"] = d.Tag
+	}
+	if d.Digest != "" {
+		payload["digest"] = d.Digest
+	}
+	id, err := g.reporter.Start(ctx, auth.DeploymentStart{
+		Repository:     j.repo,
+		InstallationID: d.Trigger.InstallationID,
+		Ref:            ref,
+		Environment:    d.Service,
+		Description:    fmt.Sprintf("deployd #%d: %s %s", d.ID, d.Service, imageRef(d)),
+		Payload:        payload,
+	})
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot report the deployment to GitHub")
+		return
+	}
+	g.ids.put(d.ID, id)
+	log.Debug().Int64(keyGitHubDeploymentID, id).Msg("GitHub deployment created")
+	g.status(ctx, log, j, id, auth.DeploymentInProgress, "deploying "+imageRef(d))
+}
+
+// finish posts the final status of a reported deployment.
+func (g *ghDeployments) finish(j ghJob) {
+	d := j.d
+	id, ok := g.ids.get(d.ID)
+	if !ok {
+		return // never reported (not started here, or GitHub refused)
+	}
+	g.ids.remove(d.ID)
+	state, desc := finalStatus(d)
+	log := g.logger(d)
+	ctx, cancel := context.WithTimeout(log.WithContext(g.ctx), g.timeout)
+	defer cancel()
+	g.status(ctx, log, j, id, state, desc)
+}
+
+func (g *ghDeployments) status(ctx context.Context, log zerolog.Logger, j ghJob, id int64, state, desc string) {
+	s := auth.DeploymentStatus{
+		Repository:     j.repo,
+		InstallationID: j.d.Trigger.InstallationID,
+		ID:             id,
+		State:          state,
+		Description:    desc,
+	}
+	if g.publicURL != "" {
+		s.EnvironmentURL = g.publicURL
+		s.LogURL = g.publicURL + "/api/v1/deployments/" + strconv.FormatInt(j.d.ID, 10)
+	}
+	if err := g.reporter.Status(ctx, s); err != nil {
+		log.Warn().Err(err).Int64(keyGitHubDeploymentID, id).Str(keyGitHubState, state).
+			Msg("cannot report the deployment's status to GitHub")
+	}
+}
+
+// finalStatus maps a final state to GitHub's status and a short
+// description. The failure text stays in deployd (behind log_url): GitHub
+// shows statuses to everyone who can read the repository.
+func finalStatus(d deployer.Deployment) (state, desc string) {
+	switch d.State {
+	case deployer.StateSucceeded:
+		return auth.DeploymentSuccess, "deployed " + imageRef(d)
+	case deployer.StateUnchanged:
+		return auth.DeploymentSuccess, "already running " + imageRef(d)
+	case deployer.StateFailed:
+		return auth.DeploymentFailure, "failed" + failureClass(d)
+	case deployer.StateRolledBack:
+		return auth.DeploymentFailure, "failed" + failureClass(d) + "; rolled back to the previous version"
+	default: // interrupted: deployd stopped; it queues the deployment again on start
+		return auth.DeploymentError, "interrupted: deployd stopped before the deployment ended"
+	}
+}
+
+func failureClass(d deployer.Deployment) string {
+	if d.ErrorClass == "" {
+		return ""
+	}
+	return " (" + d.ErrorClass + ")"
+}
+
+// imageRef names what a deployment deploys: "v1.2.3 (sha256:0123456789ab)".
+func imageRef(d deployer.Deployment) string {
+	digest := d.Digest
+	if len(digest) > len("sha256:")+12 {
+		digest = digest[:len("sha256:")+12]
+	}
+	switch {
+	case d.Tag != "" && digest != "":
+		return d.Tag + " (" + digest + ")"
+	case d.Tag != "":
+		return d.Tag
+	}
+	return digest
+}
+
+func (g *ghDeployments) logger(d deployer.Deployment) zerolog.Logger {
+	return g.log.With().Str(deployer.KeyService, d.Service).Int64(deployer.KeyDeploymentID, d.ID).Logger()
+}
+
+// recentIDs maps deployd deployment ids to GitHub deployment ids, keeping
+// at most max entries: the oldest is forgotten first. Not safe for
+// concurrent use.
+type recentIDs struct {
+	max   int
+	m     map[int64]int64
+	order []int64 // insertion order; may hold removed keys
+}
+
+func newRecentIDs(limit int) recentIDs {
+	return recentIDs{max: limit, m: make(map[int64]int64, limit)}
+}
+
+func (r *recentIDs) get(k int64) (int64, bool) { v, ok := r.m[k]; return v, ok }
+
+func (r *recentIDs) remove(k int64) { delete(r.m, k) }
+
+func (r *recentIDs) put(k, v int64) {
+	if _, ok := r.m[k]; !ok {
+		r.order = append(r.order, k)
+	}
+	r.m[k] = v
+	for len(r.m) > r.max {
+		old := r.order[0]
+		r.order = r.order[1:]
+		delete(r.m, old)
+	}
+	if len(r.order) > 2*r.max { // compact keys removed since
+		kept := r.order[:0]
+		for _, k := range r.order {
+			if _, ok := r.m[k]; ok {
+				kept = append(kept, k)
+			}
+		}
+		r.order = kept
+	}
+}
