@@ -103,6 +103,8 @@ github:
   api_url: %s
   webhook_secret_file: %q
   app: {id: 4242, private_key_file: %q}
+  deployments: true
+public_url: https://deploy.example.test
 registries:
   %s:
     credentials: %s
@@ -232,9 +234,28 @@ func TestEndToEndWebhookDeploys(t *testing.T) {
 	if strings.Join(steps, ",") != "resolve,login,pull,switch,verify" {
 		t.Errorf("steps %v, want resolve, login, pull, switch, verify", steps)
 	}
-	mints := s.github.Mints()
-	if len(mints) != 1 || mints[0].InstallationID != fixtureInstallation || mints[0].Permissions["packages"] != "read" {
-		t.Errorf("mints %+v, want one for installation %d with packages:read", mints, fixtureInstallation)
+	var pullMints int
+	for _, m := range s.github.Mints() {
+		if m.Permissions["packages"] == "read" {
+			pullMints++
+			if m.InstallationID != fixtureInstallation {
+				t.Errorf("pull token minted for installation %d, want the delivery's %d", m.InstallationID, fixtureInstallation)
+			}
+		}
+	}
+	if pullMints != 1 {
+		t.Errorf("%d pull tokens minted, want 1", pullMints)
+	}
+	// The deployment is mirrored to GitHub's Deployments API.
+	waitFor(t, "GitHub deployment statuses", func() bool {
+		var states []string
+		for _, st := range s.github.DeploymentStatuses() {
+			states = append(states, st.State)
+		}
+		return strings.Join(states, ",") == "in_progress,success"
+	})
+	if deps := s.github.Deployments(); len(deps) != 1 || deps[0].Environment != "backend" || deps[0].Repository != "Acme-Corp/v7" {
+		t.Errorf("GitHub deployments %+v, want one for environment backend of Acme-Corp/v7", deps)
 	}
 
 	// 2. A second push of latest upgrades; one container remains.
@@ -306,9 +327,10 @@ func TestEndToEndWebhookDeploys(t *testing.T) {
 		t.Errorf("burst of 10: %d ran, %d superseded; want at most 2 ran\n%s", ran, superseded, all)
 	}
 
-	// Tokens: one mint for the whole run, none in any argv.
-	if n := s.github.MintCount(); n != 1 {
-		t.Errorf("%d installation tokens minted, want 1 (cached)", n)
+	// Tokens: one mint per permission set for the whole run (pulls and
+	// the Deployments API), none in any argv.
+	if n := s.github.MintCount(); n != 2 {
+		t.Errorf("%d installation tokens minted, want 2 (one for pulls, one for deployments; both cached)", n)
 	}
 	s.assertNoTokenInArgv()
 }
@@ -524,4 +546,16 @@ func TestEndToEndGitHubDown(t *testing.T) {
 			t.Errorf("after GitHub came back: %s by %s, service %q; want succeeded by reconcile, v1", back.State, back.Trigger.Kind, s.version())
 		}
 	})
+}
+
+// waitFor polls cond for up to a minute.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
