@@ -144,10 +144,10 @@ func (q *Queue) resumeInterrupted(ctx context.Context) error {
 // replaced, a workflow run older than the one deployed) are held back; when
 // that leaves none, the delivery is recorded as ignored with the reason,
 // which Receipt.Ignored repeats.
+//
+// Deliveries are recorded even while the queue drains: GitHub never
+// retries, and what is queued in the store runs at the next start.
 func (q *Queue) RecordDelivery(ctx context.Context, d Delivery, reqs []Request) (Receipt, error) {
-	if q.Draining() && len(reqs) > 0 {
-		return Receipt{}, ErrDraining
-	}
 	kept := make([]Request, 0, len(reqs))
 	var held []string
 	for _, r := range reqs {

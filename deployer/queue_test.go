@@ -273,3 +273,35 @@ func TestQueueResumesDeploymentInterruptedByCrash(t *testing.T) {
 		t.Errorf("ran %d deployments, want 2 (backend resumed once, the newer web)", n)
 	}
 }
+
+func TestQueueRecordsDeliveriesWhileDrainingForTheNextStart(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	ctx := context.Background()
+	exec := &recordingExecutor{}
+	q, _ := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: exec, Logger: zerolog.Nop()})
+	if err := q.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := q.RecordDelivery(ctx, deployer.Delivery{ID: "late", Event: "registry_package", BodySHA256: "late", ReceivedAt: time.Now(), Result: deployer.ResultQueued},
+		[]deployer.Request{{Service: "backend", Tag: "latest", Trigger: deployer.Trigger{Kind: deployer.TriggerWebhook, DeliveryID: "late"}}})
+	if err != nil || len(rc.Deployments) != 1 {
+		t.Fatalf("delivery during drain: %+v %v, want it recorded and queued", rc, err)
+	}
+	if exec.count() != 0 {
+		t.Error("a draining queue ran a deployment")
+	}
+	q2, _ := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: exec, Logger: zerolog.Nop()})
+	if err := q2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the late delivery's deployment to run after restart", func() bool {
+		d, _ := store.Deployment(ctx, rc.Deployments[0])
+		return d.State == deployer.StateSucceeded
+	})
+	if err := q2.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
