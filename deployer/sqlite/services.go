@@ -95,8 +95,7 @@ func (s *Store) SetServiceStatus(ctx context.Context, st deployer.ServiceStatus)
 // use.
 func (s *Store) DigestReplaced(ctx context.Context, service, digest string) (bool, error) {
 	var replaced bool
-	err := s.rdb.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM service_digests
-		WHERE service = ? AND digest = ? AND replaced_at IS NOT NULL)`, service, digest).Scan(&replaced)
+	err := s.digestReplaced.QueryRowContext(ctx, service, digest).Scan(&replaced)
 	if err != nil {
 		return false, fmt.Errorf("check replaced digest %s of %s: %w", digest, service, err)
 	}

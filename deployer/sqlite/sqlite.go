@@ -36,6 +36,9 @@ type Store struct {
 	wdb *sql.DB // exactly one connection, used only by the writer goroutine
 	rdb *sql.DB // read-only connections
 	hot hotStmts
+	// digestReplaced is DigestReplaced's query, which every webhook
+	// delivery that queues a deployment runs; prepared on rdb.
+	digestReplaced *sql.Stmt
 
 	now      func() time.Time
 	maxBatch int
@@ -143,6 +146,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 
 	rdb, err := sql.Open("sqlite", dsn(abs, rq))
 	if err != nil {
+		hot.close()
 		wdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
@@ -150,8 +154,17 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	rdb.SetMaxIdleConns(o.readers)
 	if err := rdb.PingContext(ctx); err != nil {
 		rdb.Close()
+		hot.close()
 		wdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	digestReplaced, err := rdb.PrepareContext(ctx, `SELECT EXISTS (SELECT 1 FROM service_digests
+		WHERE service = ? AND digest = ? AND replaced_at IS NOT NULL)`)
+	if err != nil {
+		rdb.Close()
+		hot.close()
+		wdb.Close()
+		return nil, fmt.Errorf("open store %s: prepare: %w", path, err)
 	}
 
 	s := &Store{
@@ -163,6 +176,8 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		onCommit: o.onCommit,
 		ops:      make(chan *writeOp, o.maxBatch),
 		stopped:  make(chan struct{}),
+
+		digestReplaced: digestReplaced,
 	}
 	go s.run(context.WithoutCancel(ctx))
 	return s, nil
@@ -192,7 +207,7 @@ func (s *Store) Close() error {
 		close(s.ops)
 		s.mu.Unlock()
 		<-s.stopped
-		s.closeErr = errors.Join(s.hot.close(), s.rdb.Close(), s.wdb.Close())
+		s.closeErr = errors.Join(s.hot.close(), s.digestReplaced.Close(), s.rdb.Close(), s.wdb.Close())
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("close store: %w", s.closeErr)
 		}

@@ -1,0 +1,118 @@
+package deployer
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// verify polls the health URL until it answers 2xx or the timeout passes,
+// and fails early when the container stops.
+func (j *job) verify(ctx context.Context) error {
+	start := time.Now()
+	h := j.spec.Health
+	timeout, interval := h.Timeout, h.Interval
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	if interval <= 0 {
+		interval = 2 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		if j.spec.Strategy == StrategyContainer {
+			if state, err := j.containerState(ctx); err == nil && state != "running" {
+				err := fail(ClassHealth, "the new container stopped; see podman logs "+j.spec.Container.Name,
+					fmt.Errorf("container %s is %s%s", j.spec.Container.Name, state, j.logsTail(ctx)))
+				j.step(ctx, "verify", start, err, "")
+				return err
+			}
+		}
+		if h.URL == "" {
+			j.step(ctx, "verify", start, nil, "no health URL configured; the service is running")
+			return nil
+		}
+		ok, msg := j.probe(ctx, h.URL, interval)
+		if ok {
+			j.step(ctx, "verify", start, nil, h.URL+" answered "+msg)
+			return nil
+		}
+		last = msg
+		if time.Now().Add(interval).After(deadline) {
+			err := fail(ClassHealth, "the new version did not become healthy within "+timeout.String()+"; check its logs and health endpoint",
+				fmt.Errorf("health check %s failed: %s", h.URL, last))
+			j.step(ctx, "verify", start, err, "")
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			j.step(ctx, "verify", start, ctx.Err(), "")
+			return ctx.Err()
+		case <-time.After(interval):
+		}
+	}
+}
+
+func (j *job) probe(ctx context.Context, url string, timeout time.Duration) (bool, string) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false, err.Error()
+	}
+	resp, err := j.p.http.Do(req)
+	if err != nil {
+		return false, err.Error()
+	}
+	resp.Body.Close()
+	return resp.StatusCode >= 200 && resp.StatusCode < 300, resp.Status
+}
+
+func (j *job) containerState(ctx context.Context) (string, error) {
+	out, err := j.podmanRun(ctx, j.p.stepTimeout, "container", "inspect", "--format", "{{.State.Status}}", j.spec.Container.Name)
+	return strings.TrimSpace(out), err
+}
+
+func (j *job) logsTail(ctx context.Context) string {
+	out, err := j.podmanRun(ctx, j.p.stepTimeout, "logs", "--tail", "5", j.spec.Container.Name)
+	if err != nil || strings.TrimSpace(out) == "" {
+		return ""
+	}
+	return "; last output: " + strings.TrimSpace(out)
+}
+
+// recover handles a failed verify: roll back when the service allows it.
+func (j *job) recover(ctx context.Context, previous string, cause error) Deployment {
+	if !j.spec.Rollback || previous == "" {
+		return j.end(ctx, StateFailed, cause)
+	}
+	start := time.Now()
+	var err error
+	switch j.spec.Strategy {
+	case StrategyContainer:
+		err = j.restorePrevious(ctx)
+	case StrategySystemd:
+		err = j.switchSystemd(ctx, previous)
+	case StrategyCommand:
+		err = j.switchCommand(ctx, previous)
+	}
+	if err == nil {
+		err = j.verify(ctx)
+	}
+	if err != nil {
+		j.step(ctx, "rollback", start, err, "")
+		j.status.Degraded = true
+		j.status.UpdatedAt = time.Now().UTC()
+		if serr := j.p.store.SetServiceStatus(ctx, j.status); serr != nil {
+			j.log.Error().Err(serr).Msg("record degraded service")
+		}
+		f := asFailure(cause)
+		f.Hint = "rollback failed too (" + err.Error() + "): the service may be down; " + f.Hint
+		return j.end(ctx, StateFailed, f)
+	}
+	j.step(ctx, "rollback", start, nil, "restored "+shortDigest(previous))
+	return j.end(ctx, StateRolledBack, cause)
+}
