@@ -154,7 +154,7 @@ type Delivery struct {
 	ReceivedAt time.Time `json:"received_at"`
 	// Result is "queued", "ignored", "duplicate" or "rejected".
 	Result string `json:"result"`
-	// Reason explains an ignored or rejected delivery.
+	// Reason explains an ignored, duplicate or rejected delivery.
 	Reason        string  `json:"reason,omitempty"`
 	DeploymentIDs []int64 `json:"deployment_ids,omitempty"`
 }
@@ -170,7 +170,7 @@ const (
 // Receipt is what recording a delivery produced.
 type Receipt struct {
 	// Duplicate is true when the delivery id or the body was seen before;
-	// nothing was recorded or queued then.
+	// the delivery was then recorded as a duplicate and nothing was queued.
 	Duplicate bool
 	// Deployments are the ids of the deployments queued for it.
 	Deployments []int64

@@ -46,8 +46,10 @@ type Page struct {
 type Store interface {
 	// RecordDelivery commits a webhook delivery and queues its requests in one
 	// transaction. If a delivery with the same ID or the same BodySHA256 was
-	// recorded before, it records nothing and returns Receipt{Duplicate: true}.
-	// Queuing a request supersedes the queued deployments of its service.
+	// recorded before (other than as a duplicate), it records d with result
+	// "duplicate" and a reason naming that delivery, queues nothing, changes
+	// nothing else and returns Receipt{Duplicate: true}. Queuing a request
+	// supersedes the queued deployments of its service.
 	RecordDelivery(ctx context.Context, d Delivery, reqs []Request) (Receipt, error)
 	// Enqueue queues a request that comes from no delivery (manual, rollback,
 	// reconcile), superseding the queued deployments of its service.
@@ -69,7 +71,7 @@ type Store interface {
 	Deployment(ctx context.Context, id int64) (Deployment, error)
 	// Deployments lists deployments newest first, of one service if service is not empty.
 	Deployments(ctx context.Context, service string, p Page) ([]Deployment, error)
-	// Deliveries lists webhook deliveries newest first.
+	// Deliveries lists webhook deliveries newest first, duplicates included.
 	Deliveries(ctx context.Context, p Page) ([]Delivery, error)
 
 	// ServiceStatus returns what runs for a service; a service never deployed

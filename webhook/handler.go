@@ -47,9 +47,9 @@ const resultError = "error"
 // Recorder commits a delivery and queues its requests in one step.
 // deployer.Store satisfies it. Implementations must be safe for concurrent use.
 type Recorder interface {
-	// RecordDelivery records d and queues reqs, all or nothing. It returns
-	// Receipt{Duplicate: true} and records nothing when a delivery with
-	// d's ID or BodySHA256 was recorded before.
+	// RecordDelivery records d and queues reqs, all or nothing. When a
+	// delivery with d's ID or BodySHA256 was recorded before, it records d
+	// as a duplicate, queues nothing and returns Receipt{Duplicate: true}.
 	RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []deployer.Request) (deployer.Receipt, error)
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -96,28 +97,21 @@ func TestServeWebhookIntakeOverHTTP(t *testing.T) {
 		t.Errorf("GET /webhooks/github: %d, want 405", resp.StatusCode)
 	}
 
-	// Every 2xx delivery is listed with its result; refused ones are not.
-	var deliveries struct {
-		Deliveries []struct {
-			ID     string `json:"delivery_id"`
-			Result string `json:"result"`
-			Reason string `json:"reason"`
-		} `json:"deliveries"`
+	// Every 2xx delivery is listed with its result, duplicates included,
+	// newest first; refused ones are not.
+	got := listDeliveries(d)
+	want := map[string][]string{
+		"d-ping": {"ignored"}, "d-untagged": {"ignored"}, "d-issues": {"ignored"},
+		"d-tagged": {"duplicate: delivery id seen before", "queued"}, "d-replayed": {"duplicate: same body as delivery d-tagged"},
 	}
-	d.getJSON("/api/v1/deliveries", http.StatusOK, &deliveries)
-	got := map[string]string{}
-	for _, del := range deliveries.Deliveries {
-		got[del.ID] = del.Result
-	}
-	want := map[string]string{"d-ping": "ignored", "d-untagged": "ignored", "d-issues": "ignored", "d-tagged": "queued"}
-	for id, result := range want {
-		if got[id] != result {
-			t.Errorf("delivery %s recorded as %q, want %q (all: %v)", id, got[id], result, got)
+	for id, results := range want {
+		if !slices.Equal(got[id], results) {
+			t.Errorf("delivery %s listed as %q, want %q (all: %v)", id, got[id], results, got)
 		}
 	}
-	for _, id := range []string{"d-nosig", "d-sha1", "d-wrong", "d-bad", "d-big", "d-replayed"} {
+	for _, id := range []string{"d-nosig", "d-sha1", "d-wrong", "d-bad", "d-big"} {
 		if _, ok := got[id]; ok {
-			t.Errorf("delivery %s was recorded although it was refused or a duplicate", id)
+			t.Errorf("delivery %s was recorded although it was refused", id)
 		}
 	}
 	var deps deploymentsResponse
@@ -139,6 +133,33 @@ func TestServeWebhookIntakeOverHTTP(t *testing.T) {
 	if len(after.Deployments) != 1 {
 		t.Errorf("redelivery after restart queued a deployment:\n%s", after)
 	}
+	if got := listDeliveries(d2)["d-tagged"]; !slices.Equal(got, []string{"duplicate: delivery id seen before", "duplicate: delivery id seen before", "queued"}) {
+		t.Errorf("d-tagged after the redelivery listed as %q, want two duplicates of the queued original", got)
+	}
+}
+
+// listDeliveries returns, by delivery id, the results GET /api/v1/deliveries
+// lists for it, newest first. A duplicate's is followed by its reason without
+// the seq it names: "duplicate: delivery id seen before".
+func listDeliveries(d *instance) map[string][]string {
+	var deliveries struct {
+		Deliveries []struct {
+			ID     string `json:"delivery_id"`
+			Result string `json:"result"`
+			Reason string `json:"reason"`
+		} `json:"deliveries"`
+	}
+	d.getJSON("/api/v1/deliveries", http.StatusOK, &deliveries)
+	got := map[string][]string{}
+	for _, del := range deliveries.Deliveries {
+		result := del.Result
+		if result == "duplicate" {
+			reason, _, _ := strings.Cut(del.Reason, " (seq")
+			result += ": " + reason
+		}
+		got[del.ID] = append(got[del.ID], result)
+	}
+	return got
 }
 
 func TestServeRefusesToStartWithoutSecret(t *testing.T) {

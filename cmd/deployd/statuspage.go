@@ -50,8 +50,8 @@ func (c credentialReport) CredentialReport() server.CredentialReport {
 	return out
 }
 
-// publishDeliveries announces every delivery that next records on the
-// status page's event stream.
+// publishDeliveries announces every delivery that next records, duplicates
+// included, on the status page's event stream.
 func publishDeliveries(next webhook.Recorder, hub *server.Hub) webhook.Recorder {
 	return deliveryPublisher{next: next, hub: hub}
 }
@@ -63,9 +63,12 @@ type deliveryPublisher struct {
 
 func (p deliveryPublisher) RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []deployer.Request) (deployer.Receipt, error) {
 	rec, err := p.next.RecordDelivery(ctx, d, reqs)
-	if err == nil && !rec.Duplicate {
+	if err == nil {
 		d.DeploymentIDs = rec.Deployments
-		if rec.Ignored != "" { // the queue held every request back
+		switch {
+		case rec.Duplicate: // the store's reason, naming the original, is in the listing
+			d.Result, d.Reason = deployer.ResultDuplicate, ""
+		case rec.Ignored != "": // the queue held every request back
 			d.Result, d.Reason = deployer.ResultIgnored, rec.Ignored
 		}
 		p.hub.PublishDelivery(d)

@@ -46,8 +46,13 @@ func TestServeStatusPageAndEvents(t *testing.T) {
 		for sc.Scan() {
 			if name, ok := strings.CutPrefix(sc.Text(), "event: "); ok {
 				events <- name
-			} else if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok && strings.Contains(data, `"state":"running"`) {
-				events <- "running"
+			} else if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				switch {
+				case strings.Contains(data, `"state":"running"`):
+					events <- "running"
+				case strings.Contains(data, `"result":"duplicate"`):
+					events <- "duplicate"
+				}
 			}
 		}
 	}()
@@ -75,6 +80,13 @@ func TestServeStatusPageAndEvents(t *testing.T) {
 	}
 	wait("delivery")
 	wait("running") // the queue claimed it; the registry then refuses, which is fine here
+
+	// A duplicate is recorded, so it is announced too.
+	if status, body := d.post(testSecret, delivery{event: "registry_package", id: "d-page-1",
+		body: fixture(t, "registry_package.published.container-tagged.json")}); status != http.StatusOK {
+		t.Fatalf("redelivery: %d %s", status, body)
+	}
+	wait("duplicate")
 
 	// Stopping ends the stream at once, while deployments still drain.
 	stopped := make(chan struct{})

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,28 +95,79 @@ func runStoreContract(t *testing.T, open func(t *testing.T) deployer.Store) {
 				t.Errorf("deliveries = %+v, want one ignored with reason", ds)
 			}
 		}},
-		{"duplicate delivery id records nothing", func(t *testing.T, s deployer.Store) {
-			must(s.RecordDelivery(ctx, delivery("d1"), []deployer.Request{request("backend", "latest")}))(t)
+		{"duplicate delivery id is recorded as a duplicate and queues nothing", func(t *testing.T, s deployer.Store) {
+			orig := must(s.RecordDelivery(ctx, delivery("d1"), []deployer.Request{request("backend", "latest")}))(t)
 			again := delivery("other body")
 			again.ID = "d1"
+			again.Action = "updated"
 			rc := must(s.RecordDelivery(ctx, again, []deployer.Request{request("web", "latest")}))(t)
-			if !rc.Duplicate || rc.Deployments != nil {
+			if !rc.Duplicate || rc.Deployments != nil || rc.Ignored != "" {
 				t.Fatalf("receipt = %+v, want duplicate only", rc)
 			}
-			assertCounts(t, s, 1, 1)
-		}},
-		{"duplicate body records nothing", func(t *testing.T, s deployer.Store) {
-			must(s.RecordDelivery(ctx, delivery("d1"), []deployer.Request{request("backend", "latest")}))(t)
-			replay := delivery("d1")
-			replay.ID = "d2" // a captured body replayed under a new id
-			rc := must(s.RecordDelivery(ctx, replay, []deployer.Request{request("backend", "latest")}))(t)
-			if !rc.Duplicate {
-				t.Fatalf("receipt = %+v, want duplicate", rc)
+			assertCounts(t, s, 2, 1)
+			ds := must(s.Deliveries(ctx, deployer.Page{}))(t)
+			dup, first := ds[0], ds[1]
+			if dup.ID != "d1" || dup.Result != deployer.ResultDuplicate || dup.BodySHA256 != again.BodySHA256 ||
+				dup.Action != "updated" || dup.DeploymentIDs != nil || dup.ReceivedAt.IsZero() ||
+				!strings.Contains(dup.Reason, "delivery id") || !strings.Contains(dup.Reason, fmt.Sprint(first.Seq)) {
+				t.Errorf("newest delivery = %+v, want the duplicate naming seq %d", dup, first.Seq)
 			}
-			assertCounts(t, s, 1, 1)
-			// The first deployment was not superseded by the replay.
-			if d := must(s.Deployments(ctx, "", deployer.Page{}))(t); d[0].State != deployer.StateQueued {
-				t.Errorf("state = %s, want queued", d[0].State)
+			if dup.Seq <= first.Seq || first.Result != deployer.ResultQueued || !slices.Equal(first.DeploymentIDs, orig.Deployments) {
+				t.Errorf("original = %+v, want queued with %v below the duplicate's seq %d", first, orig.Deployments, dup.Seq)
+			}
+			if got := must(s.QueuedServices(ctx))(t); !slices.Equal(got, []string{"backend"}) {
+				t.Errorf("QueuedServices = %v, want [backend]", got)
+			}
+		}},
+		{"duplicate body is recorded as a duplicate of the original", func(t *testing.T, s deployer.Store) {
+			orig := must(s.RecordDelivery(ctx, delivery("d1"), []deployer.Request{request("backend", "latest")}))(t)
+			// A captured body replayed under new ids, twice: both are
+			// duplicates of d1, the first replay counts for nothing.
+			for _, id := range []string{"d2", "d3"} {
+				replay := delivery("d1")
+				replay.ID = id
+				rc := must(s.RecordDelivery(ctx, replay, []deployer.Request{request("backend", "latest")}))(t)
+				if !rc.Duplicate || rc.Deployments != nil {
+					t.Fatalf("receipt for %s = %+v, want duplicate", id, rc)
+				}
+			}
+			assertCounts(t, s, 3, 1)
+			ds := must(s.Deliveries(ctx, deployer.Page{}))(t)
+			for i, id := range []string{"d3", "d2"} {
+				if d := ds[i]; d.ID != id || d.Result != deployer.ResultDuplicate || d.DeploymentIDs != nil ||
+					!strings.Contains(d.Reason, "same body as delivery d1") {
+					t.Errorf("delivery %d = %+v, want %s, a duplicate of d1", i, d, id)
+				}
+			}
+			if ds[0].Seq <= ds[1].Seq || ds[1].Seq <= ds[2].Seq || ds[2].ID != "d1" ||
+				!slices.Equal(ds[2].DeploymentIDs, orig.Deployments) {
+				t.Errorf("deliveries = %+v, want d3, d2, d1 newest first, d1 with the deployment", ds)
+			}
+			// The first deployment was not superseded by the replays.
+			wantStates(t, s, map[int64]deployer.State{orig.Deployments[0]: deployer.StateQueued})
+		}},
+		{"a duplicate counts for nothing in later checks", func(t *testing.T, s deployer.Store) {
+			must(s.RecordDelivery(ctx, delivery("d1"), nil))(t)
+			replay := delivery("d1")
+			replay.ID = "d2"
+			if rc := must(s.RecordDelivery(ctx, replay, nil))(t); !rc.Duplicate {
+				t.Fatalf("replay: %+v, want duplicate", rc)
+			}
+			// d2 was only seen as a duplicate: with a body of its own it
+			// is a new delivery, as if the replay had never come.
+			fresh := delivery("d2")
+			rc := must(s.RecordDelivery(ctx, fresh, []deployer.Request{request("backend", "v1")}))(t)
+			if rc.Duplicate || len(rc.Deployments) != 1 {
+				t.Fatalf("d2 with its own body: %+v, want one deployment", rc)
+			}
+			// Now it is an original, and its id and body are taken.
+			if rc := must(s.RecordDelivery(ctx, fresh, []deployer.Request{request("backend", "v2")}))(t); !rc.Duplicate {
+				t.Errorf("d2 again: %+v, want duplicate", rc)
+			}
+			assertCounts(t, s, 4, 1)
+			ds := must(s.Deliveries(ctx, deployer.Page{}))(t)
+			if ds[0].Reason != fmt.Sprintf("delivery id seen before (seq %d)", ds[1].Seq) {
+				t.Errorf("reason = %q, want the seq of the original d2 (%d)", ds[0].Reason, ds[1].Seq)
 			}
 		}},
 		{"empty id and body hash never count as duplicates", func(t *testing.T, s deployer.Store) {
@@ -133,7 +185,8 @@ func runStoreContract(t *testing.T, open func(t *testing.T) deployer.Store) {
 			if !errors.Is(err, deployer.ErrBadTag) {
 				t.Fatalf("err = %v, want ErrBadTag", err)
 			}
-			for _, result := range []string{"", deployer.ResultQueued, "whatever"} {
+			// Only the store decides that a delivery is a duplicate.
+			for _, result := range []string{"", deployer.ResultQueued, deployer.ResultDuplicate, "whatever"} {
 				d := delivery("d1")
 				d.Result = result
 				if _, err := s.RecordDelivery(ctx, d, nil); err == nil {

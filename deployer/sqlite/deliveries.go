@@ -15,21 +15,23 @@ import (
 // RecordDelivery commits a webhook delivery and queues its requests in one
 // transaction, which is synced to disk before RecordDelivery returns.
 //
-// A delivery whose ID or BodySHA256 was recorded before (empty values never
-// match) records nothing and yields Receipt{Duplicate: true}. Otherwise the
-// delivery is stored with d.Result and d.Reason, except that when reqs is not
-// empty its result is "queued" and the queued deployments are linked to it.
-// A zero d.ReceivedAt is replaced by the store's clock. A request with no
-// Trigger.Kind is a webhook request, and a webhook request's empty
-// Trigger.DeliveryID and Trigger.Event are taken from d.
+// A delivery whose ID or BodySHA256 matches a delivery recorded before that
+// was not itself a duplicate (empty values never match) is stored with result
+// "duplicate" and a reason naming the original, queues nothing and yields
+// Receipt{Duplicate: true}. Otherwise the delivery is stored with d.Result
+// and d.Reason, except that when reqs is not empty its result is "queued"
+// and the queued deployments are linked to it. A zero d.ReceivedAt is
+// replaced by the store's clock. A request with no Trigger.Kind is a webhook
+// request, and a webhook request's empty Trigger.DeliveryID and
+// Trigger.Event are taken from d.
 //
 // It fails without writing anything when a request is invalid or, with no
-// requests, d.Result is not ignored, duplicate or rejected; it returns
-// ctx's error if ctx ends before the write started. Safe for concurrent use:
-// concurrent calls share one commit.
+// requests, d.Result is not ignored or rejected (only the store finds
+// duplicates); it returns ctx's error if ctx ends before the write started.
+// Safe for concurrent use: concurrent calls share one commit.
 func (s *Store) RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []deployer.Request) (deployer.Receipt, error) {
 	if len(reqs) == 0 && !validResult(d.Result) {
-		return deployer.Receipt{}, fmt.Errorf("record delivery %s: no requests and result %q is not ignored, duplicate or rejected", d.ID, d.Result)
+		return deployer.Receipt{}, fmt.Errorf("record delivery %s: no requests and result %q is not ignored or rejected", d.ID, d.Result)
 	}
 	if d.Event == "" {
 		return deployer.Receipt{}, fmt.Errorf("record delivery %s: no event", d.ID)
@@ -43,31 +45,37 @@ func (s *Store) RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []
 	var rcpt deployer.Receipt
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		rcpt = deployer.Receipt{}
-		var one int
+		var (
+			sameID   bool
+			origSeq  int64
+			origID   string
+			result   = d.Result
+			reason   = d.Reason
+			now      = s.now()
+			received = d.ReceivedAt
+		)
 		err := tx.StmtContext(ctx, s.hot.duplicate).QueryRowContext(ctx,
-			nullString(d.ID), nullString(d.BodySHA256)).Scan(&one)
+			nullString(d.ID), nullString(d.BodySHA256)).Scan(&sameID, &origSeq, &origID)
 		switch {
 		case err == nil:
 			rcpt.Duplicate = true
-			return nil
+			result, reason = deployer.ResultDuplicate, duplicateReason(sameID, origSeq, origID)
 		case !errors.Is(err, sql.ErrNoRows):
 			return err
+		case len(reqs) > 0:
+			result = deployer.ResultQueued
 		}
-
-		now := s.now()
-		received := d.ReceivedAt
 		if received.IsZero() {
 			received = now
 		}
-		result := d.Result
-		if len(reqs) > 0 {
-			result = deployer.ResultQueued
-		}
 		res, err := tx.StmtContext(ctx, s.hot.insertDelivery).ExecContext(ctx,
 			nullString(d.ID), d.Event, d.Action, nullString(d.BodySHA256),
-			formatTime(received), result, d.Reason)
+			formatTime(received), result, reason)
 		if err != nil {
 			return err
+		}
+		if rcpt.Duplicate {
+			return nil
 		}
 		seq, err := res.LastInsertId()
 		if err != nil {
@@ -99,14 +107,28 @@ func (s *Store) RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []
 	return rcpt, nil
 }
 
-// validResult reports whether r can be the result of a delivery that queued
-// nothing.
+// validResult reports whether a caller may give r as the result of a
+// delivery that queues nothing. "duplicate" is not one: the store finds
+// duplicates, and a row marked so never counts as an original.
 func validResult(r string) bool {
 	switch r {
-	case deployer.ResultIgnored, deployer.ResultDuplicate, deployer.ResultRejected:
+	case deployer.ResultIgnored, deployer.ResultRejected:
 		return true
 	}
 	return false
+}
+
+// duplicateReason names the delivery that a duplicate repeats: origSeq, with
+// the delivery id origID, matched by id when sameID and by body otherwise.
+func duplicateReason(sameID bool, origSeq int64, origID string) string {
+	switch {
+	case sameID:
+		return fmt.Sprintf("delivery id seen before (seq %d)", origSeq)
+	case origID != "":
+		return fmt.Sprintf("same body as delivery %s (seq %d)", origID, origSeq)
+	default:
+		return fmt.Sprintf("same body as the delivery of seq %d", origSeq)
+	}
 }
 
 // Deliveries lists recorded deliveries newest first (by Seq), with the ids of

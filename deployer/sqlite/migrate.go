@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -29,7 +30,17 @@ type migration struct {
 	version int
 	name    string
 	sql     string
+	// foreignKeysOff is set by foreignKeysOffMarker.
+	foreignKeysOff bool
 }
+
+// foreignKeysOffMarker, as the first line of a migration, makes the runner
+// turn foreign key enforcement off around the migration's transaction and
+// run PRAGMA foreign_key_check before committing it: the procedure SQLite
+// documents for rebuilding a table that other tables reference
+// (https://www.sqlite.org/lang_altertable.html#otheralter). Enforcement
+// cannot be switched inside a transaction, hence the marker.
+const foreignKeysOffMarker = "-- migrate: foreign_keys off"
 
 // readMigrations returns the .sql files at the top of fsys in version order.
 func readMigrations(fsys fs.FS) ([]migration, error) {
@@ -51,7 +62,10 @@ func readMigrations(fsys fs.FS) ([]migration, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read migration %s: %w", e.Name(), err)
 		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+		text := string(b)
+		first, _, _ := strings.Cut(text, "\n")
+		ms = append(ms, migration{version: v, name: e.Name(), sql: text,
+			foreignKeysOff: strings.TrimSpace(first) == foreignKeysOffMarker})
 	}
 	slices.SortFunc(ms, func(a, b migration) int { return a.version - b.version })
 	for i := 1; i < len(ms); i++ {
@@ -65,6 +79,8 @@ func readMigrations(fsys fs.FS) ([]migration, error) {
 // migrate applies, in order and each in its own transaction, the migrations
 // of fsys that the database has not recorded in schema_migrations. It refuses
 // a database that has migrations this binary does not know (a downgrade).
+// A migration that starts with foreignKeysOffMarker runs with foreign keys
+// off and commits only if PRAGMA foreign_key_check then finds nothing.
 func migrate(ctx context.Context, db *sql.DB, fsys fs.FS, now func() time.Time) error {
 	ms, err := readMigrations(fsys)
 	if err != nil {
@@ -95,14 +111,38 @@ func migrate(ctx context.Context, db *sql.DB, fsys fs.FS, now func() time.Time) 
 	return nil
 }
 
-func applyMigration(ctx context.Context, db *sql.DB, m migration, at time.Time) error {
-	tx, err := db.BeginTx(ctx, nil)
+// applyMigration runs m and records it in one transaction, on one connection
+// of db so that a foreignKeysOff migration's pragmas reach its transaction.
+func applyMigration(ctx context.Context, db *sql.DB, m migration, at time.Time) (err error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("migration %s: %w", m.name, err)
+	}
+	defer conn.Close()
+	if m.foreignKeysOff {
+		if _, err := conn.ExecContext(ctx, "PRAGMA foreign_keys = OFF"); err != nil {
+			return fmt.Errorf("migration %s: foreign keys off: %w", m.name, err)
+		}
+		// Runs after the transaction has ended, committed or not, and
+		// before the connection goes back to the pool.
+		defer func() {
+			if _, ferr := conn.ExecContext(context.WithoutCancel(ctx), "PRAGMA foreign_keys = ON"); ferr != nil {
+				err = errors.Join(err, fmt.Errorf("migration %s: foreign keys back on: %w", m.name, ferr))
+			}
+		}()
+	}
+	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("migration %s: %w", m.name, err)
 	}
 	defer tx.Rollback()
 	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 		return fmt.Errorf("migration %s: %w", m.name, err)
+	}
+	if m.foreignKeysOff {
+		if err := foreignKeyCheck(ctx, tx); err != nil {
+			return fmt.Errorf("migration %s: %w", m.name, err)
+		}
 	}
 	if _, err := tx.ExecContext(ctx,
 		"INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
@@ -111,6 +151,40 @@ func applyMigration(ctx context.Context, db *sql.DB, m migration, at time.Time) 
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("migration %s: commit: %w", m.name, err)
+	}
+	return nil
+}
+
+// foreignKeyCheck fails when a row references a row that does not exist,
+// naming the first few.
+func foreignKeyCheck(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, "PRAGMA foreign_key_check")
+	if err != nil {
+		return fmt.Errorf("foreign key check: %w", err)
+	}
+	defer rows.Close()
+	var (
+		bad []string
+		n   int
+	)
+	for rows.Next() {
+		var (
+			table, parent string
+			rowid         sql.NullInt64
+			fkid          int
+		)
+		if err := rows.Scan(&table, &rowid, &parent, &fkid); err != nil {
+			return fmt.Errorf("foreign key check: %w", err)
+		}
+		if n++; len(bad) < 5 {
+			bad = append(bad, fmt.Sprintf("%s row %d references a missing %s row", table, rowid.Int64, parent))
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("foreign key check: %w", err)
+	}
+	if n > 0 {
+		return fmt.Errorf("foreign key check: %d violations: %s", n, strings.Join(bad, "; "))
 	}
 	return nil
 }

@@ -354,6 +354,16 @@ type hotStmts struct {
 	supersede, insertDeployment    *sql.Stmt
 }
 
+// duplicateQuery finds the delivery that a delivery with id ?1 and body hash
+// ?2 repeats, by id first, then by body: whether the id matched, its seq and
+// its id. Duplicate rows never count; each arm uses its partial unique index.
+const duplicateQuery = `SELECT 1, seq, COALESCE(delivery_id, '') FROM deliveries
+		WHERE delivery_id = ?1 AND result <> 'duplicate'
+	UNION ALL
+	SELECT 0, seq, COALESCE(delivery_id, '') FROM deliveries
+		WHERE body_sha256 = ?2 AND result <> 'duplicate'
+	LIMIT 1`
+
 func prepareHot(ctx context.Context, db *sql.DB) (hotStmts, error) {
 	var h hotStmts
 	for _, p := range []struct {
@@ -363,7 +373,7 @@ func prepareHot(ctx context.Context, db *sql.DB) (hotStmts, error) {
 		{&h.savepoint, "SAVEPOINT op"},
 		{&h.release, "RELEASE op"},
 		{&h.rollbackTo, "ROLLBACK TO op"},
-		{&h.duplicate, "SELECT 1 FROM deliveries WHERE delivery_id = ? OR body_sha256 = ? LIMIT 1"},
+		{&h.duplicate, duplicateQuery},
 		{&h.insertDelivery, `INSERT INTO deliveries
 			(delivery_id, event, action, body_sha256, received_at, result, reason)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -74,9 +75,18 @@ func TestRestartKeepsEverything(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !rc.Duplicate {
-			t.Errorf("delivery %s not recognised as a duplicate after restart", d.ID)
+		if !rc.Duplicate || rc.Deployments != nil {
+			t.Errorf("delivery %s after restart: %+v, want a duplicate", d.ID, rc)
 		}
+	}
+	ds, err := s.Deliveries(ctx, deployer.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ds) != 3 || ds[0].ID != "new" || ds[1].ID != "d1" || ds[0].Result != deployer.ResultDuplicate ||
+		ds[1].Result != deployer.ResultDuplicate || ds[2].Result != deployer.ResultQueued ||
+		!slices.Equal(ds[2].DeploymentIDs, rc.Deployments) {
+		t.Errorf("deliveries after restart = %+v, want new and d1 duplicates, then d1 queued", ds)
 	}
 	ids, err := s.InterruptRunning(ctx)
 	if err != nil || len(ids) != 1 || ids[0] != rc.Deployments[0] {
@@ -295,7 +305,14 @@ func TestBatchKeepsEachCallsOutcome(t *testing.T) {
 	if n := <-gate.batches; n != 3 {
 		t.Errorf("batch committed %d calls, want 3 (the failed one excluded)", n)
 	}
-	assertCounts(t, s, 2, 1)
+	assertCounts(t, s, 3, 1)
+	ds, err := s.Deliveries(ctx, deployer.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds[1].ID != "d1" || ds[1].Result != deployer.ResultDuplicate || ds[2].ID != "d1" || ds[2].Result != deployer.ResultQueued {
+		t.Errorf("deliveries = %+v, want d2, d1 duplicate, d1 queued", ds)
+	}
 }
 
 func TestFailedCommitAnswersEveryCall(t *testing.T) {
@@ -482,6 +499,54 @@ func TestConcurrentWritersShareCommits(t *testing.T) {
 		t.Errorf("%d commits for %d calls: no batching", c, ops)
 	} else {
 		t.Logf("%d calls in %d commits (%.1f calls per commit)", ops, c, float64(ops)/float64(c))
+	}
+}
+
+// GitHub may send a delivery again while the first is still being
+// recorded: exactly one of them queues, the others are duplicates of it.
+func TestConcurrentRedeliveriesQueueOnce(t *testing.T) {
+	const n = 40
+	ctx := context.Background()
+	s, _ := openTestStore(t)
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		dups int
+		deps []int64
+	)
+	for i := range n {
+		wg.Go(func() {
+			d := delivery("d1")
+			if i%2 == 1 {
+				d.ID = fmt.Sprintf("replay-%d", i) // same body, new id
+			}
+			rc, err := s.RecordDelivery(ctx, d, []deployer.Request{request("backend", fmt.Sprintf("v%d", i))})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if rc.Duplicate {
+				dups++
+			}
+			deps = append(deps, rc.Deployments...)
+		})
+	}
+	wg.Wait()
+	if dups != n-1 || len(deps) != 1 {
+		t.Fatalf("%d duplicates and deployments %v; want %d and one", dups, deps, n-1)
+	}
+	assertCounts(t, s, n, 1)
+	var originals, linked int
+	if err := s.rdb.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM deliveries WHERE result <> 'duplicate'),
+		(SELECT count(*) FROM deliveries d JOIN deployments p ON p.delivery_seq = d.seq WHERE d.result = 'queued')`,
+	).Scan(&originals, &linked); err != nil {
+		t.Fatal(err)
+	}
+	if originals != 1 || linked != 1 {
+		t.Errorf("%d originals, %d linked deployments; want 1 and 1", originals, linked)
 	}
 }
 

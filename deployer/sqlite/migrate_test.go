@@ -1,0 +1,260 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/deployd/deployd/deployer"
+)
+
+// migrationsUpTo returns the embedded migrations numbered up to version.
+func migrationsUpTo(t *testing.T, version int) fstest.MapFS {
+	t.Helper()
+	ms, err := readMigrations(embeddedMigrations())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fsys := fstest.MapFS{}
+	for _, m := range ms {
+		if m.version <= version {
+			fsys[m.name] = &fstest.MapFile{Data: []byte(m.sql)}
+		}
+	}
+	return fsys
+}
+
+func TestForeignKeysOffMarkerIsTheFirstLine(t *testing.T) {
+	ms, err := readMigrations(fstest.MapFS{
+		"0001_on.sql":     {Data: []byte("-- a comment\nSELECT 1;")},
+		"0002_off.sql":    {Data: []byte(foreignKeysOffMarker + "\nSELECT 1;")},
+		"0003_crlf.sql":   {Data: []byte(foreignKeysOffMarker + "\r\nSELECT 1;")},
+		"0004_later.sql":  {Data: []byte("SELECT 1;\n" + foreignKeysOffMarker + "\n")},
+		"0005_prefix.sql": {Data: []byte(foreignKeysOffMarker + " please\nSELECT 1;")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []bool
+	for _, m := range ms {
+		got = append(got, m.foreignKeysOff)
+	}
+	if want := []bool{false, true, true, false, false}; !slices.Equal(got, want) {
+		t.Errorf("foreignKeysOff = %v, want %v", got, want)
+	}
+}
+
+// A table that others reference can be rebuilt by a migration marked
+// foreign_keys off, and only when the references still hold afterwards.
+func TestForeignKeysOffMigration(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "deployd.db")
+	fsys := withRealMigrations(t, fstest.MapFS{
+		"9001_tables.sql": {Data: []byte(`
+			CREATE TABLE parent (id INTEGER PRIMARY KEY, name TEXT UNIQUE) STRICT;
+			CREATE TABLE child (id INTEGER PRIMARY KEY, parent_id INTEGER NOT NULL REFERENCES parent (id)) STRICT;
+			INSERT INTO parent (id, name) VALUES (1, 'a'), (5, 'b');
+			INSERT INTO child (parent_id) VALUES (1), (5), (5);`)},
+	})
+	rebuild := `CREATE TABLE parent_new (id INTEGER PRIMARY KEY, name TEXT) STRICT;
+		INSERT INTO parent_new (id, name) SELECT id, name FROM parent;
+		DROP TABLE parent;
+		ALTER TABLE parent_new RENAME TO parent;`
+
+	// Without the marker, dropping a referenced table fails.
+	fsys["9002_rebuild.sql"] = &fstest.MapFile{Data: []byte(rebuild)}
+	if s, err := Open(ctx, path, withMigrations(fsys)); err == nil {
+		s.Close()
+		t.Fatal("dropping a referenced table with foreign keys on was accepted")
+	}
+
+	// With it, but leaving a child without its parent: refused, undone.
+	fsys["9002_rebuild.sql"] = &fstest.MapFile{Data: []byte(foreignKeysOffMarker + "\n" + rebuild + "\nDELETE FROM parent WHERE id = 5;")}
+	_, err := Open(ctx, path, withMigrations(fsys))
+	if err == nil || !strings.Contains(err.Error(), "foreign key check: 2 violations") {
+		t.Fatalf("dangling references: err = %v, want 2 foreign key violations", err)
+	}
+
+	fsys["9002_rebuild.sql"] = &fstest.MapFile{Data: []byte(foreignKeysOffMarker + "\n" + rebuild)}
+	s, err := Open(ctx, path, withMigrations(fsys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var parents, children, fk int
+	var schema string
+	if err := s.wdb.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM parent), (SELECT count(*) FROM child),
+		(SELECT sql FROM sqlite_schema WHERE name = 'child')`).Scan(&parents, &children, &schema); err != nil {
+		t.Fatal(err)
+	}
+	if parents != 2 || children != 3 || !strings.Contains(schema, "REFERENCES parent (id)") {
+		t.Errorf("after the rebuild: %d parents, %d children, child is %s", parents, children, schema)
+	}
+	if err := s.wdb.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil || fk != 1 {
+		t.Errorf("foreign_keys = %d, %v after the migration, want 1", fk, err)
+	}
+	if _, err := s.wdb.ExecContext(ctx, "INSERT INTO child (parent_id) VALUES (99)"); err == nil {
+		t.Error("foreign keys are not enforced after the migration")
+	}
+	// The unique constraint went with the old table.
+	if _, err := s.wdb.ExecContext(ctx, "INSERT INTO parent (id, name) VALUES (6, 'a')"); err != nil {
+		t.Errorf("rebuilt table kept the old constraint: %v", err)
+	}
+}
+
+// A database written before duplicates were recorded keeps every delivery,
+// deployment and reference through migration 0003.
+func TestMigrationRecordsDuplicatesKeepsData(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "deployd.db")
+	old, err := Open(ctx, path, withMigrations(migrationsUpTo(t, 2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.RecordDelivery(ctx, delivery("d1"), []deployer.Request{request("backend", "v1"), request("web", "v1")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.RecordDelivery(ctx, delivery("d2"), nil); err != nil {
+		t.Fatal(err)
+	}
+	noID := delivery("no id")
+	noID.ID, noID.BodySHA256 = "", ""
+	if _, err := old.RecordDelivery(ctx, noID, nil); err != nil {
+		t.Fatal(err)
+	}
+	third, err := old.RecordDelivery(ctx, delivery("d3"), []deployer.Request{request("backend", "v2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := old.ClaimNext(ctx, "backend"); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.AppendStep(ctx, third.Deployments[0], deployer.Step{Name: "pull", Outcome: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := old.Deliveries(ctx, deployer.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(before) != 4 {
+		t.Fatalf("before 0003: %d deliveries, want 4", len(before))
+	}
+	deploymentsBefore, err := old.Deployments(ctx, "", deployer.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	after, err := s.Deliveries(ctx, deployer.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.EqualFunc(after, before, sameDelivery) {
+		t.Errorf("deliveries after 0003:\n%+v\nwant\n%+v", after, before)
+	}
+	deploymentsAfter, err := s.Deployments(ctx, "", deployer.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(idsOf(deploymentsAfter), idsOf(deploymentsBefore)) {
+		t.Errorf("deployments after 0003 = %v, want %v", idsOf(deploymentsAfter), idsOf(deploymentsBefore))
+	}
+	if got, err := s.Deployment(ctx, third.Deployments[0]); err != nil || len(got.Steps) != 1 || got.State != deployer.StateRunning {
+		t.Errorf("deployment %d after 0003: %+v, %v", third.Deployments[0], got, err)
+	}
+
+	var (
+		fk                 int
+		leftovers, indexes int
+		deploymentsSchema  string
+	)
+	if err := s.wdb.QueryRowContext(ctx, "PRAGMA foreign_keys").Scan(&fk); err != nil || fk != 1 {
+		t.Errorf("foreign_keys = %d, %v after 0003, want 1", fk, err)
+	}
+	if err := s.wdb.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM sqlite_schema WHERE name LIKE 'deliveries_new%' OR name LIKE 'sqlite_autoindex_deliveries%'),
+		(SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name IN ('deliveries_delivery_id', 'deliveries_body_sha256')),
+		(SELECT sql FROM sqlite_schema WHERE name = 'deployments')`).Scan(&leftovers, &indexes, &deploymentsSchema); err != nil {
+		t.Fatal(err)
+	}
+	if leftovers != 0 || indexes != 2 || !strings.Contains(deploymentsSchema, "REFERENCES deliveries (seq)") {
+		t.Errorf("schema after 0003: %d leftovers, %d partial indexes, deployments: %s", leftovers, indexes, deploymentsSchema)
+	}
+	assertNoForeignKeyViolations(t, s.wdb)
+	if _, err := s.wdb.ExecContext(ctx, `INSERT INTO deployments (service, delivery_seq, trigger_kind, state, queued_at)
+		VALUES ('backend', 9999, 'webhook', 'queued', '')`); err == nil {
+		t.Error("a deployment of an unknown delivery was accepted after 0003")
+	}
+
+	// The old deliveries are the originals that duplicates are checked against.
+	rc, err := s.RecordDelivery(ctx, delivery("d1"), []deployer.Request{request("backend", "v3")})
+	if err != nil || !rc.Duplicate {
+		t.Fatalf("d1 after 0003: %+v, %v; want a duplicate", rc, err)
+	}
+	ds, err := s.Deliveries(ctx, deployer.Page{Limit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ds[0].Result != deployer.ResultDuplicate || ds[0].Seq <= before[0].Seq || ds[0].ID != "d1" {
+		t.Errorf("newest delivery = %+v, want d1 as a duplicate with a new seq", ds[0])
+	}
+	if d, err := s.Deliveries(ctx, deployer.Page{Before: ds[0].Seq}); err != nil || !slices.EqualFunc(d, before, sameDelivery) {
+		t.Errorf("older deliveries = %+v, %v", d, err)
+	}
+}
+
+func sameDelivery(a, b deployer.Delivery) bool {
+	return a.Seq == b.Seq && a.ID == b.ID && a.Event == b.Event && a.Action == b.Action &&
+		a.BodySHA256 == b.BodySHA256 && a.ReceivedAt.Equal(b.ReceivedAt) && a.Result == b.Result &&
+		a.Reason == b.Reason && slices.Equal(a.DeploymentIDs, b.DeploymentIDs)
+}
+
+func assertNoForeignKeyViolations(t *testing.T, db *sql.DB) {
+	t.Helper()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := foreignKeyCheck(context.Background(), tx); err != nil {
+		t.Error(err)
+	}
+}
+
+// Both arms of the duplicate check use the partial indexes.
+func TestDuplicateCheckUsesIndexes(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTestStore(t)
+	rows, err := s.rdb.QueryContext(ctx, "EXPLAIN QUERY PLAN "+duplicateQuery, "d1", "abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(plan, "\n")
+	if strings.Contains(text, "SCAN") || !strings.Contains(text, "deliveries_delivery_id") || !strings.Contains(text, "deliveries_body_sha256") {
+		t.Errorf("plan:\n%s\nwant both partial indexes, no scan", text)
+	}
+}
