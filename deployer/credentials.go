@@ -2,6 +2,7 @@ package deployer
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -10,36 +11,57 @@ import (
 	"time"
 )
 
-// login writes the credential into the auth file through podman login,
-// the password on stdin; an anonymous credential logs out instead so that
-// a stale entry cannot be used.
-func (j *job) login(ctx context.Context) error {
+// ensureLogin makes podman's auth file hold the job's credential for the
+// registry: podman login with the password on stdin, or podman logout for
+// an anonymous credential, so that a stale entry cannot be used. A login
+// this pipeline already wrote for the same credential is reused. Logins are
+// serialized: services share the auth file.
+func (j *job) ensureLogin(ctx context.Context) error {
+	p := j.p
+	p.loginMu.Lock()
+	defer p.loginMu.Unlock()
+	key := loginKey(j.cred)
+	if p.logins[j.spec.Host] == key {
+		j.loginReused = true
+		return nil
+	}
+	j.loginReused = false
+	delete(p.logins, j.spec.Host)
 	start := time.Now()
-	if err := prepareAuthFile(j.p.podman.AuthFile); err != nil {
-		j.step(ctx, "login", start, err, "")
+	if err := prepareAuthFile(p.podman.AuthFile); err != nil {
 		return fail(ClassConfig, "check that deployd can write its data directory", err)
 	}
 	if j.cred.Anonymous() {
-		_, err := j.podmanRun(ctx, j.p.stepTimeout, "logout", "--authfile", j.p.podman.AuthFile, j.spec.Host)
+		_, err := j.podmanRun(ctx, p.stepTimeout, "logout", "--authfile", p.podman.AuthFile, j.spec.Host)
 		if err != nil && !strings.Contains(err.Error(), "not logged in") {
-			j.step(ctx, "login", start, err, "")
-			return classifyRegistryError(j.spec.Image, j.cred.Source, err)
+			return err
 		}
 		j.step(ctx, "login", start, nil, "anonymous access to "+j.spec.Host)
-		return nil
+	} else {
+		args := []string{"login", "--authfile", p.podman.AuthFile, "--username", j.cred.Username, "--password-stdin"}
+		if j.spec.Insecure {
+			args = append(args, "--tls-verify=false")
+		}
+		if _, err := j.podmanRunStdin(ctx, p.stepTimeout, strings.NewReader(j.cred.Password.Reveal()), append(args, j.spec.Host)...); err != nil {
+			return err
+		}
+		j.step(ctx, "login", start, nil, "logged in to "+j.spec.Host+" as "+j.cred.Username+" ("+j.cred.Source+")")
 	}
-	args := []string{"login", "--authfile", j.p.podman.AuthFile, "--username", j.cred.Username, "--password-stdin"}
-	if j.spec.Insecure {
-		args = append(args, "--tls-verify=false")
-	}
-	_, err := j.podmanRunStdin(ctx, j.p.stepTimeout, strings.NewReader(j.cred.Password.Reveal()), append(args, j.spec.Host)...)
-	if err != nil {
-		f := classifyRegistryError(j.spec.Image, j.cred.Source, err)
-		j.step(ctx, "login", start, f, "")
-		return f
-	}
-	j.step(ctx, "login", start, nil, "logged in to "+j.spec.Host+" as "+j.cred.Username+" ("+j.cred.Source+")")
+	p.logins[j.spec.Host] = key
 	return nil
+}
+
+// forgetLogin drops the remembered login for the job's registry, so that
+// the next ensureLogin writes the auth file again.
+func (j *job) forgetLogin() {
+	j.p.loginMu.Lock()
+	defer j.p.loginMu.Unlock()
+	delete(j.p.logins, j.spec.Host)
+}
+
+// loginKey identifies a credential without keeping its secret readable.
+func loginKey(c Credential) [sha256.Size]byte {
+	return sha256.Sum256([]byte(c.Source + "\x00" + c.Username + "\x00" + c.Password.Reveal()))
 }
 
 // prepareAuthFile creates the registry auth file (mode 0600) when it is
@@ -65,16 +87,18 @@ func prepareAuthFile(path string) error {
 	return nil
 }
 
-// withCredentials runs op with the chain's credential. When the registry
-// refuses it (class auth), a GitHub App token is minted afresh and tried
-// once more, then the source is put aside and op runs again with the next
-// one. Transient failures (network, 5xx, 429) are retried with backoff
-// within the pipeline's retry budget. Every attempt is a step in the log.
-func withCredentials(ctx context.Context, j *job, name string, op func(context.Context) (string, error), okMsg func(string) string) (string, error) {
+// withCredentials runs op with the chain's credential, after prepare (when
+// not nil; the pull logs podman in there). When the registry refuses the
+// credential (class auth), a login that was reused is written afresh once,
+// a GitHub App token is minted afresh and tried once more, then the source
+// is put aside and op runs again with the next one. Transient failures
+// (network, 5xx, 429) are retried with backoff within the deployment's
+// retry budget. Every attempt is a step in the log.
+func withCredentials(ctx context.Context, j *job, name string, prepare, op func(context.Context) (string, error), okMsg func(string) string) (string, error) {
 	const maxAttempts = 16 // a bound on top of the per-cause ones below
 	var last error
 	refreshed := map[string]bool{}
-	retries := 0
+	relogged := false
 	for range maxAttempts {
 		if j.cred.Source == "" {
 			c, err := j.p.creds.Credential(ctx, j.req)
@@ -89,40 +113,57 @@ func withCredentials(ctx context.Context, j *job, name string, op func(context.C
 			}
 			j.cred = c
 		}
+		stepName := name
 		start := time.Now()
-		out, err := op(ctx)
+		var out string
+		var err error
+		if prepare != nil {
+			if _, err = prepare(ctx); err != nil {
+				stepName = "login"
+			}
+		}
+		if err == nil {
+			start = time.Now()
+			out, err = op(ctx)
+		}
 		if err == nil {
 			j.p.creds.Accepted(j.req, j.cred.Source)
 			j.step(ctx, name, start, nil, okMsg(out))
 			return out, nil
 		}
 		f := classifyRegistryError(j.spec.Image, j.cred.Source, err)
+		if f.Class == ClassAuth {
+			j.forgetLogin()
+		}
 		switch {
 		case ctx.Err() != nil:
-			j.step(ctx, name, start, f, "")
+			j.step(ctx, stepName, start, f, "")
 			return "", f
+		case f.Class == ClassAuth && j.loginReused && !relogged:
+			relogged = true
+			j.step(ctx, stepName, start, f, "registry refused the credential in the auth file; logging in afresh")
 		case f.Class == ClassAuth && j.cred.Source == sourceGitHubApp && !refreshed[j.cred.Source]:
 			refreshed[j.cred.Source] = true
-			j.step(ctx, name, start, f, "registry refused the GitHub App token; retrying once with a freshly minted one")
+			j.step(ctx, stepName, start, f, "registry refused the GitHub App token; retrying once with a freshly minted one")
 			j.p.creds.Invalidate(j.req)
 			j.cred = Credential{}
 		case f.Class == ClassAuth:
-			j.step(ctx, name, start, f, "registry refused credential "+j.cred.Source+"; putting it aside and trying the next source")
+			j.step(ctx, stepName, start, f, "registry refused credential "+j.cred.Source+"; putting it aside and trying the next source")
 			j.p.creds.Denied(j.req, j.cred.Source, f.Error())
 			j.passedOver = append(j.passedOver, j.cred.Source+": "+f.Error())
 			last = &sourceError{source: j.cred.Source, err: f}
 			j.cred = Credential{}
-		case f.Transient() && retries < j.p.retry.Attempts-1:
-			retries++
-			wait := j.p.retry.backoff(retries)
-			j.step(ctx, name, start, f, fmt.Sprintf("transient failure; retry %d of %d in %s", retries, j.p.retry.Attempts-1, wait.Round(time.Millisecond)))
+		case f.Transient() && j.retries < j.p.retry.Attempts-1:
+			j.retries++
+			wait := j.p.retry.backoff(j.retries)
+			j.step(ctx, stepName, start, f, fmt.Sprintf("transient failure; retry %d of %d in %s", j.retries, j.p.retry.Attempts-1, wait.Round(time.Millisecond)))
 			select {
 			case <-ctx.Done():
 				return "", fail(ClassNetwork, f.Hint, ctx.Err())
 			case <-time.After(wait):
 			}
 		default:
-			j.step(ctx, name, start, f, "")
+			j.step(ctx, stepName, start, f, "")
 			return "", f
 		}
 	}
@@ -135,7 +176,8 @@ func withCredentials(ctx context.Context, j *job, name string, op func(context.C
 // sourceGitHubApp is the credential source whose tokens can be minted afresh.
 const sourceGitHubApp = "github_app"
 
-// Retry is the budget for transient failures of one step of a deployment.
+// Retry is the budget for transient failures of one deployment, shared by
+// its registry steps (resolve, login, pull).
 type Retry struct {
 	// Attempts is how many times a step runs at most (default 4).
 	Attempts int

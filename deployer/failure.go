@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os/exec"
+	"regexp"
 	"strings"
 
 	"github.com/containers/image/v5/docker"
@@ -37,6 +39,22 @@ func fail(class, hint string, err error) *Failure {
 	return &Failure{Class: class, Hint: hint, Err: err}
 }
 
+// Signals in registry and podman error text. They are anchored on the
+// registry's own wording (error codes such as "denied:", HTTP status
+// phrases), so that local failures such as a file's "permission denied" or
+// a digest that happens to contain "429" are not mistaken for them.
+var (
+	authSignal = regexp.MustCompile(`requesting bearer token.*\b40[13]\b|authentication required|insufficient_scope|` +
+		`requested access to the resource is denied|not authorized|` +
+		`(^|[\s:(])(denied|unauthorized):|\b401\b[^0-9a-z]*unauthorized|\b403\b[^0-9a-z]*forbidden|status(code)?:? ?40[13]\b`)
+	notFoundSignal = regexp.MustCompile(`manifest unknown|name unknown|blob unknown|` +
+		`\b404\b[^0-9a-z]*not found|status(code)?:? ?404\b`)
+	transientSignal = regexp.MustCompile(`connection refused|connection reset|no such host|i/o timeout|` +
+		`server misbehaving|too many requests|unexpected eof|` +
+		`(status(code)?:? ?|status code from registry |unexpected http status: )(429|5[0-9][0-9])\b`)
+	tlsSignal = regexp.MustCompile(`x509: |tls: |http: server gave http response to https client`)
+)
+
 // classifyRegistryError turns an error from the registry (resolve through
 // containers/image, or podman login/pull) into a Failure. The raw
 // "Requesting bearer token: invalid status code from registry 403
@@ -48,28 +66,19 @@ func classifyRegistryError(image, source string, err error) *Failure {
 	}
 	msg := strings.ToLower(err.Error())
 	var unauthorized docker.ErrUnauthorizedForCredentials
+	var ce *CommandError
 	switch {
-	case errors.As(err, &unauthorized),
-		strings.Contains(msg, "requesting bearer token"),
-		strings.Contains(msg, "403 (forbidden)"),
-		strings.Contains(msg, "401 (unauthorized)"),
-		strings.Contains(msg, "unauthorized"),
-		strings.Contains(msg, "denied"),
-		strings.Contains(msg, "authentication required"):
+	case errors.As(err, &ce) && ce.ExitCode == -1 && errors.Is(err, exec.ErrNotFound):
+		return fail(ClassPodman, "podman was not found: install it or set podman.command", err)
+	case errors.As(err, &unauthorized), authSignal.MatchString(msg):
 		return fail(ClassAuth, authHint(image, source), errors.New(plainAuthError(source, msg)))
-	case strings.Contains(msg, "manifest unknown"),
-		strings.Contains(msg, "name unknown"),
-		strings.Contains(msg, "not found"),
-		strings.Contains(msg, "statuscode: 404"): // a HEAD answer has no body to name the error
+	case notFoundSignal.MatchString(msg):
 		return fail(ClassNotFound, "the registry has no such tag or digest for "+image+
 			"; check that CI pushed it and that the service's image and tags are right", err)
-	case errors.Is(err, context.DeadlineExceeded), isNetError(err),
-		strings.Contains(msg, "connection refused"),
-		strings.Contains(msg, "no such host"),
-		strings.Contains(msg, "i/o timeout"),
-		strings.Contains(msg, "tls: "),
-		strings.Contains(msg, "429"), strings.Contains(msg, "too many requests"),
-		strings.Contains(msg, "500 "), strings.Contains(msg, "502 "), strings.Contains(msg, "503 "), strings.Contains(msg, "504 "):
+	case tlsSignal.MatchString(msg):
+		return fail(ClassConfig, "TLS with the registry failed: check the host's CA certificates and clock "+
+			"(insecure: true is for local test registries only)", err)
+	case errors.Is(err, context.DeadlineExceeded), isNetError(err), transientSignal.MatchString(msg):
 		return fail(ClassNetwork, "the registry could not be reached or failed; deployd retries, and the reconcile loop catches up", err)
 	}
 	return fail(ClassPodman, "see the step log for podman's message", err)
@@ -80,8 +89,10 @@ func authHint(image, source string) string {
 	switch source {
 	case "github_app":
 		return "the registry refused the GitHub App token for " + image +
-			": GitHub App installation tokens cannot read some private packages; grant the App access to the package " +
-			"(package settings → Manage Actions access / repository access) or add a token_file with a read:packages token to the registry's credentials"
+			": add a token_file with a classic personal access token that has read:packages to the registry's credentials, after github_app (the reliable fix); " +
+			"or make the package inherit access from a repository the App is installed on " +
+			"(package settings → \"Inherit access from source repository\"), the only way an installation token can read a private package; " +
+			"\"Manage Actions access\" grants workflows' GITHUB_TOKEN, not the App"
 	case "token_file":
 		return "the registry refused the token in token_file for " + image +
 			": check that it is a classic token with read:packages that has not expired"

@@ -2,10 +2,12 @@ package deployer
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -55,6 +57,11 @@ type Pipeline struct {
 	pullTimeout time.Duration
 	stepTimeout time.Duration
 	retry       Retry
+
+	// loginMu serializes writes to the auth file; logins remembers, per
+	// registry host, which credential it holds (a hash, not the secret).
+	loginMu sync.Mutex
+	logins  map[string][sha256.Size]byte
 }
 
 // NewPipeline checks the dependencies and returns a Pipeline.
@@ -86,6 +93,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		pullTimeout: cfg.PullTimeout,
 		stepTimeout: cfg.StepTimeout,
 		retry:       cfg.Retry.withDefaults(),
+		logins:      make(map[string][sha256.Size]byte),
 	}
 	if p.http == nil {
 		p.http = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
@@ -112,6 +120,10 @@ type job struct {
 	cred   Credential
 	// passedOver says which credential sources the registry refused, and why.
 	passedOver []string
+	// loginReused is set when the pull relies on a login written earlier.
+	loginReused bool
+	// retries counts transient-failure retries; the budget is per deployment.
+	retries int
 	// quiet jobs (reconcile's look-ups) keep no step log.
 	quiet bool
 	log   zerolog.Logger
@@ -155,6 +167,7 @@ func (j *job) run(ctx context.Context) Deployment {
 		return j.end(ctx, StateUnchanged, nil)
 	}
 	if j.d.DryRun || j.spec.DryRun {
+		j.d.DryRun = true // a service-wide dry run is recorded as one
 		j.step(ctx, "plan", time.Now(), nil, fmt.Sprintf("dry run: would pull %s@%s and switch %s (%s)",
 			j.spec.Image, digest, j.spec.Name, j.spec.Strategy))
 		return j.end(ctx, StateSucceeded, nil)
@@ -214,7 +227,7 @@ func (j *job) resolve(ctx context.Context) (string, error) {
 	if j.d.Digest != "" {
 		ref = j.spec.Image + "@" + j.d.Digest
 	}
-	return withCredentials(ctx, j, "resolve", func(ctx context.Context) (string, error) {
+	return withCredentials(ctx, j, "resolve", nil, func(ctx context.Context) (string, error) {
 		d, err := j.p.resolver.Digest(ctx, ref, j.cred, j.spec.Insecure)
 		if err != nil {
 			return "", err
@@ -227,14 +240,8 @@ func (j *job) resolve(ctx context.Context) (string, error) {
 // credential source when the registry refuses one.
 func (j *job) fetch(ctx context.Context) error {
 	ref := j.spec.Image + "@" + j.d.Digest
-	loggedIn := ""
-	_, err := withCredentials(ctx, j, "pull", func(ctx context.Context) (string, error) {
-		if loggedIn != j.cred.Source {
-			if err := j.login(ctx); err != nil {
-				return "", err
-			}
-			loggedIn = j.cred.Source
-		}
+	login := func(ctx context.Context) (string, error) { return "", j.ensureLogin(ctx) }
+	_, err := withCredentials(ctx, j, "pull", login, func(ctx context.Context) (string, error) {
 		args := []string{"pull", "--quiet", "--authfile", j.p.podman.AuthFile}
 		if j.spec.Insecure {
 			args = append(args, "--tls-verify=false")
@@ -311,7 +318,9 @@ func (j *job) end(ctx context.Context, state State, err error) Deployment {
 	if ctx.Err() != nil && state == StateFailed {
 		state = StateInterrupted
 	}
-	return finish(j.d, state, err)
+	d := finish(j.d, state, err)
+	d.Error, d.Hint = j.redact(d.Error), j.redact(d.Hint)
+	return d
 }
 
 // finish sets d's end state and failure fields.

@@ -86,7 +86,13 @@ func authorize(user, password string, scope registrytest.Scope) ([]string, bool)
 
 func newPipelineEnv(t *testing.T, creds deployer.Credentials, mutate func(*deployer.ServiceSpec)) *pipelineEnv {
 	t.Helper()
-	reg := registrytest.Start(t, registrytest.Options{Authorize: authorize})
+	return newPipelineEnvWith(t, creds, authorize, mutate)
+}
+
+// newPipelineEnvWith is newPipelineEnv with the registry's own Authorize.
+func newPipelineEnvWith(t *testing.T, creds deployer.Credentials, auth func(string, string, registrytest.Scope) ([]string, bool), mutate func(*deployer.ServiceSpec)) *pipelineEnv {
+	t.Helper()
+	reg := registrytest.Start(t, registrytest.Options{Authorize: auth})
 	pm := podmantest.New(t)
 	store, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "deployd.db"))
 	if err != nil {
@@ -502,4 +508,74 @@ func waitEnd(t *testing.T, e *pipelineEnv, id int64, want deployer.State) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// rotatingCredentials is a github_app source whose token changes when
+// Invalidate asks for a fresh one, as the App's cache does.
+type rotatingCredentials struct {
+	mu          sync.Mutex
+	tokens      []string
+	invalidated int
+}
+
+func (c *rotatingCredentials) Credential(context.Context, deployer.CredentialRequest) (deployer.Credential, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.invalidated >= len(c.tokens) {
+		return deployer.Credential{}, fmt.Errorf("no fresh token left")
+	}
+	return deployer.Credential{Source: "github_app", Username: "x-access-token", Password: deployer.Password(c.tokens[c.invalidated])}, nil
+}
+
+func (c *rotatingCredentials) Denied(deployer.CredentialRequest, string, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.invalidated = len(c.tokens) // nothing else to offer
+}
+
+func (c *rotatingCredentials) Accepted(deployer.CredentialRequest, string) {}
+
+func (c *rotatingCredentials) Invalidate(deployer.CredentialRequest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.invalidated++
+}
+
+func TestPipelineFreshTokenReachesPodmanAtPull(t *testing.T) {
+	const stale, fresh = "ghs_stale_token_0123456789", "ghs_fresh_token_0123456789"
+	var mu sync.Mutex
+	staleGrants := 0
+	reg := func(user, password string, scope registrytest.Scope) ([]string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch password {
+		case fresh:
+			return []string{"pull"}, true
+		case stale:
+			// The stale token logs in and resolves the tag, then loses
+			// access before the pull.
+			if scope.Name == "" {
+				return nil, true
+			}
+			staleGrants++
+			if staleGrants == 1 {
+				return []string{"pull"}, true
+			}
+			return nil, false
+		}
+		return authorize(user, password, scope)
+	}
+	creds := &rotatingCredentials{tokens: []string{stale, fresh}}
+	e := newPipelineEnvWith(t, creds, reg, nil)
+	e.push("v1", podmantest.AppOptions{})
+	d := e.deploy(deployer.Request{})
+	requireState(t, d, deployer.StateSucceeded)
+	if creds.invalidated != 1 {
+		t.Errorf("Invalidate called %d times, want once", creds.invalidated)
+	}
+	if stepNames(d) != "resolve:ok login:ok pull:failed login:ok pull:ok switch:ok verify:ok" {
+		t.Errorf("steps %s: want the pull refused with the stale token, then a second login with the fresh one", stepNames(d))
+	}
+	e.argv.assertAbsent(stale)
+	e.argv.assertAbsent(fresh)
 }

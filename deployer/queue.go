@@ -306,6 +306,13 @@ func (q *Queue) run(log zerolog.Logger, d Deployment) {
 	if !end.State.Final() {
 		end.State = StateInterrupted
 	}
+	if end.State == StateInterrupted && q.ctx.Err() != nil {
+		// Cut short by shutdown: leave it running in the store, so that the
+		// next start marks it interrupted and asks for it again, as after
+		// a crash.
+		log.Warn().Msg("deployment cut short by shutdown; it resumes at the next start")
+		return
+	}
 	// Record the end even when the queue is stopping: the store outlives it.
 	if err := q.store.Finish(context.WithoutCancel(ctx), end); err != nil {
 		log.Error().Err(err).Msg("record deployment end")

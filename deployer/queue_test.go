@@ -205,9 +205,11 @@ func TestQueueShutdownInterruptsAfterDeadlineAndRestartResumes(t *testing.T) {
 	if _, err := q.Enqueue(ctx, req("backend", "v3")); err == nil {
 		t.Error("Enqueue while draining succeeded")
 	}
+	// Cut short by the deadline, it stays running in the store for the next
+	// start to resume, exactly as after a crash.
 	got, _ := store.Deployment(ctx, running.ID)
-	if got.State != deployer.StateInterrupted {
-		t.Errorf("running deployment is %s after shutdown, want interrupted", got.State)
+	if got.State != deployer.StateRunning {
+		t.Errorf("deployment cut short is %s after shutdown, want left running for the next start", got.State)
 	}
 	got, _ = store.Deployment(ctx, queued.ID)
 	if got.State != deployer.StateQueued {
@@ -226,6 +228,12 @@ func TestQueueShutdownInterruptsAfterDeadlineAndRestartResumes(t *testing.T) {
 	})
 	if err := q2.Shutdown(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if got, _ := store.Deployment(ctx, running.ID); got.State != deployer.StateInterrupted {
+		t.Errorf("deployment cut short is %s after restart, want interrupted", got.State)
+	}
+	if n := exec2.count(); n != 1 {
+		t.Errorf("restart ran %d deployments, want 1: v2 is newer than the interrupted v1", n)
 	}
 }
 

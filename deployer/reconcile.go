@@ -18,8 +18,10 @@ type DigestResolver interface {
 // it failed to deliver, so at start-up and then every interval it resolves
 // each service's default tag and queues a deployment (trigger reconcile)
 // when the registry has a digest that is not running. It skips a digest
-// this host ran and replaced, or whose last deployment was rolled back,
-// so that it never undoes a rollback or loops on a broken version. A
+// this host ran and replaced, or one that failed its health check, so
+// that it never undoes a rollback or loops on a broken version; failures
+// that may pass (auth, network) are tried again. Dry-run services are
+// left alone. A
 // registry or GitHub outage is logged and waited out, not turned into
 // failed deployments.
 type Reconciler struct {
@@ -91,8 +93,8 @@ func (r *Reconciler) Once(ctx context.Context) []Deployment {
 
 // service checks one service and queues a deployment when it is behind.
 func (r *Reconciler) service(ctx context.Context, s ServiceSpec) (*Deployment, error) {
-	if s.DefaultTag == "" {
-		return nil, nil // no plain default tag to follow
+	if s.DefaultTag == "" || s.DryRun {
+		return nil, nil // no plain default tag to follow, or nothing to change
 	}
 	recent, err := r.store.Deployments(ctx, s.Name, Page{Limit: 20})
 	if err != nil {
@@ -116,8 +118,8 @@ func (r *Reconciler) service(ctx context.Context, s ServiceSpec) (*Deployment, e
 		return nil, err
 	}
 	for _, d := range recent {
-		if d.Digest == digest && d.State == StateRolledBack {
-			r.log.Debug().Str(KeyService, s.Name).Str("digest", digest).Msg("reconcile: digest was rolled back; waiting for a new one")
+		if d.Digest == digest && (d.State == StateRolledBack || d.State == StateFailed && d.ErrorClass == ClassHealth) {
+			r.log.Debug().Str(KeyService, s.Name).Str("digest", digest).Msg("reconcile: this digest failed its health check; waiting for a new one")
 			return nil, nil
 		}
 	}

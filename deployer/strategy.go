@@ -88,11 +88,18 @@ func (j *job) containerExists(ctx context.Context, name string) (bool, error) {
 }
 
 func (j *job) switchSystemd(ctx context.Context, digest string) error {
-	// Quadlet units name the image by tag: point the tag at the pulled digest.
-	if j.d.Tag != "" {
-		if _, err := j.podmanRun(ctx, j.p.stepTimeout, "tag", j.spec.Image+"@"+digest, j.spec.Image+":"+j.d.Tag); err != nil {
-			return fail(ClassPodman, "see podman's message", err)
-		}
+	// Quadlet units name the image by tag: point the tag at the digest. A
+	// deploy by digest (a rollback, say) moves the service's default tag.
+	tag := j.d.Tag
+	if tag == "" {
+		tag = j.spec.DefaultTag
+	}
+	if tag == "" {
+		return fail(ClassConfig, "give the service a plain first tag (the one its unit runs) so deploys by digest can move it",
+			fmt.Errorf("deploy of %s by digest: no tag to point at it", j.spec.Name))
+	}
+	if _, err := j.podmanRun(ctx, j.p.stepTimeout, "tag", j.spec.Image+"@"+digest, j.spec.Image+":"+tag); err != nil {
+		return fail(ClassPodman, "see podman's message", err)
 	}
 	argv := []string{"systemctl"}
 	if j.spec.Systemd.User {

@@ -87,6 +87,8 @@ func (j *job) logsTail(ctx context.Context) string {
 // recover handles a failed verify: roll back when the service allows it.
 func (j *job) recover(ctx context.Context, previous string, cause error) Deployment {
 	if !j.spec.Rollback || previous == "" {
+		// The unhealthy version stays in place: say so on the service.
+		j.markDegraded(ctx)
 		return j.end(ctx, StateFailed, cause)
 	}
 	start := time.Now()
@@ -104,15 +106,22 @@ func (j *job) recover(ctx context.Context, previous string, cause error) Deploym
 	}
 	if err != nil {
 		j.step(ctx, "rollback", start, err, "")
-		j.status.Degraded = true
-		j.status.UpdatedAt = time.Now().UTC()
-		if serr := j.p.store.SetServiceStatus(ctx, j.status); serr != nil {
-			j.log.Error().Err(serr).Msg("record degraded service")
-		}
+		j.markDegraded(ctx)
 		f := asFailure(cause)
 		f.Hint = "rollback failed too (" + err.Error() + "): the service may be down; " + f.Hint
 		return j.end(ctx, StateFailed, f)
 	}
 	j.step(ctx, "rollback", start, nil, "restored "+shortDigest(previous))
 	return j.end(ctx, StateRolledBack, cause)
+}
+
+// markDegraded records that the service is not known to be healthy.
+func (j *job) markDegraded(ctx context.Context) {
+	j.status.Name = j.spec.Name
+	j.status.Degraded = true
+	j.status.LastDeploymentID = j.d.ID
+	j.status.UpdatedAt = time.Now().UTC()
+	if err := j.p.store.SetServiceStatus(context.WithoutCancel(ctx), j.status); err != nil {
+		j.log.Error().Err(err).Msg("record degraded service")
+	}
 }

@@ -47,10 +47,9 @@ type writeOptions struct {
 }
 
 // deploymentResponse is the body of a successful write: the deployment as
-// GET /api/v1/deployments/{id} shows it, plus a note when ?wait ran out.
+// GET /api/v1/deployments/{id} shows it.
 type deploymentResponse struct {
 	deployer.Deployment
-	Note string `json:"note,omitempty"`
 }
 
 // deploy handles POST /api/v1/services/{name}/deploy.
@@ -68,7 +67,9 @@ type deploymentResponse struct {
 //     200 for succeeded or unchanged; 502 for failed or rolled_back;
 //     503 for interrupted; 409 for superseded (a newer request for the
 //     service replaced it). Errors carry {"error","hint","deployment"}.
-//     If the wait runs out first: 202 with Location and a note;
+//     If the wait runs out first: 504 with Location, the deployment and a
+//     hint, so that curl --fail does not take an unfinished deploy for
+//     success;
 //   - 400 for a malformed tag, digest, body or query, 404 for an unknown
 //     service, 413 for a body over MaxWriteBody, 503 while draining.
 //
@@ -303,8 +304,10 @@ poll:
 		if r.Context().Err() != nil {
 			return // the client went away
 		}
-		writeJSON(w, http.StatusAccepted, deploymentResponse{Deployment: d,
-			Note: fmt.Sprintf("still %s after %s; follow Location to see how it ends", d.State, wait)})
+		w.Header().Set("Location", "/api/v1/deployments/"+strconv.FormatInt(d.ID, 10))
+		s.writeError(w, r, &Error{Status: http.StatusGatewayTimeout, Deployment: &d,
+			Message: fmt.Sprintf("deployment %d is still %s after waiting %s", d.ID, d.State, wait),
+			Hint:    "it goes on; follow Location to see how it ends, or wait longer with ?wait="})
 		return
 	}
 	if e := finalError(d); e != nil {
@@ -329,7 +332,7 @@ func finalError(d deployer.Deployment) *Error {
 	case deployer.StateInterrupted:
 		e.Status, e.Message = http.StatusServiceUnavailable, "deployment "+id+" was interrupted: deployd stopped while it ran"
 		if e.Hint == "" {
-			e.Hint = "it is not retried; deploy again once deployd is back"
+			e.Hint = "deployd queues it again when it starts; follow Location to see how it ends"
 		}
 	case deployer.StateSuperseded:
 		e.Status, e.Message = http.StatusConflict, "deployment "+id+" was superseded by a newer request for "+d.Service

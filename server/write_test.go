@@ -494,13 +494,13 @@ func TestDeployWait(t *testing.T) {
 		}
 	}
 
-	// The wait runs out: 202 with Location and a note.
+	// The wait runs out: 504 (so curl --fail fails) with Location and a hint.
 	r = e.post("/api/v1/services/web/deploy?wait=300ms", tok, `{"tag":"hold-1"}`)
-	if r.status != http.StatusAccepted || r.header.Get("Location") == "" {
+	if r.status != http.StatusGatewayTimeout || r.header.Get("Location") == "" {
 		t.Fatalf("timeout: status %d Location %q: %s", r.status, r.header.Get("Location"), r.body)
 	}
-	if m := r.json(t); !strings.Contains(fmt.Sprint(m["note"]), "follow Location") {
-		t.Errorf("timeout note: %s", r.body)
+	if m := r.json(t); !strings.Contains(fmt.Sprint(m["hint"]), "follow Location") || m["deployment"] == nil {
+		t.Errorf("timeout answer: %s", r.body)
 	}
 }
 

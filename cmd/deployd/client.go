@@ -227,7 +227,6 @@ func flagGiven(flags *flag.FlagSet, name string) bool {
 // writeResult is the answer of a deploy or rollback.
 type writeResult struct {
 	deployer.Deployment
-	Note string `json:"note"`
 }
 
 // writeCall is one deploy or rollback from the command line.
@@ -337,14 +336,9 @@ func (c *apiClient) write(ctx context.Context, e env, w writeCall) error {
 	}
 	d := res.Deployment
 	where := c.base + hdr.Get("Location")
-	switch {
-	case status == http.StatusAccepted && !w.wait:
+	if status == http.StatusAccepted {
 		fmt.Fprintf(e.stdout, "deployment %d of %s queued (%s): %s\n", d.ID, d.Service, target(d), where)
 		return nil
-	case status == http.StatusAccepted:
-		fmt.Fprintf(e.stderr, "deployd: deployment %d of %s has not ended: %s\n", d.ID, d.Service, res.Note)
-		fmt.Fprintln(e.stderr, "see", where)
-		return exitError{code: 1}
 	}
 	fmt.Fprintf(e.stdout, "deployment %d of %s %s: %s", d.ID, d.Service, d.State, target(d))
 	if d.StartedAt != nil && d.FinishedAt != nil {

@@ -169,6 +169,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	})
 	if err != nil {
 		ln.Close()
+		drainQueue(ctx, queue, log)
 		return err
 	}
 	reconcileCtx, stopReconcile := context.WithCancel(ctx)
@@ -190,27 +191,32 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	select {
 	case err := <-serveErr:
 		// The listener failed; still drain what runs.
-		_ = queue.Shutdown(context.Background())
+		drainQueue(ctx, queue, log)
 		return fmt.Errorf("serve http: %w", err)
 	case <-ctx.Done():
 	}
-	log.Info().Msg("shutting down: no new requests; draining deployments")
+	// Shut down in order: stop intake (in-flight requests finish and are
+	// recorded), then drain deployments, then (deferred) close the store.
+	log.Info().Msg("shutting down: no new requests")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), httpShutdownTimeout)
 	defer cancel()
-	queueDone := make(chan error, 1)
-	go func() {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainShutdownTimeout)
-		defer cancel()
-		queueDone <- queue.Shutdown(dctx)
-	}()
 	if err := httpSrv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Warn().Err(err).Msg("http shutdown")
 	}
-	if err := <-queueDone; err != nil {
-		log.Warn().Err(err).Msg("deployments interrupted by shutdown")
-	}
+	log.Info().Msg("draining deployments")
+	drainQueue(ctx, queue, log)
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// drainQueue waits for running deployments, at most drainShutdownTimeout;
+// what is cut short resumes at the next start.
+func drainQueue(ctx context.Context, queue *deployer.Queue, log zerolog.Logger) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainShutdownTimeout)
+	defer cancel()
+	if err := queue.Shutdown(dctx); err != nil {
+		log.Warn().Err(err).Msg("deployments cut short by shutdown; they resume at the next start")
+	}
 }
 
 // serviceSpecs turns the configured services into the pipeline's specs.

@@ -187,9 +187,10 @@ func (s *Store) Finish(ctx context.Context, d deployer.Deployment) error {
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE deployments SET
 				state = ?, digest = CASE WHEN ? = '' THEN digest ELSE ? END,
+				dry_run = dry_run OR ?,
 				error_class = ?, error = ?, hint = ?, finished_at = ?
 			WHERE id = ? AND state IN ('queued', 'running')`,
-			d.State, d.Digest, d.Digest, d.ErrorClass, d.Error, d.Hint, formatTime(finished), d.ID)
+			d.State, d.Digest, d.Digest, d.DryRun, d.ErrorClass, d.Error, d.Hint, formatTime(finished), d.ID)
 		if err != nil {
 			return err
 		}
