@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/containers/image/v5/docker/reference"
 	"github.com/rs/zerolog"
 )
 
@@ -64,7 +65,8 @@ type ChainConfig struct {
 
 // CredentialRequest asks for a credential to pull one image.
 type CredentialRequest struct {
-	// Host is the registry host; "" means the first component of Image.
+	// Host is the registry host; "" means Image's own host (docker.io for
+	// a short name such as "nginx").
 	Host string
 	// Image is the image, with or without host, tag or digest
 	// ("ghcr.io/acme/v7/backend:latest" and "acme/v7/backend" are the same).
@@ -613,20 +615,27 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// splitImage returns the lower-case registry host and the image path
-// without host, tag or digest.
+// splitImage returns the lower-case registry host and the repository path
+// of image, without tag or digest. host, when given, is the registry; an
+// image without a host of its own ("acme/app") is then taken to be on it,
+// not on Docker Hub. With host empty, the host is the image's own, Docker
+// Hub's "docker.io" for a short name. An image that is not a valid
+// reference (configuration validation rules that out) is returned as given,
+// so that calls about it still agree with one another.
 func splitImage(host, image string) (string, string) {
 	host = strings.ToLower(strings.TrimSpace(host))
-	image = strings.ToLower(strings.TrimSpace(image))
-	if i := strings.IndexByte(image, '@'); i >= 0 {
-		image = image[:i]
+	image = strings.TrimSpace(image)
+	named, err := reference.ParseNormalizedNamed(image)
+	if err == nil && host != "" && !strings.HasPrefix(image, reference.Domain(named)+"/") {
+		// The image names no host; ParseNormalizedNamed put it on Docker Hub.
+		named, err = reference.ParseNormalizedNamed(host + "/" + image)
 	}
-	if i := strings.LastIndexByte(image, ':'); i >= 0 && i > strings.LastIndexByte(image, '/') {
-		image = image[:i]
+	if err != nil {
+		return host, image
 	}
-	first, rest, ok := strings.Cut(image, "/")
-	if ok && (first == host || (host == "" && (strings.ContainsAny(first, ".:") || first == "localhost"))) {
-		host, image = first, rest
+	named = reference.TrimNamed(named)
+	if host == "" {
+		host = strings.ToLower(reference.Domain(named))
 	}
-	return host, image
+	return host, reference.Path(named)
 }

@@ -123,7 +123,7 @@ func TestChainGHCRDeniesAppToken(t *testing.T) {
 	}
 	// Denied again: put aside, next source.
 	const reason = "403 DENIED: requesting bearer token"
-	e.chain.Denied(ghcr, backend+"@sha256:abc", auth.SourceGitHubApp, reason)
+	e.chain.Denied(ghcr, backend+"@sha256:"+strings.Repeat("0", 64), auth.SourceGitHubApp, reason)
 	c = e.credential(t, backendReq)
 	if c.Source != auth.SourceTokenFile || c.Password.Reveal() != pat || c.Username != "x-access-token" || !c.Expires.IsZero() {
 		t.Fatalf("after denial: %+v", c)

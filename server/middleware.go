@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"crypto/rand"
 	"log"
 	"net/http"
 	"runtime/debug"
@@ -9,6 +11,45 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/rs/zerolog"
 )
+
+// requestIDHeader carries the request id in both directions.
+const requestIDHeader = "X-Request-Id"
+
+// maxRequestIDLen bounds a client-supplied request id.
+const maxRequestIDLen = 64
+
+// requestID gives every request an id, kept under chi's RequestIDKey so
+// middleware.GetReqID finds it, and echoes it in the X-Request-Id response
+// header. A client's X-Request-Id is kept only when it is 1–64 characters
+// of [A-Za-z0-9._-], so nothing a client sends reaches the log or the
+// response unchecked; otherwise a random id is generated.
+func requestID(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id := r.Header.Get(requestIDHeader)
+		if !validRequestID(id) {
+			id = rand.Text()
+		}
+		w.Header().Set(requestIDHeader, id)
+		ctx := context.WithValue(r.Context(), middleware.RequestIDKey, id)
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// validRequestID reports whether a client-supplied request id is safe to
+// log and echo: 1–64 characters of [A-Za-z0-9._-].
+func validRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // accessLog puts a request-scoped logger in the context and logs one line
 // per request: method, path, status, size, duration, request id. Never the

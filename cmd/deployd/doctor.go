@@ -589,6 +589,12 @@ func registryAnswer(err error) string {
 	return msg
 }
 
+// appPackageAccess says how an App installation token can come to read a
+// private package, and what does not help.
+const appPackageAccess = "make the package inherit access from a repository the App is installed on " +
+	"(package settings → \"Inherit access from source repository\"), the only way an installation token can read a private package; " +
+	"\"Manage Actions access\" grants workflows' GITHUB_TOKEN, not the App"
+
 // explainDenied says in plain words what it means that the registry refused
 // the credential of src, and how to fix it.
 func explainDenied(chain *auth.Chain, req auth.CredentialRequest, src, reason string, reg *configs.Registry) (detail, fix string) {
@@ -598,9 +604,10 @@ func explainDenied(chain *auth.Chain, req auth.CredentialRequest, src, reason st
 		// Chain.Explain adds "the token_file credential is used instead"
 		// when one is configured; doctor says what really happens instead.
 		detail = fmt.Sprintf("registry denied the GitHub App token for %s (%s): GitHub App installation tokens cannot read this private package", req.Image, reason)
-		fix = "grant the GitHub App read access to the package (the package's settings on GitHub, Manage Actions access)"
+		fix = "for the App to read it, " + appPackageAccess
 		if !slices.Contains(reg.Credentials, auth.SourceTokenFile) {
-			fix += "; or add token_file with a classic personal access token that has read:packages to " + creds
+			fix = "add token_file with a classic personal access token that has read:packages to " + creds +
+				", after github_app (the reliable fix); or " + appPackageAccess
 		}
 	case auth.SourceTokenFile:
 		detail = chain.Explain(req.Host, req.Image, src, reason)

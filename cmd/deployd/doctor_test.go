@@ -427,7 +427,8 @@ func TestDoctorRegistry(t *testing.T) {
 			wantLine(t, out, "WARN", "pull backend via github_app",
 				"registry denied the GitHub App token for "+f.reg.Image("acme/v7/backend"), mode.reason,
 				"GitHub App installation tokens cannot read this private package", "deploys fall back to token_file",
-				"fix: grant the GitHub App read access to the package")
+				"fix: for the App to read it, make the package inherit access from a repository the App is installed on",
+				"Inherit access from source repository", "not the App")
 			wantLine(t, out, "OK", "pull backend via token_file", f.digest)
 			wantLine(t, out, "WARN", "pull backend", "github_app denied → token_file OK: deploys will use token_file")
 			if slices.Contains(statuses(out), "FAIL") {
@@ -444,7 +445,8 @@ func TestDoctorRegistry(t *testing.T) {
 		out, err := f.doctor(f.write(doctorConfig{credentials: []string{"github_app"}}))
 		wantExit(t, err, 1)
 		wantLine(t, out, "FAIL", "pull backend via github_app", "GitHub App installation tokens cannot read this private package",
-			"fix: grant the GitHub App read access to the package", "or add token_file")
+			"fix: add token_file with a classic personal access token that has read:packages to registries.", "after github_app",
+			"or make the package inherit access", "Inherit access from source repository")
 		wantLine(t, out, "FAIL", "pull backend", "github_app denied: no credential source can pull")
 	})
 
