@@ -28,7 +28,7 @@ const (
 // with bearer-token auth that accepts only installation tokens the fake
 // GitHub minted (as ghcr.io does), and the App's key.
 type stack struct {
-	t       *testing.T
+	t       testing.TB
 	github  *authtest.FakeGitHub
 	reg     *registrytest.Registry
 	podman  *podmantest.Podman
@@ -52,7 +52,7 @@ type stackOptions struct {
 	reconcile string
 }
 
-func newStack(t *testing.T, opts stackOptions) *stack {
+func newStack(t testing.TB, opts stackOptions) *stack {
 	t.Helper()
 	key, pemBytes := authtest.NewKey(t)
 	gh := authtest.NewFakeGitHub(t, 4242, &key.PublicKey)
@@ -147,7 +147,7 @@ func (s *stack) packageEvent(tag, digest string) []byte {
 }
 
 // waitDeployment polls the API until deployment id ends and returns it.
-func waitDeployment(t *testing.T, d *instance, id int64) deploymentJSON {
+func waitDeployment(t testing.TB, d *instance, id int64) deploymentJSON {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
@@ -475,7 +475,7 @@ func TestEndToEndKilledDuringPullResumes(t *testing.T) {
 
 // waitNewest waits until the newest deployment of backend is one other
 // than those in seen and has ended, and returns it.
-func waitNewest(t *testing.T, d *instance, after int64) deploymentJSON {
+func waitNewest(t testing.TB, d *instance, after int64) deploymentJSON {
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
 	for {

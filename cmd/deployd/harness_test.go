@@ -39,7 +39,7 @@ func (b *syncBuffer) String() string {
 
 // instance is deployd started through run() on a random port.
 type instance struct {
-	t      *testing.T
+	t      testing.TB
 	addr   string
 	logs   *syncBuffer
 	cancel context.CancelFunc
@@ -49,7 +49,7 @@ type instance struct {
 // startDeployd runs `deployd serve --config path` in the test process and
 // waits until it listens. The config must log JSON so that the listen
 // address can be read from the log.
-func startDeployd(t *testing.T, configPath string, env map[string]string) *instance {
+func startDeployd(t testing.TB, configPath string, env map[string]string) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	inst := &instance{t: t, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
@@ -173,7 +173,7 @@ func (i *instance) post(secret string, d delivery) (int, string) {
 }
 
 // fixture reads a webhook payload from the webhook package's testdata.
-func fixture(t *testing.T, name string) []byte {
+func fixture(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "webhook", "testdata", name))
 	if err != nil {
@@ -183,7 +183,7 @@ func fixture(t *testing.T, name string) []byte {
 }
 
 // edit decodes a JSON payload, lets fn change it and encodes it again.
-func edit(t *testing.T, body []byte, fn func(m map[string]any)) []byte {
+func edit(t testing.TB, body []byte, fn func(m map[string]any)) []byte {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(body, &m); err != nil {
@@ -206,7 +206,7 @@ func dig(m map[string]any, path ...string) map[string]any {
 }
 
 // writeFile writes content to name in dir with mode and returns the path.
-func writeFile(t *testing.T, dir, name, content string, mode os.FileMode) string {
+func writeFile(t testing.TB, dir, name, content string, mode os.FileMode) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, []byte(content), mode); err != nil {

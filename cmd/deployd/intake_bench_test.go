@@ -1,0 +1,358 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// BenchmarkWebhookIntake measures the whole intake path of a signed
+// registry_package delivery over real HTTP on 127.0.0.1: deployd started
+// through run() as `serve` wires it (router, middleware, signature check,
+// parse, match, durable SQLite write with synchronous=FULL, answer, log
+// lines at the default info level), next to a bare net/http handler that
+// only checks the HMAC-SHA256 and unmarshals the same body. Every request is
+// a unique delivery (its own id and a nonce in the body), so deduplication
+// never short-circuits, and every one matches a service and queues a
+// deployment (202). The service's registry is 127.0.0.1:9, where nothing
+// listens, so the deployments the worker picks up fail fast and back off:
+// what is measured is intake.
+//
+// The sub-benchmarks run serially (one connection) and with 16 concurrent
+// keep-alive connections. deployd's results carry x-bare, its ns/op divided
+// by the bare handler's in the same run (only when both ran). cpu-ns/op is
+// the CPU time of the whole test process (client and server) per request,
+// which other load on the machine disturbs less than ns/op.
+//
+//	go test ./cmd/deployd -run '^$' -bench WebhookIntake -benchtime 2s
+func BenchmarkWebhookIntake(b *testing.B) {
+	bodies := newSignedBodies(b, testSecret)
+	deployd := startBenchDeployd(b, "info")
+	bare := httptest.NewServer(bareIntakeHandler([]byte(testSecret)))
+	b.Cleanup(bare.Close)
+	client := benchClient(b)
+
+	for _, mode := range []struct {
+		name     string
+		parallel bool
+	}{{"serial", false}, {"conns16", true}} {
+		var bareNs float64
+		b.Run("bare/"+mode.name, func(b *testing.B) {
+			bareNs = runHTTPIntake(b, client, bare.URL+"/webhooks/github", bodies, mode.parallel)
+		})
+		b.Run("deployd/"+mode.name, func(b *testing.B) {
+			ns := runHTTPIntake(b, client, deployd+"/webhooks/github", bodies, mode.parallel)
+			if bareNs > 0 {
+				b.ReportMetric(ns/bareNs, "x-bare")
+			}
+		})
+	}
+}
+
+// runHTTPIntake posts b.N unique deliveries to url, from one goroutine or
+// from 16, checks that each is answered 202 and returns the ns/op.
+func runHTTPIntake(b *testing.B, client *http.Client, url string, bodies *signedBodies, parallel bool) float64 {
+	ds := bodies.make(b.N)
+	b.SetBytes(int64(bodies.size()))
+	b.ReportAllocs()
+	var next atomic.Int64
+	post := func() error {
+		return bodies.post(client, url, ds[next.Add(1)-1])
+	}
+	cpu0 := processCPU()
+	b.ResetTimer()
+	if parallel {
+		// 16 goroutines whatever GOMAXPROCS is, one connection each.
+		b.SetParallelism(max(1, 16/runtime.GOMAXPROCS(0)))
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := post(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	} else {
+		for range b.N {
+			if err := post(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	return float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+}
+
+// processCPU is the CPU time (user and system) the test process has used:
+// client and server together, but not what other processes took from
+// the machine, unlike ns/op.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// signedBodies makes unique signed deliveries of the tagged registry_package
+// fixture, compacted as GitHub sends it: the body is prefix + nonce +
+// suffix, and the HMAC state after the prefix is computed once, so that
+// making a delivery costs about a microsecond and little memory. Its
+// methods are safe for concurrent use.
+type signedBodies struct {
+	prefix, suffix []byte
+	mac            hash.Hash // HMAC state after prefix; cloned, never written
+	run            string    // makes delivery ids unique across runs
+	seq            atomic.Int64
+}
+
+// signedDelivery is what varies between two deliveries.
+type signedDelivery struct {
+	id, nonce, sig string
+}
+
+func newSignedBodies(tb testing.TB, secret string) *signedBodies {
+	tb.Helper()
+	var compact bytes.Buffer
+	raw, err := os.ReadFile(filepath.Join("..", "..", "webhook", "testdata", "registry_package.published.container-tagged.json"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := json.Compact(&compact, raw); err != nil {
+		tb.Fatal(err)
+	}
+	obj := bytes.TrimSpace(compact.Bytes())
+	s := &signedBodies{
+		prefix: append(bytes.Clone(obj[:len(obj)-1]), `,"deployd_bench_nonce":"`...),
+		suffix: []byte(`"}`),
+		run:    fmt.Sprintf("%x", time.Now().UnixNano()),
+	}
+	s.mac = hmac.New(sha256.New, []byte(secret))
+	s.mac.Write(s.prefix)
+	return s
+}
+
+// size is the length of every body.
+func (s *signedBodies) size() int { return len(s.prefix) + 16 + len(s.suffix) }
+
+// make returns n deliveries never made before by s.
+func (s *signedBodies) make(n int) []signedDelivery {
+	out := make([]signedDelivery, n)
+	for i := range out {
+		seq := s.seq.Add(1)
+		nonce := fmt.Sprintf("%016x", seq)
+		mac := s.mac.(hash.Cloner)
+		h, err := mac.Clone()
+		if err != nil {
+			panic(fmt.Sprintf("clone HMAC state: %v", err))
+		}
+		h.Write([]byte(nonce))
+		h.Write(s.suffix)
+		out[i] = signedDelivery{
+			id:    fmt.Sprintf("bench-%s-%d", s.run, seq),
+			nonce: nonce,
+			sig:   "sha256=" + hex.EncodeToString(h.Sum(nil)),
+		}
+	}
+	return out
+}
+
+// post sends d to url on a kept-alive connection and fails unless the
+// answer is 202.
+func (s *signedBodies) post(client *http.Client, url string, d signedDelivery) error {
+	body := io.MultiReader(bytes.NewReader(s.prefix), strings.NewReader(d.nonce), bytes.NewReader(s.suffix))
+	req, err := http.NewRequest(http.MethodPost, url, body)
+	if err != nil {
+		return err
+	}
+	req.ContentLength = int64(s.size())
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "GitHub-Hookshot/bench")
+	req.Header.Set("X-GitHub-Event", "registry_package")
+	req.Header.Set("X-GitHub-Delivery", d.id)
+	req.Header.Set("X-Hub-Signature-256", d.sig)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	answer, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("delivery %s: status %d: %s", d.id, resp.StatusCode, answer)
+	}
+	return nil
+}
+
+// benchClient keeps up to 32 connections to each server alive.
+func benchClient(tb testing.TB) *http.Client {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxIdleConns:        64,
+		MaxIdleConnsPerHost: 32,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+	}
+	tb.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
+}
+
+// bareIntakeHandler is the reference: a plain net/http handler that reads
+// the body under the same cap, checks the HMAC-SHA256 signature,
+// unmarshals the JSON into the fields deployd reads and answers 202 with a
+// JSON body. No router, no store, no log.
+func bareIntakeHandler(secret []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 25<<20))
+		if err != nil {
+			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		want, err := hex.DecodeString(strings.TrimPrefix(r.Header.Get("X-Hub-Signature-256"), "sha256="))
+		mac := hmac.New(sha256.New, secret)
+		mac.Write(body)
+		if err != nil || !hmac.Equal(mac.Sum(nil), want) {
+			http.Error(w, "bad signature", http.StatusUnauthorized)
+			return
+		}
+		var ev barePackageEvent
+		if err := json.Unmarshal(body, &ev); err != nil {
+			http.Error(w, "bad json", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusAccepted)
+		_ = json.NewEncoder(w).Encode(map[string][]int64{"deployments": {1}})
+	})
+}
+
+// barePackageEvent is what the bare handler decodes of a registry_package
+// event: the fields deployd's matcher reads.
+type barePackageEvent struct {
+	Action  string `json:"action"`
+	Package struct {
+		Name           string `json:"name"`
+		Namespace      string `json:"namespace"`
+		PackageType    string `json:"package_type"`
+		PackageVersion struct {
+			ContainerMetadata struct {
+				Tag struct {
+					Name   string `json:"name"`
+					Digest string `json:"digest"`
+				} `json:"tag"`
+			} `json:"container_metadata"`
+		} `json:"package_version"`
+	} `json:"registry_package"`
+	Repository struct {
+		FullName string `json:"full_name"`
+	} `json:"repository"`
+	Installation struct {
+		ID int64 `json:"id"`
+	} `json:"installation"`
+}
+
+// startBenchDeployd runs `deployd serve` through run() with a service that
+// every bench delivery matches, on a registry where nothing listens, and
+// returns its base URL once /healthz answers. Logs go to a file, at level.
+// deployd stops at cleanup.
+func startBenchDeployd(tb testing.TB, level string) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	secret := filepath.Join(dir, "webhook-secret")
+	if err := os.WriteFile(secret, []byte(testSecret), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	// A port picked here, so that the address is known whatever the log
+	// level; another process could take it meanwhile, which is unlikely.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	config := filepath.Join(dir, "deployd.yaml")
+	if err := os.WriteFile(config, []byte(benchConfig(addr, filepath.Join(dir, "data"), secret, level)), 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	logs, err := os.Create(filepath.Join(dir, "deployd.log"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", config}, func(string) string { return "" }, io.Discard, logs)
+	}()
+	tb.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			tb.Error("deployd did not stop within a minute")
+		}
+		logs.Close()
+	})
+	url := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case err := <-done:
+			tb.Fatalf("deployd exited before listening: %v", err)
+		default:
+		}
+		if resp, err := http.Get(url + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return url
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatal("deployd did not answer /healthz within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// benchConfig is a deployd configuration whose one service matches the
+// fixture's package (Acme-Corp/v7, v7/backend, tag latest) on a registry at
+// 127.0.0.1:9, where nothing listens.
+func benchConfig(listen, dataDir, secretFile, level string) string {
+	return fmt.Sprintf(`listen: %s
+data_dir: %q
+log: {level: %s, format: json}
+reconcile_interval: 0
+github:
+  webhook_secret_file: %q
+registries:
+  127.0.0.1:9:
+    credentials: [none]
+    insecure: true
+    github_packages: true
+services:
+  backend:
+    image: 127.0.0.1:9/acme-corp/v7/backend
+    repository: Acme-Corp/v7
+    tags: ["latest"]
+    container: {name: bench-backend}
+`, listen, dataDir, level, secretFile)
+}
