@@ -22,12 +22,10 @@ import (
 // own records: the delivery's received_at and the deployment's step log.
 //
 // The warm-up deployment logs podman in; the measured ones reuse that
-// login, so the pull step's Started is when `podman pull` runs:
-//
-//   - ms/trigger-to-pull: received_at to the pull step's Started (median;
-//     max-ms/trigger-to-pull is the slowest);
-//   - queue-ms: received_at to the deployment's started_at;
-//   - resolve-ms: the median duration of the resolve step.
+// login, so the pull step's Started is when podman pull runs. Reported:
+// ms/trigger-to-pull, from received_at to the pull step's Started (median,
+// and max-ms/trigger-to-pull the slowest); queue-ms, from received_at to
+// the deployment's started_at; resolve-ms, the resolve step's median.
 //
 //	DEPLOYD_E2E=1 go test ./cmd/deployd -run '^$' -bench TriggerToPull -benchtime 10x
 func BenchmarkTriggerToPull(b *testing.B) {
