@@ -294,6 +294,13 @@ func TestPipelineFallsBackWhenRegistryDeniesAppToken(t *testing.T) {
 	if !sawFallback {
 		t.Errorf("step log does not say the App token was refused and the next source used: %s", stepNames(d))
 	}
+	st, err := e.store.ServiceStatus(context.Background(), "backend")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Credential != "token_file" || !strings.Contains(st.CredentialNote, "github_app") {
+		t.Errorf("service records credential %q note %q; want token_file, and why github_app was passed over", st.Credential, st.CredentialNote)
+	}
 	e.argv.assertAbsent(appToken)
 	e.argv.assertAbsent(patToken)
 }
@@ -578,4 +585,20 @@ func TestPipelineFreshTokenReachesPodmanAtPull(t *testing.T) {
 	}
 	e.argv.assertAbsent(stale)
 	e.argv.assertAbsent(fresh)
+}
+
+func TestPipelineServiceDryRunIsRecordedAndChangesNothing(t *testing.T) {
+	e := newPipelineEnv(t, patCredentials(), func(s *deployer.ServiceSpec) { s.DryRun = true })
+	e.push("v1", podmantest.AppOptions{})
+	d := e.deploy(deployer.Request{})
+	requireState(t, d, deployer.StateSucceeded)
+	if !d.DryRun || !strings.Contains(stepNames(d), "plan:ok") {
+		t.Errorf("service-wide dry run: dry_run %v, steps %s; want it recorded as a dry run with its plan", d.DryRun, stepNames(d))
+	}
+	if n := e.argv.count("pull"); n != 0 {
+		t.Errorf("a dry-run service pulled %d times", n)
+	}
+	if got := e.containers(); len(got) != 0 {
+		t.Errorf("a dry-run service started containers %v", got)
+	}
 }

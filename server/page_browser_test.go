@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/rs/zerolog"
 
+	"github.com/deployd/deployd/auth"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/server"
@@ -286,13 +288,19 @@ func TestStatusPageInBrowser(t *testing.T) {
 		defer cancel()
 		queue.Shutdown(ctx)
 	})
+	key, err := auth.NewAPIKey([]byte(apiKeyMaterial))
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := server.New(server.Config{
 		Webhook: http.NotFoundHandler(),
 		Store:   st,
 		Drainer: queue,
+		Queue:   queue,
+		Tokens:  verifier{key},
 		Services: []server.Service{
-			{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}},
-			{Name: "web", Image: "ghcr.io/acme/v7/web", Strategy: "container", Tags: []string{"latest"}},
+			{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
+			{Name: "web", Image: "ghcr.io/acme/v7/web", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
 		},
 		Logger:      zerolog.Nop(),
 		Events:      hub,
@@ -369,12 +377,22 @@ func TestStatusPageInBrowser(t *testing.T) {
 		}
 	}
 
-	// A deploy through the queue shows up and moves to succeeded live.
-	d, err := queue.Enqueue(context.Background(), deployer.Request{Service: "web", Tag: "v2.4.1",
-		Trigger: deployer.Trigger{Kind: deployer.TriggerManual, Subject: "ci"}})
+	// A deploy through the API shows up and moves to succeeded live.
+	tok, err := key.Issue("ci", []string{"deploy:web"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/api/v1/services/web/deploy", strings.NewReader(`{"tag":"v2.4.1"}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d deployer.Deployment
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil || resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("deploy through the API: %d %v", resp.StatusCode, err)
+	}
+	resp.Body.Close()
 	waitUntil("new deployment row", firstRow("web", "id"), fmt.Sprintf("#%d", d.ID))
 	waitUntil("running state", firstRow("web", "state"), "running")
 	waitUntil("card badge while running", fmt.Sprintf(`(`+cardJS+`).querySelector('[data-field="state"]').textContent`, "web"), "running")
