@@ -3,16 +3,11 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/webhook/webhooktest"
 )
 
 // benchBodies is how many distinct signed deliveries a benchmark cycles through.
@@ -47,43 +43,15 @@ type benchDelivery struct {
 // compacted as GitHub sends it, each with a distinct nonce field and signed.
 func benchDeliveries(b *testing.B, n int) []benchDelivery {
 	b.Helper()
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, fixture(b, "registry_package.published.container-tagged.json")); err != nil {
+	g, err := webhooktest.NewDeliveries(fixture(b, "registry_package.published.container-tagged.json"), []byte(testSecret), "deployd_bench_nonce")
+	if err != nil {
 		b.Fatal(err)
 	}
 	out := make([]benchDelivery, n)
-	for i := range out {
-		body := withField(compact.Bytes(), "deployd_bench_nonce", fmt.Sprintf("%016x", i))
-		out[i] = benchDelivery{body: body, sig: sign(testSecret, body), id: fmt.Sprintf("bench-%d", i)}
+	for i, d := range g.Make(n) {
+		out[i] = benchDelivery{body: g.Body(d), sig: d.Signature, id: fmt.Sprintf("bench-%d", i)}
 	}
 	return out
-}
-
-// bareHandler is the baseline: a plain net/http handler that checks the
-// HMAC-SHA256 signature and unmarshals the JSON body, nothing else.
-func bareHandler(secret []byte) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
-		if err != nil {
-			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		want, err := hex.DecodeString(strings.TrimPrefix(r.Header.Get("X-Hub-Signature-256"), "sha256="))
-		mac := hmac.New(sha256.New, secret)
-		mac.Write(body)
-		if err != nil || !hmac.Equal(mac.Sum(nil), want) {
-			http.Error(w, "bad signature", http.StatusUnauthorized)
-			return
-		}
-		var ev packagePayload
-		if err := json.Unmarshal(body, &ev); err != nil {
-			http.Error(w, "bad json", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusAccepted)
-		_, _ = w.Write([]byte(`{"deployments":[1]}` + "\n"))
-	})
 }
 
 func newBenchRequest(d benchDelivery) *http.Request {
@@ -150,7 +118,7 @@ func BenchmarkIntake(b *testing.B) {
 // json.Unmarshal of the same deliveries in a bare net/http handler.
 func BenchmarkBare(b *testing.B) {
 	ds := benchDeliveries(b, benchBodies)
-	h := bareHandler([]byte(testSecret))
+	h := webhooktest.BareHandler([]byte(testSecret))
 	b.Run("serial", func(b *testing.B) { runIntake(b, h, ds, false) })
 	b.Run("parallel", func(b *testing.B) { runIntake(b, h, ds, true) })
 }
@@ -160,7 +128,7 @@ func BenchmarkBare(b *testing.B) {
 // and 99th-percentile latencies (intake/bare).
 func BenchmarkIntakeVsBare(b *testing.B) {
 	ds := benchDeliveries(b, benchBodies)
-	intake, bare := newBenchHandler(b), bareHandler([]byte(testSecret))
+	intake, bare := newBenchHandler(b), webhooktest.BareHandler([]byte(testSecret))
 	var ti, tb []time.Duration
 	timed := func(h http.Handler, d benchDelivery) time.Duration {
 		r, w := newBenchRequest(d), httptest.NewRecorder()

@@ -1,14 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -16,11 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployd/deployd/webhook/webhooktest"
 )
 
 // BenchmarkWebhookIntake measures the whole intake path of a signed
@@ -45,7 +40,7 @@ import (
 func BenchmarkWebhookIntake(b *testing.B) {
 	bodies := newSignedBodies(b, testSecret)
 	deployd := startBenchDeployd(b, "info")
-	bare := httptest.NewServer(bareIntakeHandler([]byte(testSecret)))
+	bare := httptest.NewServer(webhooktest.BareHandler([]byte(testSecret)))
 	b.Cleanup(bare.Close)
 	client := benchClient(b)
 
@@ -70,7 +65,7 @@ func BenchmarkWebhookIntake(b *testing.B) {
 // from 16, checks that each is answered 202 and returns the ns/op.
 func runHTTPIntake(b *testing.B, client *http.Client, url string, bodies *signedBodies, parallel bool) float64 {
 	ds := bodies.make(b.N)
-	b.SetBytes(int64(bodies.size()))
+	b.SetBytes(int64(bodies.Size()))
 	b.ReportAllocs()
 	var next atomic.Int64
 	post := func() error {
@@ -113,64 +108,37 @@ func processCPU() time.Duration {
 }
 
 // signedBodies makes unique signed deliveries of the tagged registry_package
-// fixture, compacted as GitHub sends it: the body is prefix + nonce +
-// suffix, and the HMAC state after the prefix is computed once, so that
-// making a delivery costs about a microsecond and little memory. Its
-// methods are safe for concurrent use.
+// fixture (see webhooktest.Deliveries), with delivery ids unique across
+// runs. Its methods are safe for concurrent use.
 type signedBodies struct {
-	prefix, suffix []byte
-	mac            hash.Hash // HMAC state after prefix; cloned, never written
-	run            string    // makes delivery ids unique across runs
-	seq            atomic.Int64
-}
-
-// signedDelivery is what varies between two deliveries.
-type signedDelivery struct {
-	id, nonce, sig string
+	*webhooktest.Deliveries
+	run string // makes delivery ids unique across runs
 }
 
 func newSignedBodies(tb testing.TB, secret string) *signedBodies {
 	tb.Helper()
-	var compact bytes.Buffer
 	raw, err := os.ReadFile(filepath.Join("..", "..", "webhook", "testdata", "registry_package.published.container-tagged.json"))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	if err := json.Compact(&compact, raw); err != nil {
+	g, err := webhooktest.NewDeliveries(raw, []byte(secret), "deployd_bench_nonce")
+	if err != nil {
 		tb.Fatal(err)
 	}
-	obj := bytes.TrimSpace(compact.Bytes())
-	s := &signedBodies{
-		prefix: append(bytes.Clone(obj[:len(obj)-1]), `,"deployd_bench_nonce":"`...),
-		suffix: []byte(`"}`),
-		run:    fmt.Sprintf("%x", time.Now().UnixNano()),
-	}
-	s.mac = hmac.New(sha256.New, []byte(secret))
-	s.mac.Write(s.prefix)
-	return s
+	return &signedBodies{Deliveries: g, run: fmt.Sprintf("%x", time.Now().UnixNano())}
 }
 
-// size is the length of every body.
-func (s *signedBodies) size() int { return len(s.prefix) + 16 + len(s.suffix) }
+// signedDelivery is one delivery and its id.
+type signedDelivery struct {
+	webhooktest.Delivery
+	id string
+}
 
 // make returns n deliveries never made before by s.
 func (s *signedBodies) make(n int) []signedDelivery {
 	out := make([]signedDelivery, n)
-	for i := range out {
-		seq := s.seq.Add(1)
-		nonce := fmt.Sprintf("%016x", seq)
-		mac := s.mac.(hash.Cloner)
-		h, err := mac.Clone()
-		if err != nil {
-			panic(fmt.Sprintf("clone HMAC state: %v", err))
-		}
-		h.Write([]byte(nonce))
-		h.Write(s.suffix)
-		out[i] = signedDelivery{
-			id:    fmt.Sprintf("bench-%s-%d", s.run, seq),
-			nonce: nonce,
-			sig:   "sha256=" + hex.EncodeToString(h.Sum(nil)),
-		}
+	for i, d := range s.Make(n) {
+		out[i] = signedDelivery{Delivery: d, id: fmt.Sprintf("bench-%s-%d", s.run, d.Seq)}
 	}
 	return out
 }
@@ -178,17 +146,16 @@ func (s *signedBodies) make(n int) []signedDelivery {
 // post sends d to url on a kept-alive connection and fails unless the
 // answer is 202.
 func (s *signedBodies) post(client *http.Client, url string, d signedDelivery) error {
-	body := io.MultiReader(bytes.NewReader(s.prefix), strings.NewReader(d.nonce), bytes.NewReader(s.suffix))
-	req, err := http.NewRequest(http.MethodPost, url, body)
+	req, err := http.NewRequest(http.MethodPost, url, s.Reader(d.Delivery))
 	if err != nil {
 		return err
 	}
-	req.ContentLength = int64(s.size())
+	req.ContentLength = int64(s.Size())
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "GitHub-Hookshot/bench")
 	req.Header.Set("X-GitHub-Event", "registry_package")
 	req.Header.Set("X-GitHub-Delivery", d.id)
-	req.Header.Set("X-Hub-Signature-256", d.sig)
+	req.Header.Set("X-Hub-Signature-256", d.Signature)
 	resp, err := client.Do(req)
 	if err != nil {
 		return err
@@ -215,60 +182,6 @@ func benchClient(tb testing.TB) *http.Client {
 	}
 	tb.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
-}
-
-// bareIntakeHandler is the reference: a plain net/http handler that reads
-// the body under the same cap, checks the HMAC-SHA256 signature,
-// unmarshals the JSON into the fields deployd reads and answers 202 with a
-// JSON body. No router, no store, no log.
-func bareIntakeHandler(secret []byte) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 25<<20))
-		if err != nil {
-			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		want, err := hex.DecodeString(strings.TrimPrefix(r.Header.Get("X-Hub-Signature-256"), "sha256="))
-		mac := hmac.New(sha256.New, secret)
-		mac.Write(body)
-		if err != nil || !hmac.Equal(mac.Sum(nil), want) {
-			http.Error(w, "bad signature", http.StatusUnauthorized)
-			return
-		}
-		var ev barePackageEvent
-		if err := json.Unmarshal(body, &ev); err != nil {
-			http.Error(w, "bad json", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		w.WriteHeader(http.StatusAccepted)
-		_ = json.NewEncoder(w).Encode(map[string][]int64{"deployments": {1}})
-	})
-}
-
-// barePackageEvent is what the bare handler decodes of a registry_package
-// event: the fields deployd's matcher reads.
-type barePackageEvent struct {
-	Action  string `json:"action"`
-	Package struct {
-		Name           string `json:"name"`
-		Namespace      string `json:"namespace"`
-		PackageType    string `json:"package_type"`
-		PackageVersion struct {
-			ContainerMetadata struct {
-				Tag struct {
-					Name   string `json:"name"`
-					Digest string `json:"digest"`
-				} `json:"tag"`
-			} `json:"container_metadata"`
-		} `json:"package_version"`
-	} `json:"registry_package"`
-	Repository struct {
-		FullName string `json:"full_name"`
-	} `json:"repository"`
-	Installation struct {
-		ID int64 `json:"id"`
-	} `json:"installation"`
 }
 
 // startBenchDeployd runs `deployd serve` through run() with a service that

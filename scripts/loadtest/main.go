@@ -31,14 +31,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"hash"
 	"io"
 	"net"
 	"net/http"
@@ -54,6 +49,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/deployd/deployd/webhook/webhooktest"
 )
 
 // secret is the webhook secret both servers verify.
@@ -171,7 +168,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer deployd.stop()
 
 	fmt.Fprintf(stdout, "deployd webhook intake load test: %d keep-alive connections per server, unique signed %d-byte registry_package deliveries, %d round(s) of %s or %d requests per server.\n",
-		o.conns, bodies.size(), o.rounds, o.duration, o.requests)
+		o.conns, bodies.Size(), o.rounds, o.duration, o.requests)
 	fmt.Fprintf(stdout, "The client, the bare server and deployd (log level %s) share this machine's %d CPUs: figures are lower than on a dedicated server, the ratios compare like with like. CPU/req is the server process's own CPU time per request.\n\n",
 		o.logLevel, runtime.NumCPU())
 
@@ -331,63 +328,35 @@ func moduleRoot(ctx context.Context) (string, error) {
 	return filepath.Dir(gomod), nil
 }
 
-// bodies makes unique signed deliveries of one fixture, compacted as
-// GitHub sends it: the body is prefix + 16-digit nonce + suffix, and the
-// HMAC state after the prefix is kept, so that a delivery costs the client
-// about a microsecond. Safe for concurrent use.
+// bodies makes unique signed deliveries of one fixture (see
+// webhooktest.Deliveries), with delivery ids unique across runs. Safe for
+// concurrent use.
 type bodies struct {
-	prefix, suffix []byte
-	mac            hash.Cloner // HMAC state after prefix; cloned, never written
-	run            string
-	seq            atomic.Int64
+	*webhooktest.Deliveries
+	run string
 }
 
 func newBodies(fixture []byte, secret string) (*bodies, error) {
-	var compact bytes.Buffer
-	if err := json.Compact(&compact, fixture); err != nil {
+	g, err := webhooktest.NewDeliveries(fixture, []byte(secret), "deployd_loadtest_nonce")
+	if err != nil {
 		return nil, fmt.Errorf("fixture: %w", err)
 	}
-	obj := bytes.TrimSpace(compact.Bytes())
-	if len(obj) < 2 || obj[len(obj)-1] != '}' {
-		return nil, errors.New("fixture: not a JSON object")
-	}
-	b := &bodies{
-		prefix: append(bytes.Clone(obj[:len(obj)-1]), `,"deployd_loadtest_nonce":"`...),
-		suffix: []byte(`"}`),
-		run:    strconv.FormatInt(time.Now().UnixNano(), 36),
-	}
-	mac, ok := hmac.New(sha256.New, []byte(secret)).(hash.Cloner)
-	if !ok {
-		return nil, errors.New("HMAC state cannot be cloned")
-	}
-	mac.Write(b.prefix)
-	b.mac = mac
-	return b, nil
+	return &bodies{Deliveries: g, run: strconv.FormatInt(time.Now().UnixNano(), 36)}, nil
 }
-
-func (b *bodies) size() int { return len(b.prefix) + 16 + len(b.suffix) }
 
 // request returns a new delivery for url.
 func (b *bodies) request(url string) (*http.Request, error) {
-	seq := b.seq.Add(1)
-	nonce := fmt.Sprintf("%016x", seq)
-	h, err := b.mac.Clone()
+	d := b.Next()
+	req, err := http.NewRequest(http.MethodPost, url, b.Reader(d))
 	if err != nil {
 		return nil, err
 	}
-	h.Write([]byte(nonce))
-	h.Write(b.suffix)
-	body := io.MultiReader(bytes.NewReader(b.prefix), strings.NewReader(nonce), bytes.NewReader(b.suffix))
-	req, err := http.NewRequest(http.MethodPost, url, body)
-	if err != nil {
-		return nil, err
-	}
-	req.ContentLength = int64(b.size())
+	req.ContentLength = int64(b.Size())
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "GitHub-Hookshot/loadtest")
 	req.Header.Set("X-GitHub-Event", "registry_package")
-	req.Header.Set("X-GitHub-Delivery", "loadtest-"+b.run+"-"+strconv.FormatInt(seq, 10))
-	req.Header.Set("X-Hub-Signature-256", "sha256="+hex.EncodeToString(h.Sum(nil)))
+	req.Header.Set("X-GitHub-Delivery", "loadtest-"+b.run+"-"+strconv.FormatInt(d.Seq, 10))
+	req.Header.Set("X-Hub-Signature-256", d.Signature)
 	return req, nil
 }
 
@@ -649,7 +618,7 @@ func serveBare() error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: bareHandler([]byte(secret)), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: webhooktest.BareHandler([]byte(secret)), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Println(ln.Addr().String())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -663,59 +632,6 @@ func serveBare() error {
 		return err
 	}
 	return nil
-}
-
-// bareHandler reads the body under the same 25 MiB cap as deployd, checks
-// the HMAC-SHA256 signature, unmarshals the JSON into the fields deployd
-// reads and answers 202 with a JSON body. No router, store or log.
-func bareHandler(secret []byte) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 25<<20))
-		if err != nil {
-			http.Error(w, "too large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		want, err := hex.DecodeString(strings.TrimPrefix(r.Header.Get("X-Hub-Signature-256"), "sha256="))
-		mac := hmac.New(sha256.New, secret)
-		mac.Write(body)
-		if err != nil || !hmac.Equal(mac.Sum(nil), want) {
-			http.Error(w, "bad signature", http.StatusUnauthorized)
-			return
-		}
-		var ev packageEvent
-		if err := json.Unmarshal(body, &ev); err != nil {
-			http.Error(w, "bad json", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json; charset=utf-8")
-		w.WriteHeader(http.StatusAccepted)
-		_ = json.NewEncoder(w).Encode(map[string][]int64{"deployments": {1}})
-	})
-}
-
-// packageEvent is what the bare handler decodes of a registry_package
-// event: the fields deployd's matcher reads.
-type packageEvent struct {
-	Action  string `json:"action"`
-	Package struct {
-		Name           string `json:"name"`
-		Namespace      string `json:"namespace"`
-		PackageType    string `json:"package_type"`
-		PackageVersion struct {
-			ContainerMetadata struct {
-				Tag struct {
-					Name   string `json:"name"`
-					Digest string `json:"digest"`
-				} `json:"tag"`
-			} `json:"container_metadata"`
-		} `json:"package_version"`
-	} `json:"registry_package"`
-	Repository struct {
-		FullName string `json:"full_name"`
-	} `json:"repository"`
-	Installation struct {
-		ID int64 `json:"id"`
-	} `json:"installation"`
 }
 
 // rss is the process's resident set size, from /proc (Linux only).
