@@ -291,18 +291,39 @@ func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 			op.done <- op.err
 		}
 	}()
-	failAll := func(err error) {
+	// Most batches apply cleanly: run them without a savepoint per call.
+	// If a call fails, undo the whole attempt and apply the batch again
+	// with savepoints, so that each call keeps its own outcome.
+	if len(batch) > 1 && s.apply(ctx, batch, false) {
+		return
+	}
+	s.apply(ctx, batch, true)
+}
+
+// apply runs the batch in one transaction and commits it. Without
+// savepoints it gives up (rolls back, clears every call's error and
+// returns false) as soon as a call fails; with them, a failing call is
+// undone alone. It returns true when the batch is settled: committed, or
+// every call failed.
+func (s *Store) apply(ctx context.Context, batch []*writeOp, savepoints bool) bool {
+	failAll := func(err error) bool {
 		for _, op := range batch {
 			if op.err == nil {
 				op.err = err
 			}
 		}
+		return true
 	}
-
+	for _, op := range batch {
+		op.err = nil
+	}
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
-		failAll(fmt.Errorf("begin: %w", err))
-		return
+		return failAll(fmt.Errorf("begin: %w", err))
+	}
+	exec := func(stmt *sql.Stmt) error {
+		_, err := tx.StmtContext(ctx, stmt).ExecContext(ctx)
+		return err
 	}
 	applied := 0
 	for _, op := range batch {
@@ -310,22 +331,30 @@ func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 			op.err = err
 			continue
 		}
-		if _, err := tx.StmtContext(ctx, s.hot.savepoint).ExecContext(ctx); err != nil {
+		if !savepoints {
+			if op.err = op.fn(ctx, tx); op.err != nil {
+				tx.Rollback()
+				for _, o := range batch {
+					o.err = nil
+				}
+				return false
+			}
+			applied++
+			continue
+		}
+		if err := exec(s.hot.savepoint); err != nil {
 			tx.Rollback()
-			failAll(fmt.Errorf("savepoint: %w", err))
-			return
+			return failAll(fmt.Errorf("savepoint: %w", err))
 		}
 		if op.err = op.fn(ctx, tx); op.err != nil {
-			if _, err := tx.StmtContext(ctx, s.hot.rollbackTo).ExecContext(ctx); err != nil {
+			if err := exec(s.hot.rollbackTo); err != nil {
 				tx.Rollback()
-				failAll(fmt.Errorf("roll back to savepoint: %w", err))
-				return
+				return failAll(fmt.Errorf("roll back to savepoint: %w", err))
 			}
 		}
-		if _, err := tx.StmtContext(ctx, s.hot.release).ExecContext(ctx); err != nil {
+		if err := exec(s.hot.release); err != nil {
 			tx.Rollback()
-			failAll(fmt.Errorf("release savepoint: %w", err))
-			return
+			return failAll(fmt.Errorf("release savepoint: %w", err))
 		}
 		if op.err == nil {
 			applied++
@@ -333,16 +362,16 @@ func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 	}
 	if applied == 0 {
 		tx.Rollback()
-		return
+		return true
 	}
 	if err := tx.Commit(); err != nil {
-		failAll(fmt.Errorf("commit: %w", err))
-		return
+		return failAll(fmt.Errorf("commit: %w", err))
 	}
 	s.commits.Add(1)
 	if s.onCommit != nil {
 		s.onCommit(applied)
 	}
+	return true
 }
 
 // hotStmts are the statements that every delivery runs, prepared once on
