@@ -41,13 +41,14 @@ func (s *Store) SetServiceStatus(ctx context.Context, st deployer.ServiceStatus)
 	if st.Name == "" {
 		return errors.New("set service status: no service name")
 	}
+	var old string
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		now := s.now()
 		updated := st.UpdatedAt
 		if updated.IsZero() {
 			updated = now
 		}
-		var old string
+		old = ""
 		err := tx.QueryRowContext(ctx, "SELECT digest FROM services WHERE name = ?", st.Name).Scan(&old)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
@@ -87,17 +88,49 @@ func (s *Store) SetServiceStatus(ctx context.Context, st deployer.ServiceStatus)
 	if err != nil {
 		return fmt.Errorf("set status of service %s: %w", st.Name, err)
 	}
+	// Committed: mirror the history change, as the transaction made it.
+	s.replacedMu.Lock()
+	for _, replaced := range []string{old, st.PreviousDigest} {
+		if replaced != "" && replaced != st.Digest {
+			s.replaced[serviceDigest{st.Name, replaced}] = true
+		}
+	}
+	if st.Digest != "" {
+		delete(s.replaced, serviceDigest{st.Name, st.Digest})
+	}
+	s.replacedMu.Unlock()
 	return nil
 }
 
 // DigestReplaced reports whether digest ran for service and another digest
-// later took its place (and it does not run again now). Safe for concurrent
-// use.
-func (s *Store) DigestReplaced(ctx context.Context, service, digest string) (bool, error) {
-	var replaced bool
-	err := s.digestReplaced.QueryRowContext(ctx, service, digest).Scan(&replaced)
+// later took its place (and it does not run again now). It answers from
+// memory. Safe for concurrent use.
+func (s *Store) DigestReplaced(_ context.Context, service, digest string) (bool, error) {
+	s.replacedMu.RLock()
+	defer s.replacedMu.RUnlock()
+	return s.replaced[serviceDigest{service, digest}], nil
+}
+
+// serviceDigest keys the replaced-digest memory.
+type serviceDigest struct{ service, digest string }
+
+// loadReplaced reads every replaced digest of every service.
+func loadReplaced(ctx context.Context, db *sql.DB) (map[serviceDigest]bool, error) {
+	rows, err := db.QueryContext(ctx, "SELECT service, digest FROM service_digests WHERE replaced_at IS NOT NULL")
 	if err != nil {
-		return false, fmt.Errorf("check replaced digest %s of %s: %w", digest, service, err)
+		return nil, fmt.Errorf("load replaced digests: %w", err)
 	}
-	return replaced, nil
+	defer rows.Close()
+	m := make(map[serviceDigest]bool)
+	for rows.Next() {
+		var k serviceDigest
+		if err := rows.Scan(&k.service, &k.digest); err != nil {
+			return nil, fmt.Errorf("load replaced digests: %w", err)
+		}
+		m[k] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("load replaced digests: %w", err)
+	}
+	return m, nil
 }

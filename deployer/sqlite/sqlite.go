@@ -36,9 +36,12 @@ type Store struct {
 	wdb *sql.DB // exactly one connection, used only by the writer goroutine
 	rdb *sql.DB // read-only connections
 	hot hotStmts
-	// digestReplaced is DigestReplaced's query, which every webhook
-	// delivery that queues a deployment runs; prepared on rdb.
-	digestReplaced *sql.Stmt
+
+	// replaced mirrors service_digests' replaced rows, which every webhook
+	// delivery that queues a deployment asks about. Only SetServiceStatus
+	// changes them, after its commit; loaded at Open.
+	replacedMu sync.RWMutex
+	replaced   map[serviceDigest]bool
 
 	now      func() time.Time
 	maxBatch int
@@ -158,13 +161,12 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		wdb.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
-	digestReplaced, err := rdb.PrepareContext(ctx, `SELECT EXISTS (SELECT 1 FROM service_digests
-		WHERE service = ? AND digest = ? AND replaced_at IS NOT NULL)`)
+	replaced, err := loadReplaced(ctx, rdb)
 	if err != nil {
 		rdb.Close()
 		hot.close()
 		wdb.Close()
-		return nil, fmt.Errorf("open store %s: prepare: %w", path, err)
+		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 
 	s := &Store{
@@ -176,8 +178,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		onCommit: o.onCommit,
 		ops:      make(chan *writeOp, o.maxBatch),
 		stopped:  make(chan struct{}),
-
-		digestReplaced: digestReplaced,
+		replaced: replaced,
 	}
 	go s.run(context.WithoutCancel(ctx))
 	return s, nil
@@ -207,7 +208,7 @@ func (s *Store) Close() error {
 		close(s.ops)
 		s.mu.Unlock()
 		<-s.stopped
-		s.closeErr = errors.Join(s.hot.close(), s.digestReplaced.Close(), s.rdb.Close(), s.wdb.Close())
+		s.closeErr = errors.Join(s.hot.close(), s.rdb.Close(), s.wdb.Close())
 		if s.closeErr != nil {
 			s.closeErr = fmt.Errorf("close store: %w", s.closeErr)
 		}
