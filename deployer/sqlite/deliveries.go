@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -54,28 +53,32 @@ func (s *Store) RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []
 			now      = s.now()
 			received = d.ReceivedAt
 		)
-		err := tx.StmtContext(ctx, s.hot.duplicate).QueryRowContext(ctx,
-			nullString(d.ID), nullString(d.BodySHA256)).Scan(&sameID, &origSeq, &origID)
-		switch {
-		case err == nil:
-			rcpt.Duplicate = true
-			result, reason = deployer.ResultDuplicate, duplicateReason(sameID, origSeq, origID)
-		case !errors.Is(err, sql.ErrNoRows):
-			return err
-		case len(reqs) > 0:
+		if len(reqs) > 0 {
 			result = deployer.ResultQueued
 		}
 		if received.IsZero() {
 			received = now
 		}
-		res, err := tx.StmtContext(ctx, s.hot.insertDelivery).ExecContext(ctx,
+		// Insert it as new; the partial unique indexes refuse a repeat.
+		res, err := tx.StmtContext(ctx, s.hot.insertNewDelivery).ExecContext(ctx,
 			nullString(d.ID), d.Event, d.Action, nullString(d.BodySHA256),
 			formatTime(received), result, reason)
 		if err != nil {
 			return err
 		}
-		if rcpt.Duplicate {
-			return nil
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 0 {
+			// A repeat: record it as a duplicate naming the original.
+			if err := tx.StmtContext(ctx, s.hot.duplicate).QueryRowContext(ctx,
+				nullString(d.ID), nullString(d.BodySHA256)).Scan(&sameID, &origSeq, &origID); err != nil {
+				return fmt.Errorf("find the delivery this one repeats: %w", err)
+			}
+			rcpt.Duplicate = true
+			_, err := tx.StmtContext(ctx, s.hot.insertDelivery).ExecContext(ctx,
+				nullString(d.ID), d.Event, d.Action, nullString(d.BodySHA256), formatTime(received),
+				deployer.ResultDuplicate, duplicateReason(sameID, origSeq, origID))
+			return err
 		}
 		seq, err := res.LastInsertId()
 		if err != nil {

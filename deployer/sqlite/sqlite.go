@@ -381,6 +381,7 @@ func (s *Store) apply(ctx context.Context, batch []*writeOp, savepoints bool) bo
 type hotStmts struct {
 	savepoint, release, rollbackTo *sql.Stmt
 	duplicate, insertDelivery      *sql.Stmt
+	insertNewDelivery              *sql.Stmt
 	supersede, insertDeployment    *sql.Stmt
 }
 
@@ -407,6 +408,11 @@ func prepareHot(ctx context.Context, db *sql.DB) (hotStmts, error) {
 		{&h.insertDelivery, `INSERT INTO deliveries
 			(delivery_id, event, action, body_sha256, received_at, result, reason)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`},
+		// Inserts nothing when the partial unique indexes say the delivery
+		// repeats one recorded before: the common case costs one statement.
+		{&h.insertNewDelivery, `INSERT INTO deliveries
+			(delivery_id, event, action, body_sha256, received_at, result, reason)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
 		{&h.supersede, "UPDATE deployments SET state = 'superseded', finished_at = ? WHERE service = ? AND state = 'queued'"},
 		{&h.insertDeployment, `INSERT INTO deployments
 			(service, delivery_seq, trigger_kind, trigger_delivery_id, trigger_event, trigger_subject,
@@ -426,7 +432,7 @@ func prepareHot(ctx context.Context, db *sql.DB) (hotStmts, error) {
 func (h hotStmts) close() error {
 	var errs []error
 	for _, st := range []*sql.Stmt{h.savepoint, h.release, h.rollbackTo, h.duplicate,
-		h.insertDelivery, h.supersede, h.insertDeployment} {
+		h.insertDelivery, h.insertNewDelivery, h.supersede, h.insertDeployment} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
