@@ -85,6 +85,9 @@ func NewHub(cfg HubConfig) *Hub {
 // Publish announces a deployment's new state or step. It has the signature
 // of deployer.QueueConfig.Notify and deployer.PipelineConfig.Notify.
 func (h *Hub) Publish(d deployer.Deployment) {
+	if !h.listened() {
+		return
+	}
 	data, err := json.Marshal(d)
 	if err != nil {
 		h.log.Error().Err(err).Int64(deployer.KeyDeploymentID, d.ID).Msg("encode deployment event")
@@ -95,12 +98,23 @@ func (h *Hub) Publish(d deployer.Deployment) {
 
 // PublishDelivery announces a recorded webhook delivery.
 func (h *Hub) PublishDelivery(d deployer.Delivery) {
+	if !h.listened() {
+		return
+	}
 	data, err := json.Marshal(d)
 	if err != nil {
 		h.log.Error().Err(err).Str(deployer.KeyDeliveryID, d.ID).Msg("encode delivery event")
 		return
 	}
 	h.broadcast(event{name: eventDelivery, data: data})
+}
+
+// listened reports whether any stream is open, so that events nobody
+// would receive are not even encoded.
+func (h *Hub) listened() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs) > 0
 }
 
 func (h *Hub) broadcast(ev event) {
