@@ -23,6 +23,10 @@ import (
 // MaxBodyBytes is the largest delivery body accepted (GitHub caps payloads at 25 MiB).
 const MaxBodyBytes = 25 << 20
 
+// preallocBodyBytes bounds the buffer reserved for a body from its declared
+// length, before any of it is read.
+const preallocBodyBytes = 256 << 10
+
 // Limits on the unsigned headers that name a delivery.
 const (
 	maxDeliveryIDLen = 128
@@ -268,7 +272,11 @@ func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *problem) {
 	}
 	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+		// Size the buffer from the declared length, but only up to what a
+		// typical delivery needs: before the signature is checked, a
+		// client must not make deployd reserve 25 MiB per request by
+		// declaring it. Larger bodies grow the buffer as bytes arrive.
+		buf.Grow(int(min(r.ContentLength, preallocBodyBytes)) + bytes.MinRead)
 	}
 	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes)); err != nil {
 		var mbe *http.MaxBytesError

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -513,4 +514,28 @@ func withField(body []byte, key, value string) []byte {
 	out = append(out, kv[1:len(kv)-1]...)
 	out = append(out, ',')
 	return append(out, body[i+1:]...)
+}
+
+// A declared Content-Length alone must not make the handler reserve memory
+// for it before the signature is checked.
+func TestHandlerDoesNotReserveDeclaredLength(t *testing.T) {
+	h := newTestHandler(t, &fakeRecorder{}, io.Discard)
+	body := strings.NewReader(`{"zen":"x"}`)
+	req := httptest.NewRequest(http.MethodPost, "/webhooks/github", body)
+	req.ContentLength = MaxBodyBytes // a lie: the body is tiny
+	req.Header.Set("X-GitHub-Event", "ping")
+	req.Header.Set("X-GitHub-Delivery", "d-lie")
+	req.Header.Set("X-Hub-Signature-256", "sha256=00")
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	runtime.ReadMemStats(&after)
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("status %d, want 401 for the bad signature", rec.Code)
+	}
+	if grown := after.TotalAlloc - before.TotalAlloc; grown > 4<<20 {
+		t.Errorf("a request declaring %d bytes allocated %d bytes before its signature was checked", MaxBodyBytes, grown)
+	}
 }
