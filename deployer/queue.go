@@ -174,6 +174,9 @@ func (q *Queue) RecordDelivery(ctx context.Context, d Delivery, reqs []Request) 
 	if len(reqs) > 0 && len(kept) == 0 {
 		rec.Ignored = d.Reason
 	}
+	for _, s := range rec.Superseded {
+		q.notify(s)
+	}
 	for _, r := range kept {
 		q.wake(r.Service)
 	}
@@ -214,9 +217,22 @@ func (q *Queue) Enqueue(ctx context.Context, r Request) (Deployment, error) {
 	if err := r.Validate(); err != nil {
 		return Deployment{}, err
 	}
+	// What is queued now will be superseded: remember it to announce it.
+	recent, err := q.store.Deployments(ctx, r.Service, Page{Limit: 10})
+	if err != nil {
+		return Deployment{}, err
+	}
 	d, err := q.store.Enqueue(ctx, r)
 	if err != nil {
 		return Deployment{}, err
+	}
+	for _, old := range recent {
+		if old.State != StateQueued {
+			continue
+		}
+		if now, err := q.store.Deployment(ctx, old.ID); err == nil && now.State == StateSuperseded {
+			q.notify(now)
+		}
 	}
 	q.notify(d)
 	q.wake(r.Service)

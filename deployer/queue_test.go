@@ -132,9 +132,51 @@ func TestQueueRunsEachServiceSeriallyAndServicesInParallel(t *testing.T) {
 			t.Errorf("%s: newest deployment %s is %s, want v19 succeeded", svc, ds[0].Tag, ds[0].State)
 		}
 	}
-	if n := exec.count(); n >= len(ids) {
-		t.Errorf("ran %d deployments for %d requests; queued ones were not superseded", n, len(ids))
+}
+
+func TestQueueRunsServicesInParallel(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	ctx := context.Background()
+	exec := &heldExecutor{held: "backend", release: make(chan struct{})}
+	q, _ := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: exec, Logger: zerolog.Nop()})
+	if err := q.Start(ctx); err != nil {
+		t.Fatal(err)
 	}
+	defer func() { q.Shutdown(ctx) }()
+	backend, _ := q.Enqueue(ctx, req("backend", "v1"))
+	web, _ := q.Enqueue(ctx, req("web", "v1"))
+	// web finishes while backend is still running: the services do not wait for each other.
+	waitFor(t, "web to succeed while backend runs", func() bool {
+		d, _ := store.Deployment(ctx, web.ID)
+		return d.State == deployer.StateSucceeded
+	})
+	if d, _ := store.Deployment(ctx, backend.ID); d.State != deployer.StateRunning {
+		t.Errorf("backend is %s, want still running", d.State)
+	}
+	close(exec.release)
+	waitFor(t, "backend to succeed", func() bool {
+		d, _ := store.Deployment(ctx, backend.ID)
+		return d.State == deployer.StateSucceeded
+	})
+}
+
+// heldExecutor holds the deployments of one service until released.
+type heldExecutor struct {
+	held    string
+	release chan struct{}
+}
+
+func (e *heldExecutor) Execute(ctx context.Context, d deployer.Deployment) deployer.Deployment {
+	if d.Service == e.held {
+		select {
+		case <-e.release:
+		case <-ctx.Done():
+			d.State = deployer.StateInterrupted
+			return d
+		}
+	}
+	d.State = deployer.StateSucceeded
+	return d
 }
 
 func TestQueueSupersedesWhileBusy(t *testing.T) {
@@ -311,5 +353,55 @@ func TestQueueRecordsDeliveriesWhileDrainingForTheNextStart(t *testing.T) {
 	})
 	if err := q2.Shutdown(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestQueueAnnouncesSupersededDeployments(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	ctx := context.Background()
+	var mu sync.Mutex
+	seen := map[int64]deployer.State{}
+	exec := &recordingExecutor{hold: make(chan struct{})}
+	q, _ := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: exec, Logger: zerolog.Nop(),
+		Notify: func(d deployer.Deployment) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[d.ID] = d.State
+		}})
+	if err := q.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { close(exec.hold); q.Shutdown(ctx) }()
+	running, _ := q.Enqueue(ctx, req("backend", "v1"))
+	waitFor(t, "v1 to run", func() bool {
+		d, _ := store.Deployment(ctx, running.ID)
+		return d.State == deployer.StateRunning
+	})
+	manual, err := q.Enqueue(ctx, req("backend", "v2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A webhook supersedes the manual request...
+	rc, err := q.RecordDelivery(ctx, deployer.Delivery{ID: "d1", Event: "registry_package", BodySHA256: "h1", ReceivedAt: time.Now(), Result: deployer.ResultQueued},
+		[]deployer.Request{{Service: "backend", Tag: "v3", Trigger: deployer.Trigger{Kind: deployer.TriggerWebhook}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rc.Superseded) != 1 || rc.Superseded[0].ID != manual.ID || rc.Superseded[0].State != deployer.StateSuperseded || rc.Superseded[0].Tag != "v2" {
+		t.Fatalf("receipt superseded %+v, want the v2 deployment %d", rc.Superseded, manual.ID)
+	}
+	// ...and a manual request supersedes the webhook's.
+	if _, err := q.Enqueue(ctx, req("backend", "v4")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range []int64{manual.ID, rc.Deployments[0]} {
+		if seen[id] != deployer.StateSuperseded {
+			t.Errorf("deployment %d announced as %q, want superseded", id, seen[id])
+		}
+	}
+	if seen[running.ID] != deployer.StateRunning {
+		t.Errorf("the running deployment was announced as %q", seen[running.ID])
 	}
 }
