@@ -205,6 +205,16 @@ func (q *Queue) backwards(ctx context.Context, r Request) (string, error) {
 		if r.Trigger.RunNumber < st.LastRunNumber {
 			return fmt.Sprintf("workflow run #%d is older than run #%d, which is deployed", r.Trigger.RunNumber, st.LastRunNumber), nil
 		}
+		// Runs can complete out of order: a newer one queued or running wins.
+		recent, err := q.store.Deployments(ctx, r.Service, Page{Limit: 20})
+		if err != nil {
+			return "", err
+		}
+		for _, d := range recent {
+			if !d.State.Final() && d.Trigger.RunNumber > r.Trigger.RunNumber {
+				return fmt.Sprintf("workflow run #%d is older than run #%d, which is being deployed", r.Trigger.RunNumber, d.Trigger.RunNumber), nil
+			}
+		}
 	}
 	return "", nil
 }

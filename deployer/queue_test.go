@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -403,5 +404,60 @@ func TestQueueAnnouncesSupersededDeployments(t *testing.T) {
 	}
 	if seen[running.ID] != deployer.StateRunning {
 		t.Errorf("the running deployment was announced as %q", seen[running.ID])
+	}
+}
+
+func TestQueueIgnoresOlderWorkflowRuns(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	ctx := context.Background()
+	exec := &recordingExecutor{hold: make(chan struct{})}
+	q, _ := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: exec, Logger: zerolog.Nop()})
+	if err := q.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	run := func(n int) (deployer.Receipt, error) {
+		id := fmt.Sprintf("run-%d", n)
+		return q.RecordDelivery(ctx, deployer.Delivery{ID: id, Event: "workflow_run", BodySHA256: id, ReceivedAt: time.Now(), Result: deployer.ResultQueued},
+			[]deployer.Request{{Service: "backend", Tag: fmt.Sprintf("sha-%d", n), Trigger: deployer.Trigger{Kind: deployer.TriggerWebhook, RunID: int64(1000 + n), RunNumber: n}}})
+	}
+	// Run #6 is being deployed when run #5 completes late: #5 is ignored.
+	six, err := run(6)
+	if err != nil || len(six.Deployments) != 1 {
+		t.Fatalf("run 6: %+v %v", six, err)
+	}
+	five, err := run(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(five.Deployments) != 0 || !strings.Contains(five.Ignored, "older than run #6") {
+		t.Errorf("late run 5 while 6 is in flight: %+v, want ignored as older", five)
+	}
+	close(exec.hold)
+	waitFor(t, "run 6 to succeed", func() bool {
+		d, _ := store.Deployment(ctx, six.Deployments[0])
+		return d.State == deployer.StateSucceeded
+	})
+	if err := q.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Once #6 is deployed, the service remembers it: #4 is older too.
+	if err := store.SetServiceStatus(ctx, deployer.ServiceStatus{Name: "backend", Tag: "sha-6", LastRunNumber: 6}); err != nil {
+		t.Fatal(err)
+	}
+	q2, _ := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: &recordingExecutor{}, Logger: zerolog.Nop()})
+	if err := q2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer q2.Shutdown(ctx)
+	q = q2
+	four, err := run(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(four.Deployments) != 0 || !strings.Contains(four.Ignored, "older than run #6, which is deployed") {
+		t.Errorf("run 4 after run 6 was deployed: %+v, want ignored as older", four)
+	}
+	if seven, err := run(7); err != nil || len(seven.Deployments) != 1 {
+		t.Errorf("run 7: %+v %v, want queued", seven, err)
 	}
 }
