@@ -35,6 +35,7 @@ type CommandError struct {
 	Err      error
 }
 
+// Error returns the command and the end of its error output.
 func (e *CommandError) Error() string {
 	msg := strings.TrimSpace(e.Stderr)
 	if msg == "" {
@@ -43,6 +44,7 @@ func (e *CommandError) Error() string {
 	return fmt.Sprintf("%s: %s", strings.Join(e.Argv, " "), msg)
 }
 
+// Unwrap returns the underlying error (an *exec.ExitError, a context error).
 func (e *CommandError) Unwrap() error { return e.Err }
 
 // stderrTail is how much of a failing command's stderr is kept.
@@ -66,7 +68,8 @@ func (c *CommandRunner) Run(ctx context.Context, timeout time.Duration, stdin io
 	if cmd.WaitDelay == 0 {
 		cmd.WaitDelay = 10 * time.Second
 	}
-	cmd.Env = append(append([]string(nil), c.Env...), extraEnv...)
+	// Never nil: a nil Env would hand the child all of deployd's environment.
+	cmd.Env = append(append([]string{}, c.Env...), extraEnv...)
 	cmd.Stdin = stdin
 	var stdout bytes.Buffer
 	stderr := &tailBuffer{max: stderrTail}

@@ -30,8 +30,10 @@ type Failure struct {
 	Err   error
 }
 
+// Error returns the cause's message.
 func (f *Failure) Error() string { return f.Err.Error() }
 
+// Unwrap returns the cause.
 func (f *Failure) Unwrap() error { return f.Err }
 
 // fail wraps err as a Failure of class with hint.

@@ -62,6 +62,9 @@ type Pipeline struct {
 	// registry host, which credential it holds (a hash, not the secret).
 	loginMu sync.Mutex
 	logins  map[string][sha256.Size]byte
+	// hostMu guards hosts, the per-host locks held across login and pull.
+	hostMu sync.Mutex
+	hosts  map[string]*sync.Mutex
 }
 
 // NewPipeline checks the dependencies and returns a Pipeline.
@@ -94,6 +97,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		stepTimeout: cfg.StepTimeout,
 		retry:       cfg.Retry.withDefaults(),
 		logins:      make(map[string][sha256.Size]byte),
+		hosts:       make(map[string]*sync.Mutex),
 	}
 	if p.http == nil {
 		p.http = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
@@ -228,6 +232,9 @@ func (j *job) resolve(ctx context.Context) (string, error) {
 		ref = j.spec.Image + "@" + j.d.Digest
 	}
 	return withCredentials(ctx, j, "resolve", nil, func(ctx context.Context) (string, error) {
+		// containers/image's client has no response timeout of its own.
+		ctx, cancel := context.WithTimeout(ctx, j.p.stepTimeout)
+		defer cancel()
 		d, err := j.p.resolver.Digest(ctx, ref, j.cred, j.spec.Insecure)
 		if err != nil {
 			return "", err
@@ -239,6 +246,12 @@ func (j *job) resolve(ctx context.Context) (string, error) {
 // fetch logs podman in and pulls the image by digest, moving to the next
 // credential source when the registry refuses one.
 func (j *job) fetch(ctx context.Context) error {
+	// The auth file holds one login per registry host, and services on the
+	// same host may need different tokens (App tokens are scoped to one
+	// repository): a service's login and its pull must not interleave with
+	// another's.
+	unlock := j.p.lockHost(j.spec.Host)
+	defer unlock()
 	ref := j.spec.Image + "@" + j.d.Digest
 	login := func(ctx context.Context) (string, error) { return "", j.ensureLogin(ctx) }
 	_, err := withCredentials(ctx, j, "pull", login, func(ctx context.Context) (string, error) {
@@ -264,8 +277,8 @@ func (j *job) recordRunning(ctx context.Context, digest string) error {
 	st.Credential = j.cred.Source
 	st.CredentialNote = strings.Join(j.passedOver, "; ")
 	st.LastDeploymentID = j.d.ID
-	if j.d.Trigger.RunNumber > st.LastRunNumber {
-		st.LastRunNumber = j.d.Trigger.RunNumber
+	if j.d.Trigger.RunID > st.LastRunID {
+		st.LastRunID, st.LastRunNumber = j.d.Trigger.RunID, j.d.Trigger.RunNumber
 	}
 	if j.spec.Strategy == StrategyContainer {
 		st.Container = j.spec.Container.Name
@@ -363,4 +376,17 @@ func shortDigest(d string) string {
 		return d[:12]
 	}
 	return d
+}
+
+// lockHost takes the registry host's fetch lock and returns its release.
+func (p *Pipeline) lockHost(host string) (unlock func()) {
+	p.hostMu.Lock()
+	m, ok := p.hosts[host]
+	if !ok {
+		m = &sync.Mutex{}
+		p.hosts[host] = m
+	}
+	p.hostMu.Unlock()
+	m.Lock()
+	return m.Unlock
 }

@@ -602,3 +602,74 @@ func TestPipelineServiceDryRunIsRecordedAndChangesNothing(t *testing.T) {
 		t.Errorf("a dry-run service started containers %v", got)
 	}
 }
+
+// fakeSystemctl puts first on PATH a systemctl that records its
+// arguments, for the systemd strategy, and returns the file it records into.
+func fakeSystemctl(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	log := filepath.Join(dir, "systemctl.log")
+	script := fmt.Sprintf("#!/bin/sh\nprintf '%%s\\n' \"$*\" >> %q\n", log)
+	if err := os.WriteFile(filepath.Join(dir, "systemctl"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// deployd runs "systemctl" from PATH, as it finds it at run time.
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	return log
+}
+
+func TestPipelineCommandStrategyGetsDeployEnvironmentAndNoSecrets(t *testing.T) {
+	t.Setenv("DEPLOYD_WEBHOOK_SECRET", "must-not-reach-children")
+	out := filepath.Join(t.TempDir(), "env.txt")
+	e := newPipelineEnv(t, patCredentials(), func(s *deployer.ServiceSpec) {
+		s.Strategy = deployer.StrategyCommand
+		s.Command = []string{"/bin/sh", "-c", "env > " + out}
+		s.Health = deployer.HealthSpec{}
+	})
+	v1 := e.push("v1", podmantest.AppOptions{})
+	d := e.deploy(deployer.Request{})
+	requireState(t, d, deployer.StateSucceeded)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := string(b)
+	for _, want := range []string{"DEPLOY_SERVICE=backend", "DEPLOY_IMAGE=" + e.image, "DEPLOY_TAG=latest",
+		"DEPLOY_DIGEST=" + v1, fmt.Sprintf("DEPLOY_ID=%d", d.ID)} {
+		if !strings.Contains(env, want+"\n") {
+			t.Errorf("the command's environment lacks %s", want)
+		}
+	}
+	if strings.Contains(env, "must-not-reach-children") || strings.Contains(env, patToken) {
+		t.Error("a secret reached the deploy command's environment")
+	}
+}
+
+func TestPipelineSystemdStrategyMovesTheUnitsTag(t *testing.T) {
+	calls := fakeSystemctl(t)
+	e := newPipelineEnv(t, patCredentials(), func(s *deployer.ServiceSpec) {
+		s.Strategy = deployer.StrategySystemd
+		s.Systemd = deployer.SystemdSpec{Unit: "v7-backend.service"}
+		s.Health = deployer.HealthSpec{}
+	})
+	v1 := e.push("v1", podmantest.AppOptions{})
+	requireState(t, e.deploy(deployer.Request{}), deployer.StateSucceeded)
+	v2 := e.push("v2", podmantest.AppOptions{})
+	requireState(t, e.deploy(deployer.Request{}), deployer.StateSucceeded)
+	// A rollback deploys by digest: the unit's tag must move back too.
+	requireState(t, e.deploy(deployer.Request{Digest: v1, Force: true, Trigger: deployer.Trigger{Kind: deployer.TriggerRollback, Subject: "ops"}}), deployer.StateSucceeded)
+	b, err := os.ReadFile(calls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(b), "restart v7-backend.service"); got != 3 {
+		t.Errorf("systemctl calls %q, want 3 restarts of the unit", b)
+	}
+	out, err := e.podman.Run(context.Background(), "image", "inspect", "--format", "{{.Digest}}", e.image+":latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != v1 {
+		t.Errorf("after the rollback :latest points at %s, want %s (v2 was %s)", out, v1, v2)
+	}
+}

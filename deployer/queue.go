@@ -83,7 +83,7 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 
 // Start marks the deployments that were running when deployd last stopped
 // as interrupted and starts workers for every service with queued work.
-// The context given to Start bounds the workers' lifetime.
+// Workers live until Shutdown; ctx bounds only Start's own store calls.
 func (q *Queue) Start(ctx context.Context) error {
 	if err := q.resumeInterrupted(ctx); err != nil {
 		return fmt.Errorf("start queue: %w", err)
@@ -197,13 +197,16 @@ func (q *Queue) backwards(ctx context.Context, r Request) (string, error) {
 			return shortDigest(r.Digest) + " already ran on this host and was replaced; webhooks never deploy backwards", nil
 		}
 	}
-	if r.Trigger.RunNumber > 0 {
+	if r.Trigger.RunID > 0 {
+		// Run ids grow across all of the repository's workflows, so they
+		// order runs where run numbers (per workflow) cannot.
 		st, err := q.store.ServiceStatus(ctx, r.Service)
 		if err != nil {
 			return "", err
 		}
-		if r.Trigger.RunNumber < st.LastRunNumber {
-			return fmt.Sprintf("workflow run #%d is older than run #%d, which is deployed", r.Trigger.RunNumber, st.LastRunNumber), nil
+		if r.Trigger.RunID < st.LastRunID {
+			return fmt.Sprintf("workflow run %d (#%d) is older than run %d (#%d), which is deployed",
+				r.Trigger.RunID, r.Trigger.RunNumber, st.LastRunID, st.LastRunNumber), nil
 		}
 		// Runs can complete out of order: a newer one queued or running wins.
 		recent, err := q.store.Deployments(ctx, r.Service, Page{Limit: 20})
@@ -211,8 +214,9 @@ func (q *Queue) backwards(ctx context.Context, r Request) (string, error) {
 			return "", err
 		}
 		for _, d := range recent {
-			if !d.State.Final() && d.Trigger.RunNumber > r.Trigger.RunNumber {
-				return fmt.Sprintf("workflow run #%d is older than run #%d, which is being deployed", r.Trigger.RunNumber, d.Trigger.RunNumber), nil
+			if !d.State.Final() && d.Trigger.RunID > r.Trigger.RunID {
+				return fmt.Sprintf("workflow run %d (#%d) is older than run %d (#%d), which is being deployed",
+					r.Trigger.RunID, r.Trigger.RunNumber, d.Trigger.RunID, d.Trigger.RunNumber), nil
 			}
 		}
 	}
@@ -310,7 +314,8 @@ func (q *Queue) claimAndRun(service string, log zerolog.Logger) bool {
 	}()
 	d, ok, err := q.store.ClaimNext(q.ctx, service)
 	if err != nil {
-		log.Error().Err(err).Msg("claim next deployment")
+		log.Error().Err(err).Msg("claim next deployment; trying again shortly")
+		time.AfterFunc(5*time.Second, func() { q.wake(service) })
 		return false
 	}
 	if !ok {
@@ -335,13 +340,24 @@ func (q *Queue) run(log zerolog.Logger, d Deployment) {
 	if end.State == StateInterrupted && q.ctx.Err() != nil {
 		// Cut short by shutdown: leave it running in the store, so that the
 		// next start marks it interrupted and asks for it again, as after
-		// a crash.
+		// a crash; tell the listeners it was interrupted.
 		log.Warn().Msg("deployment cut short by shutdown; it resumes at the next start")
+		q.notify(end)
 		return
 	}
-	// Record the end even when the queue is stopping: the store outlives it.
-	if err := q.store.Finish(context.WithoutCancel(ctx), end); err != nil {
-		log.Error().Err(err).Msg("record deployment end")
+	// Record the end even when the queue is stopping: the store outlives
+	// it. A failed write is tried again: a deployment left running would
+	// hold its service until the next start.
+	for attempt := 1; ; attempt++ {
+		err := q.store.Finish(context.WithoutCancel(ctx), end)
+		if err == nil {
+			break
+		}
+		log.Error().Err(err).Int("attempt", attempt).Msg("record deployment end")
+		if attempt == 5 {
+			break
+		}
+		time.Sleep(time.Duration(attempt) * time.Second)
 	}
 	q.notify(end)
 	ev := log.Info()

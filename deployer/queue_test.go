@@ -429,7 +429,7 @@ func TestQueueIgnoresOlderWorkflowRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(five.Deployments) != 0 || !strings.Contains(five.Ignored, "older than run #6") {
+	if len(five.Deployments) != 0 || !strings.Contains(five.Ignored, "(#6), which is being deployed") {
 		t.Errorf("late run 5 while 6 is in flight: %+v, want ignored as older", five)
 	}
 	close(exec.hold)
@@ -441,7 +441,7 @@ func TestQueueIgnoresOlderWorkflowRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Once #6 is deployed, the service remembers it: #4 is older too.
-	if err := store.SetServiceStatus(ctx, deployer.ServiceStatus{Name: "backend", Tag: "sha-6", LastRunNumber: 6}); err != nil {
+	if err := store.SetServiceStatus(ctx, deployer.ServiceStatus{Name: "backend", Tag: "sha-6", LastRunNumber: 6, LastRunID: 1006}); err != nil {
 		t.Fatal(err)
 	}
 	q2, _ := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: &recordingExecutor{}, Logger: zerolog.Nop()})
@@ -454,10 +454,16 @@ func TestQueueIgnoresOlderWorkflowRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(four.Deployments) != 0 || !strings.Contains(four.Ignored, "older than run #6, which is deployed") {
+	if len(four.Deployments) != 0 || !strings.Contains(four.Ignored, "(#6), which is deployed") {
 		t.Errorf("run 4 after run 6 was deployed: %+v, want ignored as older", four)
 	}
 	if seven, err := run(7); err != nil || len(seven.Deployments) != 1 {
 		t.Errorf("run 7: %+v %v, want queued", seven, err)
+	}
+	// Another workflow counts its runs from 1, but its run ids are newer.
+	other, err := q.RecordDelivery(ctx, deployer.Delivery{ID: "other-1", Event: "workflow_run", BodySHA256: "other-1", ReceivedAt: time.Now(), Result: deployer.ResultQueued},
+		[]deployer.Request{{Service: "backend", Tag: "sha-o1", Trigger: deployer.Trigger{Kind: deployer.TriggerWebhook, RunID: 2001, RunNumber: 1}}})
+	if err != nil || len(other.Deployments) != 1 {
+		t.Errorf("run #1 of another workflow with a newer run id: %+v %v, want queued", other, err)
 	}
 }

@@ -89,7 +89,8 @@ func (r RegistryResolver) Digest(ctx context.Context, ref string, cred Credentia
 	sys := &types.SystemContext{
 		DockerAuthConfig:        &types.DockerAuthConfig{Username: cred.Username, Password: cred.Password.Reveal()},
 		DockerRegistryUserAgent: r.UserAgent,
-		// Never fall back to the host's registries.conf, certs.d or auth files.
+		// Never fall back to the host's registries.conf or auth files; the
+		// host's certs.d still supplies CAs for private registries.
 		SystemRegistriesConfPath:    "/dev/null",
 		SystemRegistriesConfDirPath: "/dev/null",
 	}

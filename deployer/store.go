@@ -21,8 +21,11 @@ type ServiceStatus struct {
 	Container string `json:"container,omitempty"`
 	// LastDeploymentID is the newest deployment of the service, 0 if none.
 	LastDeploymentID int64 `json:"last_deployment_id,omitempty"`
-	// LastRunNumber is the workflow run number of the newest run that deployed.
-	LastRunNumber int `json:"last_run_number,omitempty"`
+	// LastRunNumber and LastRunID identify the newest workflow run that
+	// deployed. Run ids grow across all of a repository's workflows; run
+	// numbers count per workflow and are shown for people.
+	LastRunNumber int   `json:"last_run_number,omitempty"`
+	LastRunID     int64 `json:"last_run_id,omitempty"`
 	// Credential is the registry credential source the last deployment
 	// used; CredentialNote says why earlier sources were passed over.
 	Credential     string `json:"credential,omitempty"`

@@ -16,9 +16,9 @@ func (j *job) switchTo(ctx context.Context, digest string) (previous string, err
 	case StrategyContainer:
 		err = j.switchContainer(ctx, digest)
 	case StrategySystemd:
-		err = j.switchSystemd(ctx, digest)
+		err = j.switchSystemd(ctx, digest, j.d.Tag)
 	case StrategyCommand:
-		err = j.switchCommand(ctx, digest)
+		err = j.switchCommand(ctx, digest, j.d.Tag)
 	default:
 		err = fail(ClassConfig, "use strategy container, systemd or command", fmt.Errorf("unknown strategy %q", j.spec.Strategy))
 	}
@@ -46,8 +46,13 @@ func (j *job) switchContainer(ctx context.Context, digest string) error {
 		}
 	}
 	if err := j.runContainer(ctx, digest); err != nil {
-		if exists {
-			j.restorePrevious(ctx)
+		if !exists {
+			return fail(ClassPodman, "check the service's container args", err)
+		}
+		if rerr := j.restorePrevious(ctx); rerr != nil {
+			j.markDegraded(ctx)
+			return fail(ClassPodman, "check the service's container args; restoring the previous container failed too ("+
+				rerr.Error()+"): the service may be down", err)
 		}
 		return fail(ClassPodman, "check the service's container args; the previous container was restored", err)
 	}
@@ -87,19 +92,24 @@ func (j *job) containerExists(ctx context.Context, name string) (bool, error) {
 	return err == nil, err
 }
 
-func (j *job) switchSystemd(ctx context.Context, digest string) error {
-	// Quadlet units name the image by tag: point the tag at the digest. A
-	// deploy by digest (a rollback, say) moves the service's default tag.
-	tag := j.d.Tag
-	if tag == "" {
-		tag = j.spec.DefaultTag
+func (j *job) switchSystemd(ctx context.Context, digest, tag string) error {
+	// Quadlet units name the image by tag: point the unit's tag (the
+	// service's default tag) and the deployed one at the digest.
+	tags := []string{j.spec.DefaultTag}
+	if tag != "" && tag != j.spec.DefaultTag {
+		tags = append(tags, tag)
 	}
-	if tag == "" {
+	for _, t := range tags {
+		if t == "" {
+			continue
+		}
+		if _, err := j.podmanRun(ctx, j.p.stepTimeout, "tag", j.spec.Image+"@"+digest, j.spec.Image+":"+t); err != nil {
+			return fail(ClassPodman, "see podman's message", err)
+		}
+	}
+	if j.spec.DefaultTag == "" && tag == "" {
 		return fail(ClassConfig, "give the service a plain first tag (the one its unit runs) so deploys by digest can move it",
 			fmt.Errorf("deploy of %s by digest: no tag to point at it", j.spec.Name))
-	}
-	if _, err := j.podmanRun(ctx, j.p.stepTimeout, "tag", j.spec.Image+"@"+digest, j.spec.Image+":"+tag); err != nil {
-		return fail(ClassPodman, "see podman's message", err)
 	}
 	argv := []string{"systemctl"}
 	if j.spec.Systemd.User {
@@ -112,11 +122,11 @@ func (j *job) switchSystemd(ctx context.Context, digest string) error {
 	return nil
 }
 
-func (j *job) switchCommand(ctx context.Context, digest string) error {
+func (j *job) switchCommand(ctx context.Context, digest, tag string) error {
 	env := []string{
 		"DEPLOY_SERVICE=" + j.spec.Name,
 		"DEPLOY_IMAGE=" + j.spec.Image,
-		"DEPLOY_TAG=" + j.d.Tag,
+		"DEPLOY_TAG=" + tag,
 		"DEPLOY_DIGEST=" + digest,
 		fmt.Sprintf("DEPLOY_ID=%d", j.d.ID),
 	}

@@ -97,9 +97,9 @@ func (j *job) recover(ctx context.Context, previous string, cause error) Deploym
 	case StrategyContainer:
 		err = j.restorePrevious(ctx)
 	case StrategySystemd:
-		err = j.switchSystemd(ctx, previous)
+		err = j.switchSystemd(ctx, previous, j.status.Tag) // the tag that ran before
 	case StrategyCommand:
-		err = j.switchCommand(ctx, previous)
+		err = j.switchCommand(ctx, previous, j.status.Tag)
 	}
 	if err == nil {
 		err = j.verify(ctx)

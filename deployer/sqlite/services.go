@@ -15,9 +15,9 @@ func (s *Store) ServiceStatus(ctx context.Context, name string) (deployer.Servic
 	st := deployer.ServiceStatus{Name: name}
 	var updated string
 	err := s.rdb.QueryRowContext(ctx, `SELECT tag, digest, previous_digest, container,
-			last_deployment_id, last_run_number, degraded, credential, credential_note, updated_at
+			last_deployment_id, last_run_number, last_run_id, degraded, credential, credential_note, updated_at
 		FROM services WHERE name = ?`, name).Scan(&st.Tag, &st.Digest, &st.PreviousDigest,
-		&st.Container, &st.LastDeploymentID, &st.LastRunNumber, &st.Degraded, &st.Credential, &st.CredentialNote, &updated)
+		&st.Container, &st.LastDeploymentID, &st.LastRunNumber, &st.LastRunID, &st.Degraded, &st.Credential, &st.CredentialNote, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, nil
 	}
@@ -74,15 +74,16 @@ func (s *Store) SetServiceStatus(ctx context.Context, st deployer.ServiceStatus)
 			}
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO services (name, tag, digest, previous_digest, container,
-				last_deployment_id, last_run_number, degraded, credential, credential_note, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+				last_deployment_id, last_run_number, last_run_id, degraded, credential, credential_note, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET tag = excluded.tag, digest = excluded.digest,
 				previous_digest = excluded.previous_digest, container = excluded.container,
 				last_deployment_id = excluded.last_deployment_id, last_run_number = excluded.last_run_number,
+				last_run_id = excluded.last_run_id,
 				degraded = excluded.degraded, credential = excluded.credential,
 				credential_note = excluded.credential_note, updated_at = excluded.updated_at`,
 			st.Name, st.Tag, st.Digest, st.PreviousDigest, st.Container,
-			st.LastDeploymentID, st.LastRunNumber, st.Degraded, st.Credential, st.CredentialNote, formatTime(updated))
+			st.LastDeploymentID, st.LastRunNumber, st.LastRunID, st.Degraded, st.Credential, st.CredentialNote, formatTime(updated))
 		return err
 	})
 	if err != nil {
