@@ -24,6 +24,7 @@ type Error struct {
 	Deployment *deployer.Deployment
 }
 
+// Error returns the message shown to the client.
 func (e *Error) Error() string { return e.Message }
 
 // errorBody is the JSON form of every error deployd's HTTP API returns.

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,9 @@ const (
 	// DefaultSubscriberBuffer is how many events a subscriber may fall behind
 	// before it is dropped.
 	DefaultSubscriberBuffer = 64
+	// DefaultStreamWriteTimeout bounds each write to an event stream, so
+	// that a client that stops reading cannot hold its handler forever.
+	DefaultStreamWriteTimeout = 30 * time.Second
 	// streamRetry is the reconnection delay the stream suggests to browsers.
 	streamRetry = 3 * time.Second
 )
@@ -47,17 +51,24 @@ type HubConfig struct {
 	Heartbeat time.Duration
 	// Buffer is each subscriber's queue length; 0 means DefaultSubscriberBuffer.
 	Buffer int
-	Logger zerolog.Logger
+	// WriteTimeout bounds each write to a stream, flush included; a stream
+	// whose write does not complete in time ends. 0 means
+	// DefaultStreamWriteTimeout.
+	WriteTimeout time.Duration
+	Logger       zerolog.Logger
 }
 
 // Hub fans deployment and delivery events out to the subscribers of the
 // event stream. Publishing never blocks: a subscriber whose buffer is full
 // is dropped (its stream ends and the browser reconnects), so a slow client
-// can never hold up the deployer. All methods are safe for concurrent use.
+// can never hold up the deployer; a client that stops reading altogether
+// ends its stream after the write timeout. All methods are safe for
+// concurrent use.
 type Hub struct {
-	heartbeat time.Duration
-	buffer    int
-	log       zerolog.Logger
+	heartbeat    time.Duration
+	buffer       int
+	writeTimeout time.Duration
+	log          zerolog.Logger
 
 	mu     sync.Mutex
 	subs   map[*subscriber]struct{}
@@ -72,9 +83,12 @@ type subscriber struct {
 
 // NewHub returns a Hub with no subscribers.
 func NewHub(cfg HubConfig) *Hub {
-	h := &Hub{heartbeat: cfg.Heartbeat, buffer: cfg.Buffer, log: cfg.Logger, subs: make(map[*subscriber]struct{})}
+	h := &Hub{heartbeat: cfg.Heartbeat, buffer: cfg.Buffer, writeTimeout: cfg.WriteTimeout, log: cfg.Logger, subs: make(map[*subscriber]struct{})}
 	if h.heartbeat <= 0 {
 		h.heartbeat = DefaultHeartbeat
+	}
+	if h.writeTimeout <= 0 {
+		h.writeTimeout = DefaultStreamWriteTimeout
 	}
 	if h.buffer <= 0 {
 		h.buffer = DefaultSubscriberBuffer
@@ -182,7 +196,9 @@ func (h *Hub) Close() {
 // events serves GET /api/v1/events: a Server-Sent Events stream that starts
 // with the current view of every service and then carries deployment,
 // service and delivery events as they happen. It ends when the client goes
-// away, when the client falls too far behind, or when the hub closes.
+// away, when the client falls too far behind, when a write does not
+// complete within the hub's write timeout (a client that stopped reading),
+// or when the hub closes.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	sub, ok := s.hub.subscribe()
 	if !ok {
@@ -192,11 +208,31 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	defer s.hub.unsubscribe(sub)
 
 	rc := http.NewResponseController(w)
+	// deadline bounds the writes and the flush that follow it. A writer
+	// without deadlines (a test recorder) is not an error.
+	deadline := func() error {
+		err := rc.SetWriteDeadline(time.Now().Add(s.hub.writeTimeout))
+		if errors.Is(err, http.ErrNotSupported) {
+			return nil
+		}
+		return err
+	}
+	// The end of the response, written after the handler returns, is
+	// bounded too.
+	defer func() { _ = deadline() }()
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Accel-Buffering", "no") // tell nginx not to buffer the stream
+	if r.ProtoMajor == 1 {
+		// The connection keeps the last write deadline; close it after the
+		// stream rather than reuse it with a deadline that will expire.
+		h.Set("Connection", "close")
+	}
+	if deadline() != nil {
+		return
+	}
 	w.WriteHeader(http.StatusOK)
 	if _, err := fmt.Fprintf(w, "retry: %d\n\n", streamRetry.Milliseconds()); err != nil {
 		return
@@ -220,14 +256,25 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		case <-sub.done:
 			return
 		case <-heartbeat.C:
+			if deadline() != nil {
+				return
+			}
 			if _, err := io.WriteString(w, ": heartbeat\n\n"); err != nil {
 				return
 			}
 		case ev := <-sub.ch:
 			// Write what has piled up, then each touched service's view once.
+			if deadline() != nil {
+				return
+			}
 			var touched []string
 			for more := true; more; {
 				if err := writeEvent(w, ev.name, ev.data); err != nil {
+					return
+				}
+				// Each event gets the full timeout: a long backlog that
+				// keeps moving is not a stuck client.
+				if deadline() != nil {
 					return
 				}
 				if ev.service != "" && !slices.Contains(touched, ev.service) {

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -207,6 +209,60 @@ func TestHubDropsSlowSubscriber(t *testing.T) {
 	}
 	hub.unsubscribe(slow) // already dropped: no double close
 	hub.unsubscribe(fast)
+}
+
+// TestEventStreamClientStopsReading checks that a stream whose client
+// keeps the connection open but never reads ends once a write cannot
+// complete within the hub's write timeout, instead of blocking its handler.
+func TestEventStreamClientStopsReading(t *testing.T) {
+	st := openPageStore(t)
+	// A buffer large enough that the hub never drops the subscriber: the
+	// stream can only end by its write deadline.
+	hub := NewHub(HubConfig{Buffer: 4096, WriteTimeout: 200 * time.Millisecond, Logger: zerolog.Nop()})
+	srv, err := New(Config{Webhook: http.NotFoundHandler(), Store: st, Drainer: notDraining{},
+		Services: []Service{{Name: "backend"}}, Logger: zerolog.Nop(), Events: hub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	returned := make(chan struct{})
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv.ServeHTTP(w, r)
+		if r.URL.Path == "/api/v1/events" {
+			close(returned)
+		}
+	}))
+	t.Cleanup(ts.Close)
+
+	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetReadBuffer(4 << 10) // fill up sooner
+	}
+	if _, err := io.WriteString(conn, "GET /api/v1/events HTTP/1.1\r\nHost: deployd\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return hub.Subscribers() == 1 })
+
+	// Publish far more than the socket buffers hold; the client reads none.
+	reason := strings.Repeat("x", 256<<10)
+	limit := time.After(30 * time.Second)
+	for i := 0; ; i++ {
+		select {
+		case <-returned:
+			return
+		case <-limit:
+			t.Fatal("event stream handler still blocked on a client that does not read")
+		default:
+		}
+		if i < 1024 {
+			hub.PublishDelivery(deployer.Delivery{ID: fmt.Sprint("d-", i), Event: "package", Result: deployer.ResultIgnored, Reason: reason})
+		} else {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 }
 
 // TestShutdownEndsStreams checks that http.Server.Shutdown does not wait for

@@ -153,7 +153,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.router.Se
 
 // HTTPServer returns an http.Server for h with deployd's timeouts. Writes
 // have no overall deadline because ?wait and the event stream are long by
-// design; slow clients are bounded by the read and idle timeouts.
+// design. The read and idle timeouts bound clients that are slow to send a
+// request or idle between requests; they do not bound a client that stops
+// reading a response. The event stream sets its own deadline on each write
+// (HubConfig.WriteTimeout) for that.
 func HTTPServer(addr string, h http.Handler, log zerolog.Logger) *http.Server {
 	return &http.Server{
 		Addr:              addr,

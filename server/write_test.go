@@ -112,6 +112,7 @@ func (v verifier) Verify(tok string) (server.Caller, error) {
 type apiEnv struct {
 	t       *testing.T
 	url     string
+	ts      *httptest.Server
 	store   *sqlite.Store
 	queue   *deployer.Queue
 	key     *auth.APIKey
@@ -188,7 +189,7 @@ func newAPIEnv(t *testing.T, o apiOpts) *apiEnv {
 	}
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
-	return &apiEnv{t: t, url: ts.URL, store: st, queue: q, key: key, exec: exec, metrics: m}
+	return &apiEnv{t: t, url: ts.URL, ts: ts, store: st, queue: q, key: key, exec: exec, metrics: m}
 }
 
 func (e *apiEnv) token(scopes ...string) string {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/google/go-github/v62/github"
 	"github.com/rs/zerolog"
 
@@ -157,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", http.MethodPost)
 		}
 		o.status, o.result, o.reason, o.err = p.status, deployer.ResultRejected, p.msg, p.cause
-		writeError(w, p.status, p.msg, p.hint)
+		writeError(w, r, p.status, p.msg, p.hint)
 		return
 	}
 	o.action, o.reason = d.Action, d.Reason
@@ -166,7 +167,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	receipt, err := h.recorder.RecordDelivery(ctx, d.Delivery, reqs)
 	if err != nil {
 		o.status, o.result, o.err = http.StatusServiceUnavailable, resultError, err
-		writeError(w, o.status, "could not record the delivery",
+		writeError(w, r, o.status, "could not record the delivery",
 			"deployd's store is unavailable; nothing was queued. Redeliver it from the webhook's Recent Deliveries page once deployd is ready")
 		return
 	}
@@ -373,9 +374,11 @@ func (h *Handler) logOutcome(log *zerolog.Logger, o *outcome, start time.Time) {
 
 // Response bodies.
 type (
+	// errorBody has the shape of every deployd API error.
 	errorBody struct {
-		Error string `json:"error"`
-		Hint  string `json:"hint,omitempty"`
+		Error     string `json:"error"`
+		Hint      string `json:"hint,omitempty"`
+		RequestID string `json:"request_id,omitempty"`
 	}
 	pingBody struct {
 		OK  bool   `json:"ok"`
@@ -392,8 +395,10 @@ type (
 	}
 )
 
-func writeError(w http.ResponseWriter, status int, msg, hint string) {
-	writeJSON(w, status, errorBody{Error: msg, Hint: hint})
+// writeError answers with an error body that carries the request id, if
+// the request has one.
+func writeError(w http.ResponseWriter, r *http.Request, status int, msg, hint string) {
+	writeJSON(w, status, errorBody{Error: msg, Hint: hint, RequestID: middleware.GetReqID(r.Context())})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

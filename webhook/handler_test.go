@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/deployer"
@@ -244,6 +245,39 @@ func TestHandlerRecorderFails(t *testing.T) {
 	}
 	// Ignored deliveries are recorded too, so they fail the same way.
 	wantError(t, serve(h, delivery(EventPing, "d-2", fixture(t, "ping.json"))), http.StatusServiceUnavailable)
+}
+
+// TestHandlerErrorRequestID checks that error answers carry the request id
+// the router's middleware assigned, both for refused deliveries and when
+// recording fails, and leave it out when there is none.
+func TestHandlerErrorRequestID(t *testing.T) {
+	withID := func(r *http.Request) *http.Request {
+		return r.WithContext(context.WithValue(r.Context(), middleware.RequestIDKey, "host/abc-000042"))
+	}
+	body := fixture(t, "registry_package.published.container-tagged.json")
+
+	unsigned := delivery(EventRegistryPackage, "d-1", body)
+	unsigned.Header.Del("X-Hub-Signature-256")
+	failing := newTestHandler(t, &fakeRecorder{err: errors.New("disk full")}, nil)
+	for name, tt := range map[string]struct {
+		h      http.Handler
+		r      *http.Request
+		status int
+	}{
+		"refused":         {newTestHandler(t, &fakeRecorder{}, nil), withID(unsigned), http.StatusUnauthorized},
+		"recording fails": {failing, withID(delivery(EventRegistryPackage, "d-2", body)), http.StatusServiceUnavailable},
+	} {
+		w := serve(tt.h, tt.r)
+		wantError(t, w, tt.status)
+		if m := decodeBody(t, w); m["request_id"] != "host/abc-000042" {
+			t.Errorf("%s: request_id = %v, want host/abc-000042", name, m["request_id"])
+		}
+	}
+
+	w := serve(failing, delivery(EventRegistryPackage, "d-3", body))
+	if m := decodeBody(t, w); m["request_id"] != nil {
+		t.Errorf("request_id = %v without a request id", m["request_id"])
+	}
 }
 
 // readSpy reports whether anything was read from it.

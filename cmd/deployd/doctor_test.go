@@ -349,12 +349,8 @@ func TestDoctorGitHubFailures(t *testing.T) {
 		path := f.write(doctorConfig{apiURL: hang.URL, credentials: []string{"github_app"}})
 		var out bytes.Buffer
 		d := &doctor{w: &out, getenv: func(string) string { return "" }, timeout: 300 * time.Millisecond, resolver: deployer.RegistryResolver{}}
-		start := time.Now()
 		counts := d.run(context.Background(), path)
 		t.Logf("doctor:\n%s", out.String())
-		if took := time.Since(start); took > 10*time.Second {
-			t.Errorf("doctor took %v with a 300ms check timeout", took)
-		}
 		if counts.fail != 1 {
 			t.Errorf("counts %+v, want one FAIL", counts)
 		}

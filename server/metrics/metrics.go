@@ -92,11 +92,13 @@ type Metrics struct {
 	lastSuccess *prometheus.GaugeVec
 }
 
-// Final states counted by deployd_deployments_total. Superseded
-// deployments never ran and are not counted.
+// Final states counted by deployd_deployments_total, pre-created at zero
+// for every service. Every final state is counted, including superseded
+// (replaced in the queue before it ran; the queue announces it through
+// Notify) and interrupted.
 var countedStates = []deployer.State{
 	deployer.StateSucceeded, deployer.StateUnchanged, deployer.StateFailed,
-	deployer.StateRolledBack, deployer.StateInterrupted,
+	deployer.StateRolledBack, deployer.StateSuperseded, deployer.StateInterrupted,
 }
 
 // stepBuckets span quick registry lookups to ten-minute pulls.
@@ -126,7 +128,7 @@ func New(cfg Config) (*Metrics, error) {
 		}, []string{"event", "result"}),
 		deployments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "deployments_total",
-			Help: "Deployments that ended, by service and final state (succeeded, unchanged, failed, rolled_back, interrupted).",
+			Help: "Deployments that reached a final state, by service and state (succeeded, unchanged, failed, rolled_back, superseded, interrupted).",
 		}, []string{"service", "state"}),
 		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "step_duration_seconds",
@@ -166,8 +168,10 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // Deployment observes a change of a deployment's state; pass it as
-// deployer.QueueConfig.Notify. It counts each deployment once, when it ends,
-// and records the time of successful ones.
+// deployer.QueueConfig.Notify. It counts each deployment once, when it
+// reaches a final state — including superseded ones, which the queue
+// announces when a newer request replaces them, and interrupted ones — and
+// records the time of successful ones.
 func (m *Metrics) Deployment(d deployer.Deployment) {
 	if !d.State.Final() {
 		return
@@ -235,6 +239,7 @@ var (
 		"GitHub App installation tokens requested, by result (ok, failed).", []string{"result"}, nil)
 )
 
+// Describe sends the descriptors of the metrics read at scrape time.
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- queueDepthDesc
 	ch <- credentialDesc
@@ -242,6 +247,7 @@ func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- mintsDesc
 }
 
+// Collect reads queue depth, credential health and token expiry now.
 func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()

@@ -108,6 +108,7 @@ func TestMetrics(t *testing.T) {
 	_, _ = m.CountDeliveries(recorder{}).RecordDelivery(ctx, deployer.Delivery{Event: "registry_package", Result: deployer.ResultQueued}, nil)
 	_, _ = m.CountDeliveries(recorder{}).RecordDelivery(ctx, deployer.Delivery{Event: "package", Result: deployer.ResultIgnored}, nil)
 	_, _ = m.CountDeliveries(recorder{rec: deployer.Receipt{Duplicate: true}}).RecordDelivery(ctx, deployer.Delivery{Event: "package", Result: deployer.ResultQueued}, nil)
+	_, _ = m.CountDeliveries(recorder{rec: deployer.Receipt{Ignored: "backwards"}}).RecordDelivery(ctx, deployer.Delivery{Event: "registry_package", Result: deployer.ResultQueued}, nil)
 	_, _ = m.CountDeliveries(recorder{err: errors.New("disk full")}).RecordDelivery(ctx, deployer.Delivery{Event: "weird-event", Result: deployer.ResultQueued}, nil)
 	hook := m.Webhook(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Hub-Signature-256") == "" {
@@ -133,16 +134,20 @@ func TestMetrics(t *testing.T) {
 	}})
 	m.Deployment(deployer.Deployment{Service: "backend", State: deployer.StateRunning})
 	m.Deployment(deployer.Deployment{Service: "backend", State: deployer.StateFailed})
+	m.Deployment(deployer.Deployment{Service: "web", State: deployer.StateSuperseded})
 
 	out := scrape(t, m)
 	wantLines(t, out,
 		`deployd_webhook_deliveries_total{event="registry_package",result="queued"} 1`,
 		`deployd_webhook_deliveries_total{event="package",result="ignored"} 1`,
+		`deployd_webhook_deliveries_total{event="registry_package",result="ignored"} 1`,
 		`deployd_webhook_deliveries_total{event="package",result="duplicate"} 1`,
 		`deployd_webhook_deliveries_total{event="other",result="error"} 1`,
 		`deployd_webhook_deliveries_total{event="workflow_run",result="rejected"} 1`,
 		`deployd_deployments_total{service="backend",state="failed"} 1`,
 		`deployd_deployments_total{service="web",state="succeeded"} 0`,
+		`deployd_deployments_total{service="web",state="superseded"} 1`,
+		`deployd_deployments_total{service="backend",state="superseded"} 0`,
 		`deployd_step_duration_seconds_count{outcome="ok",step="resolve"} 1`,
 		`deployd_step_duration_seconds_count{outcome="failed",step="pull"} 1`,
 		`deployd_queue_depth{service="backend"} 2`,

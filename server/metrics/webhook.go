@@ -36,8 +36,9 @@ func eventLabel(event string) string {
 
 // CountDeliveries wraps a recorder so that every delivery it records is
 // counted in deployd_webhook_deliveries_total with its result: queued,
-// ignored, duplicate, or error when recording failed. Deliveries refused
-// before recording are counted by Webhook.
+// ignored (also when the queue held every request back), duplicate, or
+// error when recording failed. Deliveries refused before recording are
+// counted by Webhook.
 func (m *Metrics) CountDeliveries(next Recorder) Recorder {
 	return countingRecorder{next: next, m: m}
 }
@@ -47,6 +48,7 @@ type countingRecorder struct {
 	m    *Metrics
 }
 
+// RecordDelivery records through the wrapped recorder and counts the result.
 func (c countingRecorder) RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []deployer.Request) (deployer.Receipt, error) {
 	rec, err := c.next.RecordDelivery(ctx, d, reqs)
 	result := d.Result
@@ -55,6 +57,10 @@ func (c countingRecorder) RecordDelivery(ctx context.Context, d deployer.Deliver
 		result = resultError
 	case rec.Duplicate:
 		result = deployer.ResultDuplicate
+	case rec.Ignored != "":
+		// The queue held every request back: nothing was queued even
+		// though the handler meant to.
+		result = deployer.ResultIgnored
 	}
 	c.m.deliveries.WithLabelValues(eventLabel(d.Event), result).Inc()
 	return rec, err
@@ -80,6 +86,7 @@ type statusWriter struct {
 	status int
 }
 
+// WriteHeader remembers the first status code and passes it on.
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
@@ -87,6 +94,7 @@ func (w *statusWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// Write passes b on; a write without a status code means 200.
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
