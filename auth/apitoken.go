@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -46,9 +44,6 @@ const (
 	// that service.
 	ScopeDeployPrefix = "deploy:"
 )
-
-// DeployScope returns the scope that allows deploying service.
-func DeployScope(service string) string { return ScopeDeployPrefix + service }
 
 // MinAPIKeyBytes is the shortest key accepted, after trimming whitespace.
 const MinAPIKeyBytes = 32
@@ -129,29 +124,15 @@ func LoadAPIKey(path string, opts ...APIKeyOption) (key *APIKey, warning string,
 	if path == "" {
 		return nil, "", errors.New("load API token key: api.token_key_file is not set; " + KeygenHint)
 	}
-	fi, err := os.Stat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, "", fmt.Errorf("load API token key %s: the file does not exist; %s", path, KeygenHint)
-	case errors.Is(err, fs.ErrPermission):
-		return nil, "", fmt.Errorf("load API token key %s: the file is not readable by this user (permission denied)", path)
-	case err != nil:
-		return nil, "", fmt.Errorf("load API token key: %w", err)
-	case fi.IsDir():
-		return nil, "", fmt.Errorf("load API token key %s: it is a directory, not a key file", path)
-	}
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrPermission) {
-		return nil, "", fmt.Errorf("load API token key %s: the file is not readable by this user (permission denied)", path)
-	}
+	data, mode, err := readSecretFile("load API token key", path, "; "+KeygenHint)
 	if err != nil {
-		return nil, "", fmt.Errorf("load API token key: %w", err)
+		return nil, "", err
 	}
 	key, err = NewAPIKey(data, opts...)
 	if err != nil {
 		return nil, "", fmt.Errorf("load API token key %s: %w", path, err)
 	}
-	return key, permissionWarning("API token key", path, fi.Mode()), nil
+	return key, permissionWarning("API token key", path, mode), nil
 }
 
 // GenerateAPIKey returns new key file content: 32 random bytes, base64

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -52,11 +54,7 @@ type Permissions map[string]string
 
 // String lists the permissions sorted by name: "deployments: write, packages: read".
 func (p Permissions) String() string {
-	names := make([]string, 0, len(p))
-	for n := range p {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(p))
 	parts := make([]string, len(names))
 	for i, n := range names {
 		parts[i] = n + ": " + p[n]

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -237,16 +239,6 @@ func (c *Chain) String() string {
 // reflects over its state or its locks.
 func (c *Chain) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, c.String()) }
 
-// Sources returns the configured sources of host in order, nil for a host
-// without configuration (pulled anonymously).
-func (c *Chain) Sources(host string) []string {
-	r := c.registries[strings.ToLower(host)]
-	if r == nil {
-		return nil
-	}
-	return append([]string(nil), r.sources...)
-}
-
 // Credential returns a credential for req.Image from the first source of
 // the host that is not put aside for that image and that can produce one. A
 // source that fails to produce one (GitHub unreachable, token file missing)
@@ -471,11 +463,7 @@ type SourceHealth struct {
 // sources in their configured order.
 func (c *Chain) Health() []SourceHealth {
 	now := c.clock()
-	hosts := make([]string, 0, len(c.registries))
-	for h := range c.registries {
-		hosts = append(hosts, h)
-	}
-	sort.Strings(hosts)
+	hosts := slices.Sorted(maps.Keys(c.registries))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []SourceHealth

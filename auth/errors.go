@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -214,11 +215,7 @@ func explainStatus(ge *GitHubError, c call, er *github.ErrorResponse, now time.T
 // settings names permissions as the App's settings page does:
 // "Packages: Read-only".
 func (p Permissions) settings() string {
-	names := make([]string, 0, len(p))
-	for n := range p {
-		names = append(names, n)
-	}
-	sort.Strings(names)
+	names := slices.Sorted(maps.Keys(p))
 	parts := make([]string, len(names))
 	for i, n := range names {
 		level := map[string]string{"read": "Read-only", "write": "Read and write", "admin": "Admin"}[p[n]]

@@ -115,29 +115,41 @@ func LoadPrivateKey(path string) (key *PrivateKey, warning string, err error) {
 	if path == "" {
 		return nil, "", errors.New("load App private key: no key file configured")
 	}
-	fi, err := os.Stat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, "", fmt.Errorf("load App private key %s: the file does not exist", path)
-	case errors.Is(err, fs.ErrPermission):
-		return nil, "", fmt.Errorf("load App private key %s: the file is not readable by this user (permission denied)", path)
-	case err != nil:
-		return nil, "", fmt.Errorf("load App private key: %w", err)
-	case fi.IsDir():
-		return nil, "", fmt.Errorf("load App private key %s: it is a directory, not a key file", path)
-	}
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrPermission) {
-		return nil, "", fmt.Errorf("load App private key %s: the file is not readable by this user (permission denied)", path)
-	}
+	data, mode, err := readSecretFile("load App private key", path, "")
 	if err != nil {
-		return nil, "", fmt.Errorf("load App private key: %w", err)
+		return nil, "", err
 	}
 	key, err = parseKey(data)
 	if err != nil {
 		return nil, "", fmt.Errorf("load App private key %s: %w", path, err)
 	}
-	return key, permissionWarning("App private key", path, fi.Mode()), nil
+	return key, permissionWarning("App private key", path, mode), nil
+}
+
+// readSecretFile reads the key file at path for LoadPrivateKey and
+// LoadAPIKey, and returns its content and mode. Its errors start with op,
+// name the path but never the content, and add hint (if any) when the file
+// does not exist.
+func readSecretFile(op, path, hint string) ([]byte, fs.FileMode, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, 0, fmt.Errorf("%s %s: the file does not exist%s", op, path, hint)
+	case errors.Is(err, fs.ErrPermission):
+		return nil, 0, fmt.Errorf("%s %s: the file is not readable by this user (permission denied)", op, path)
+	case err != nil:
+		return nil, 0, fmt.Errorf("%s: %w", op, err)
+	case fi.IsDir():
+		return nil, 0, fmt.Errorf("%s %s: it is a directory, not a key file", op, path)
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrPermission) {
+		return nil, 0, fmt.Errorf("%s %s: the file is not readable by this user (permission denied)", op, path)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", op, err)
+	}
+	return data, fi.Mode(), nil
 }
 
 // permissionWarning returns a warning when a secret file is readable by

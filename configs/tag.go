@@ -177,19 +177,44 @@ func sampleTagData() TagData {
 // tag. It fails if the template does not parse, refers to an unknown field,
 // or does not yield a valid tag. It is safe for concurrent use.
 func (w *WorkflowRun) ExecuteTag(d TagData) (string, error) {
-	t, err := template.New("tag").Option("missingkey=error").Parse(w.Tag)
+	t, err := w.ParseTag()
 	if err != nil {
 		return "", fmt.Errorf("parse tag template: %w", err)
 	}
-	out := &limitedBuilder{max: MaxTagLen + 1}
-	if err := t.Execute(out, d); err != nil {
+	tag, err := t.Execute(d)
+	if err != nil {
 		return "", fmt.Errorf("execute tag template: %w", err)
 	}
-	tag := out.String()
 	if !ValidTag(tag) {
 		return "", fmt.Errorf("tag template yields %q, not a valid tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})", truncate(tag, 40))
 	}
 	return tag, nil
+}
+
+// TagTemplate is a parsed workflow_run tag template, for callers that
+// execute it many times. It is immutable and safe for concurrent use.
+type TagTemplate struct {
+	t *template.Template
+}
+
+// ParseTag parses the workflow_run tag template once; see ExecuteTag.
+func (w *WorkflowRun) ParseTag() (*TagTemplate, error) {
+	t, err := template.New("tag").Option("missingkey=error").Parse(w.Tag)
+	if err != nil {
+		return nil, err
+	}
+	return &TagTemplate{t: t}, nil
+}
+
+// Execute executes the template with d and returns its output, which it
+// does not check to be a valid tag (see ValidTag). It fails if the template
+// refers to an unknown field or its output grows beyond MaxTagLen+1 bytes.
+func (t *TagTemplate) Execute(d TagData) (string, error) {
+	out := &limitedBuilder{max: MaxTagLen + 1}
+	if err := t.t.Execute(out, d); err != nil {
+		return "", err
+	}
+	return out.String(), nil
 }
 
 // limitedBuilder is a strings.Builder that refuses to grow beyond max bytes.

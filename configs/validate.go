@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"path"
@@ -78,7 +79,7 @@ func (c *Config) Validate() error {
 	v.top()
 	v.github()
 	v.registries()
-	for _, name := range sortedKeys(c.Services) {
+	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		v.service(name, c.Services[name])
 	}
 	if len(v.problems) == 0 {
@@ -173,7 +174,7 @@ func (v *validator) github() {
 }
 
 func (v *validator) registries() {
-	for _, host := range sortedKeys(v.c.Registries) {
+	for _, host := range slices.Sorted(maps.Keys(v.c.Registries)) {
 		r := v.c.Registries[host]
 		p := "registries." + host
 		if r == nil {
@@ -348,13 +349,4 @@ func checkHTTPURL(s string) error {
 func validRegistryHost(host string) bool {
 	named, err := reference.ParseNormalizedNamed(host + "/x")
 	return err == nil && reference.Domain(named) == host
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -12,10 +12,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
-	"sort"
+	"slices"
 	"strings"
-	"text/template"
 
 	"github.com/google/go-github/v62/github"
 
@@ -75,16 +75,7 @@ type service struct {
 type runFilter struct {
 	workflows []string // empty: any workflow
 	branches  []string // globs; empty: any branch
-	tag       *template.Template
-}
-
-// runData is what a workflow_run tag template sees.
-type runData struct {
-	SHA       string
-	ShortSHA  string // the first 7 characters of SHA
-	Branch    string
-	RunID     int64
-	RunNumber int
+	tag       *configs.TagTemplate
 }
 
 // NewMatcher prepares cfg's services for matching: it parses each image,
@@ -97,12 +88,7 @@ func NewMatcher(cfg *configs.Config) (*Matcher, error) {
 	if cfg == nil {
 		return nil, errors.New("new matcher: no configuration")
 	}
-	names := make([]string, 0, len(cfg.Services))
-	for name := range cfg.Services {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-
+	names := slices.Sorted(maps.Keys(cfg.Services))
 	m := &Matcher{services: make([]service, 0, len(names))}
 	var errs []error
 	for _, name := range names {
@@ -161,12 +147,12 @@ func prepareRun(wr *configs.WorkflowRun, tags []string) (*runFilter, error) {
 		}
 		text = tags[0]
 	}
-	tmpl, err := template.New("tag").Option("missingkey=error").Parse(text)
+	tmpl, err := (&configs.WorkflowRun{Tag: text}).ParseTag()
 	if err != nil {
 		return nil, fmt.Errorf("parse workflow_run tag template: %w", err)
 	}
-	sample := runData{SHA: "0123456789abcdef0123456789abcdef01234567", ShortSHA: "0123456", Branch: "main", RunID: 1, RunNumber: 1}
-	out, err := execTag(tmpl, sample)
+	sample := configs.TagData{SHA: "0123456789abcdef0123456789abcdef01234567", ShortSHA: "0123456", Branch: "main", RunID: 1, RunNumber: 1}
+	out, err := tmpl.Execute(sample)
 	if err != nil {
 		return nil, fmt.Errorf("run workflow_run tag template: %w", err)
 	}
@@ -174,14 +160,6 @@ func prepareRun(wr *configs.WorkflowRun, tags []string) (*runFilter, error) {
 		return nil, fmt.Errorf("workflow_run tag template yields %q for a sample run, not a valid tag", out)
 	}
 	return &runFilter{workflows: wr.Workflows, branches: wr.Branches, tag: tmpl}, nil
-}
-
-func execTag(t *template.Template, d runData) (string, error) {
-	var b strings.Builder
-	if err := t.Execute(&b, d); err != nil {
-		return "", err
-	}
-	return b.String(), nil
 }
 
 // Match decides what a delivery of event with the JSON body asks for. It
@@ -353,7 +331,7 @@ func (m *Matcher) matchPackage(event string, body []byte) (Decision, error) {
 			reasons = append(reasons, fmt.Sprintf("the event names no repository to check against service %s's repository", s.name))
 		case s.repository == "" || !strings.EqualFold(repo, s.repository):
 			reasons = append(reasons, fmt.Sprintf("repository %s is not service %s's repository", quote(repo), s.name))
-		case !s.matchTag(tag):
+		case !configs.MatchTag(s.tagGlobs, tag):
 			reasons = append(reasons, fmt.Sprintf("tag %s matches none of service %s's tags", quote(tag), s.name))
 		default:
 			d.Requests = append(d.Requests, deployer.Request{Service: s.name, Tag: tag, Digest: digest, Trigger: trigger})
@@ -367,15 +345,6 @@ func (m *Matcher) matchPackage(event string, body []byte) (Decision, error) {
 		}
 	}
 	return d, nil
-}
-
-func (s *service) matchTag(tag string) bool {
-	for _, g := range s.tagGlobs {
-		if ok, _ := path.Match(g, tag); ok {
-			return true
-		}
-	}
-	return false
 }
 
 // runPath is the one workflow_run field go-github v62 does not decode.
@@ -416,7 +385,7 @@ func (m *Matcher) matchWorkflowRun(body []byte) (Decision, error) {
 		d.Reason = fmt.Sprintf("workflow run head_sha %s is not a commit id", quote(sha))
 		return d, nil
 	}
-	data := runData{
+	data := configs.TagData{
 		SHA:       sha,
 		ShortSHA:  sha[:7],
 		Branch:    run.GetHeadBranch(),
@@ -453,7 +422,7 @@ func (m *Matcher) matchWorkflowRun(body []byte) (Decision, error) {
 			reasons = append(reasons, fmt.Sprintf("branch %s matches none of service %s's branches", quote(data.Branch), s.name))
 			continue
 		}
-		tag, err := execTag(s.run.tag, data)
+		tag, err := s.run.tag.Execute(data)
 		switch {
 		case err != nil:
 			reasons = append(reasons, fmt.Sprintf("service %s's tag template failed for this run", s.name))

@@ -74,8 +74,9 @@ func (c chainCredentials) Invalidate(req deployer.CredentialRequest) {
 	c.chain.Invalidate(req.Host, req.Image)
 }
 
-// newCredentials wires the App and the chain for the pipeline.
-func newCredentials(cfg *configs.Config, log zerolog.Logger) (*auth.App, deployer.Credentials, error) {
+// newCredentials builds the App (nil when none is configured) and the
+// registry credential chain; chainCredentials adapts the chain for the pipeline.
+func newCredentials(cfg *configs.Config, log zerolog.Logger) (*auth.App, *auth.Chain, error) {
 	app, err := newApp(cfg, log)
 	if err != nil {
 		return nil, nil, err
@@ -84,5 +85,5 @@ func newCredentials(cfg *configs.Config, log zerolog.Logger) (*auth.App, deploye
 	if err != nil {
 		return nil, nil, err
 	}
-	return app, chainCredentials{chain}, nil
+	return app, chain, nil
 }

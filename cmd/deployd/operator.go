@@ -2,14 +2,14 @@ package main
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/auth"
 	"github.com/deployd/deployd/configs"
-	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/server"
 	"github.com/deployd/deployd/server/metrics"
 )
@@ -43,16 +43,10 @@ func newAPITokens(cfg *configs.Config, log zerolog.Logger) (server.TokenVerifier
 }
 
 // newMetrics registers deployd's metrics on a registry of their own. app
-// may be nil (no GitHub App configured).
-func newMetrics(cfg *configs.Config, history metrics.History, app *auth.App, creds deployer.Credentials) (*metrics.Metrics, error) {
-	names := make([]string, 0, len(cfg.Services))
-	for name := range cfg.Services {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	mc := metrics.Config{Registry: prometheus.NewRegistry(), History: history, Services: names}
-	if cc, ok := creds.(chainCredentials); ok && cc.chain != nil {
-		chain := cc.chain
+// may be nil (no GitHub App configured), and so may chain.
+func newMetrics(cfg *configs.Config, history metrics.History, app *auth.App, chain *auth.Chain) (*metrics.Metrics, error) {
+	mc := metrics.Config{Registry: prometheus.NewRegistry(), History: history, Services: slices.Sorted(maps.Keys(cfg.Services))}
+	if chain != nil {
 		mc.Credentials = func() []metrics.CredentialState {
 			hs := chain.Health()
 			out := make([]metrics.CredentialState, len(hs))
@@ -73,13 +67,4 @@ func newMetrics(cfg *configs.Config, history metrics.History, app *auth.App, cre
 		}
 	}
 	return metrics.New(mc)
-}
-
-// defaultTag is the tag a manual deploy without one uses: the first of the
-// service's tags when it is not a pattern.
-func defaultTag(s *configs.Service) string {
-	if t := s.DefaultTag(); t != "" && !configs.IsTagPattern(t) {
-		return t
-	}
-	return ""
 }

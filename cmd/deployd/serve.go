@@ -104,7 +104,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	pipeline, err := deployer.NewPipeline(deployer.PipelineConfig{
 		Services:    specs,
 		Store:       store,
-		Credentials: creds,
+		Credentials: chainCredentials{creds},
 		Resolver:    deployer.RegistryResolver{UserAgent: "deployd/" + version},
 		Runner:      &deployer.CommandRunner{Env: deployer.ChildEnv(os.Environ())},
 		Podman: deployer.PodmanConfig{
@@ -243,7 +243,7 @@ func serviceSpecs(cfg *configs.Config) (map[string]deployer.ServiceSpec, error) 
 			KeepImages: s.KeepImages,
 			DryRun:     s.DryRun,
 		}
-		spec.DefaultTag = defaultTag(s)
+		spec.DefaultTag = s.DefaultTag()
 		specs[name] = spec
 	}
 	return specs, nil
@@ -263,7 +263,7 @@ func sortedSpecs(specs map[string]deployer.ServiceSpec) []deployer.ServiceSpec {
 func serverServices(cfg *configs.Config) []server.Service {
 	out := make([]server.Service, 0, len(cfg.Services))
 	for name, s := range cfg.Services {
-		out = append(out, server.Service{Name: name, Image: s.Image, Strategy: s.Strategy, Tags: s.Tags, DefaultTag: defaultTag(s)})
+		out = append(out, server.Service{Name: name, Image: s.Image, Strategy: s.Strategy, Tags: s.Tags, DefaultTag: s.DefaultTag()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

@@ -16,14 +16,10 @@ type credentialReport struct {
 	app   *auth.App
 }
 
-// newCredentialReport reports on the chain behind creds and on app (nil
-// when no GitHub App is configured).
-func newCredentialReport(app *auth.App, creds deployer.Credentials) credentialReport {
-	r := credentialReport{app: app}
-	if cc, ok := creds.(chainCredentials); ok {
-		r.chain = cc.chain
-	}
-	return r
+// newCredentialReport reports on chain and on app (nil when no GitHub App
+// is configured).
+func newCredentialReport(app *auth.App, chain *auth.Chain) credentialReport {
+	return credentialReport{chain: chain, app: app}
 }
 
 // CredentialReport implements server.CredentialReporter. It holds no secret.

@@ -112,7 +112,7 @@ func TestCredentialReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := newCredentialReport(nil, chainCredentials{chain}).CredentialReport()
+	rep := newCredentialReport(nil, chain).CredentialReport()
 	if len(rep.Sources) != 1 || rep.Sources[0].Host != "registry.example" || rep.Sources[0].State != string(auth.HealthUnknown) {
 		t.Errorf("report = %+v", rep)
 	}
