@@ -32,7 +32,7 @@ type ServiceStatus struct {
 	CredentialNote string `json:"credential_note,omitempty"`
 	// Degraded is set when a failure left the service in an unknown state.
 	Degraded  bool      `json:"degraded,omitempty"`
-	UpdatedAt time.Time `json:"updated_at"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
 }
 
 // Page selects a slice of a newest-first listing.
