@@ -177,7 +177,4 @@ type Receipt struct {
 	// Ignored, when set, says why the delivery's requests were all held
 	// back (they would deploy backwards); it was recorded as ignored.
 	Ignored string
-	// Superseded are the queued deployments the delivery's requests
-	// replaced, in their new state, for live notifications.
-	Superseded []Deployment
 }

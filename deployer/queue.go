@@ -39,7 +39,12 @@ type Queue struct {
 	log      zerolog.Logger
 	notify   func(Deployment)
 
-	mu       sync.Mutex
+	mu sync.Mutex
+	// shown holds, per service, the deployments announced as queued
+	// (manual, rollback, reconcile) that have not started: when a newer
+	// request supersedes them, listeners are told. Webhook deployments are
+	// announced when they start, so a burst costs no reads.
+	shown    map[string][]int64
 	idle     *sync.Cond // signalled when busy drops
 	busy     int        // deployments executing now
 	workers  map[string]chan struct{}
@@ -76,6 +81,7 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 		log:      cfg.Logger,
 		notify:   notify,
 		workers:  make(map[string]chan struct{}),
+		shown:    make(map[string][]int64),
 	}
 	q.idle = sync.NewCond(&q.mu)
 	return q, nil
@@ -174,13 +180,38 @@ func (q *Queue) RecordDelivery(ctx context.Context, d Delivery, reqs []Request) 
 	if len(reqs) > 0 && len(kept) == 0 {
 		rec.Ignored = d.Reason
 	}
-	for _, s := range rec.Superseded {
-		q.notify(s)
-	}
 	for _, r := range kept {
+		q.announceSuperseded(ctx, r.Service)
 		q.wake(r.Service)
 	}
 	return rec, nil
+}
+
+// announceSuperseded tells the listeners about the service's announced
+// queued deployments that are no longer queued: superseded by a newer
+// request, or started (then the worker announces them itself).
+func (q *Queue) announceSuperseded(ctx context.Context, service string) {
+	q.mu.Lock()
+	ids := q.shown[service]
+	delete(q.shown, service)
+	q.mu.Unlock()
+	var still []int64
+	for _, id := range ids {
+		d, err := q.store.Deployment(ctx, id)
+		switch {
+		case err != nil:
+			q.log.Warn().Err(err).Int64(KeyDeploymentID, id).Msg("read superseded deployment")
+		case d.State == StateQueued:
+			still = append(still, id)
+		case d.State == StateSuperseded:
+			q.notify(d)
+		}
+	}
+	if len(still) > 0 {
+		q.mu.Lock()
+		q.shown[service] = append(still, q.shown[service]...)
+		q.mu.Unlock()
+	}
 }
 
 // backwards says why a webhook request would deploy backwards, or "".
@@ -231,23 +262,14 @@ func (q *Queue) Enqueue(ctx context.Context, r Request) (Deployment, error) {
 	if err := r.Validate(); err != nil {
 		return Deployment{}, err
 	}
-	// What is queued now will be superseded: remember it to announce it.
-	recent, err := q.store.Deployments(ctx, r.Service, Page{Limit: 10})
-	if err != nil {
-		return Deployment{}, err
-	}
 	d, err := q.store.Enqueue(ctx, r)
 	if err != nil {
 		return Deployment{}, err
 	}
-	for _, old := range recent {
-		if old.State != StateQueued {
-			continue
-		}
-		if now, err := q.store.Deployment(ctx, old.ID); err == nil && now.State == StateSuperseded {
-			q.notify(now)
-		}
-	}
+	q.announceSuperseded(ctx, r.Service)
+	q.mu.Lock()
+	q.shown[r.Service] = append(q.shown[r.Service], d.ID)
+	q.mu.Unlock()
 	q.notify(d)
 	q.wake(r.Service)
 	return d, nil
@@ -321,6 +343,7 @@ func (q *Queue) claimAndRun(service string, log zerolog.Logger) bool {
 	if !ok {
 		return false
 	}
+	q.announceSuperseded(q.ctx, service) // forget what was shown queued
 	q.notify(d)
 	q.run(log, d)
 	return true

@@ -388,8 +388,8 @@ func TestQueueAnnouncesSupersededDeployments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rc.Superseded) != 1 || rc.Superseded[0].ID != manual.ID || rc.Superseded[0].State != deployer.StateSuperseded || rc.Superseded[0].Tag != "v2" {
-		t.Fatalf("receipt superseded %+v, want the v2 deployment %d", rc.Superseded, manual.ID)
+	if len(rc.Deployments) != 1 {
+		t.Fatalf("webhook receipt %+v, want one deployment queued", rc)
 	}
 	// ...and a manual request supersedes the webhook's.
 	if _, err := q.Enqueue(ctx, req("backend", "v4")); err != nil {
@@ -397,10 +397,14 @@ func TestQueueAnnouncesSupersededDeployments(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	for _, id := range []int64{manual.ID, rc.Deployments[0]} {
-		if seen[id] != deployer.StateSuperseded {
-			t.Errorf("deployment %d announced as %q, want superseded", id, seen[id])
-		}
+	// The manual request was shown queued, so its end is announced; the
+	// webhook's was never shown (webhook deployments are announced when
+	// they start), so no listener holds a stale "queued" row for it.
+	if seen[manual.ID] != deployer.StateSuperseded {
+		t.Errorf("manual deployment %d announced as %q, want superseded", manual.ID, seen[manual.ID])
+	}
+	if st, ok := seen[rc.Deployments[0]]; ok && st == deployer.StateQueued {
+		t.Errorf("webhook deployment %d was announced queued and never updated", rc.Deployments[0])
 	}
 	if seen[running.ID] != deployer.StateRunning {
 		t.Errorf("the running deployment was announced as %q", seen[running.ID])

@@ -96,12 +96,11 @@ func (s *Store) RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []
 					r.Trigger.Event = d.Event
 				}
 			}
-			dep, superseded, err := s.queue(ctx, tx, r, seq, now)
+			dep, err := s.queue(ctx, tx, r, seq, now)
 			if err != nil {
 				return err
 			}
 			rcpt.Deployments = append(rcpt.Deployments, dep.ID)
-			rcpt.Superseded = append(rcpt.Superseded, superseded...)
 		}
 		return nil
 	})

@@ -43,13 +43,11 @@ func scanDeployment(row scanner) (deployer.Deployment, error) {
 }
 
 // queue inserts r as a queued deployment, first superseding the deployments
-// of the same service still queued, which it returns in their new state.
-// deliverySeq is 0 when no delivery asked.
-func (s *Store) queue(ctx context.Context, tx *sql.Tx, r deployer.Request, deliverySeq int64, now time.Time) (deployer.Deployment, []deployer.Deployment, error) {
+// of the same service still queued. deliverySeq is 0 when no delivery asked.
+func (s *Store) queue(ctx context.Context, tx *sql.Tx, r deployer.Request, deliverySeq int64, now time.Time) (deployer.Deployment, error) {
 	at := formatTime(now)
-	superseded, err := s.supersede(ctx, tx, r.Service, at)
-	if err != nil {
-		return deployer.Deployment{}, nil, fmt.Errorf("supersede queued deployments of %s: %w", r.Service, err)
+	if _, err := tx.StmtContext(ctx, s.hot.supersede).ExecContext(ctx, at, r.Service); err != nil {
+		return deployer.Deployment{}, fmt.Errorf("supersede queued deployments of %s: %w", r.Service, err)
 	}
 	seq := sql.NullInt64{Int64: deliverySeq, Valid: deliverySeq != 0}
 	res, err := tx.StmtContext(ctx, s.hot.insertDeployment).ExecContext(ctx,
@@ -57,11 +55,11 @@ func (s *Store) queue(ctx context.Context, tx *sql.Tx, r deployer.Request, deliv
 		r.Trigger.InstallationID, r.Trigger.RunID, r.Trigger.RunNumber, r.Tag, r.Digest,
 		r.Force, r.DryRun, at)
 	if err != nil {
-		return deployer.Deployment{}, nil, fmt.Errorf("queue deployment of %s: %w", r.Service, err)
+		return deployer.Deployment{}, fmt.Errorf("queue deployment of %s: %w", r.Service, err)
 	}
 	id, err := res.LastInsertId()
 	if err != nil {
-		return deployer.Deployment{}, nil, fmt.Errorf("queue deployment of %s: %w", r.Service, err)
+		return deployer.Deployment{}, fmt.Errorf("queue deployment of %s: %w", r.Service, err)
 	}
 	return deployer.Deployment{
 		ID:       id,
@@ -73,25 +71,7 @@ func (s *Store) queue(ctx context.Context, tx *sql.Tx, r deployer.Request, deliv
 		DryRun:   r.DryRun,
 		State:    deployer.StateQueued,
 		QueuedAt: now.UTC().Round(0),
-	}, superseded, nil
-}
-
-// supersede marks the service's queued deployments superseded and returns them.
-func (s *Store) supersede(ctx context.Context, tx *sql.Tx, service, at string) ([]deployer.Deployment, error) {
-	rows, err := tx.StmtContext(ctx, s.hot.supersede).QueryContext(ctx, at, service)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []deployer.Deployment
-	for rows.Next() {
-		d, err := scanDeployment(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, d)
-	}
-	return out, rows.Err()
+	}, nil
 }
 
 // Enqueue queues a request that comes from no delivery (manual, rollback,
@@ -105,7 +85,7 @@ func (s *Store) Enqueue(ctx context.Context, r deployer.Request) (deployer.Deplo
 	var d deployer.Deployment
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		var err error
-		d, _, err = s.queue(ctx, tx, r, 0, s.now())
+		d, err = s.queue(ctx, tx, r, 0, s.now())
 		return err
 	})
 	if err != nil {

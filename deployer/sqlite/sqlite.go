@@ -413,7 +413,7 @@ func prepareHot(ctx context.Context, db *sql.DB) (hotStmts, error) {
 		{&h.insertNewDelivery, `INSERT INTO deliveries
 			(delivery_id, event, action, body_sha256, received_at, result, reason)
 			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
-		{&h.supersede, "UPDATE deployments SET state = 'superseded', finished_at = ? WHERE service = ? AND state = 'queued' RETURNING " + deploymentColumns},
+		{&h.supersede, "UPDATE deployments SET state = 'superseded', finished_at = ? WHERE service = ? AND state = 'queued'"},
 		{&h.insertDeployment, `INSERT INTO deployments
 			(service, delivery_seq, trigger_kind, trigger_delivery_id, trigger_event, trigger_subject,
 			 installation_id, run_id, run_number, tag, digest, force, dry_run, state, queued_at)

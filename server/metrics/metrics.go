@@ -93,9 +93,10 @@ type Metrics struct {
 }
 
 // Final states counted by deployd_deployments_total, pre-created at zero
-// for every service. Every final state is counted, including superseded
-// (replaced in the queue before it ran; the queue announces it through
-// Notify) and interrupted.
+// for every service. Every final state the queue announces is counted:
+// superseded covers requests that were shown queued (manual, rollback,
+// reconcile) and then replaced; webhook requests collapsed in a burst are
+// not announced, as the deliveries counter already counts them.
 var countedStates = []deployer.State{
 	deployer.StateSucceeded, deployer.StateUnchanged, deployer.StateFailed,
 	deployer.StateRolledBack, deployer.StateSuperseded, deployer.StateInterrupted,
@@ -169,8 +170,7 @@ func (m *Metrics) Handler() http.Handler {
 
 // Deployment observes a change of a deployment's state; pass it as
 // deployer.QueueConfig.Notify. It counts each deployment once, when it
-// reaches a final state — including superseded ones, which the queue
-// announces when a newer request replaces them, and interrupted ones — and
+// reaches a final state the queue announces (see countedStates) and
 // records the time of successful ones.
 func (m *Metrics) Deployment(d deployer.Deployment) {
 	if !d.State.Final() {
