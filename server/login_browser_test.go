@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,12 +12,8 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
-	"github.com/rs/zerolog"
 
-	"github.com/deployd/deployd/auth"
 	"github.com/deployd/deployd/deployer"
-	"github.com/deployd/deployd/deployer/sqlite"
-	"github.com/deployd/deployd/server"
 )
 
 // TestPrivateStatusPageLoginInBrowser logs in to a private status page
@@ -27,54 +22,8 @@ import (
 func TestPrivateStatusPageLoginInBrowser(t *testing.T) {
 	chromium := needChromium(t)
 
-	clk := &testClock{}
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "deployd.db"), sqlite.WithClock(clk.now))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	seedRealistic(t, st, clk)
-
-	hub := server.NewHub(server.HubConfig{Logger: zerolog.Nop()})
-	executor := &stepExecutor{st: st, notify: hub.Publish, digest: digestOf("9c41ab"), message: "container: now 9c41ab9c41ab (v7-web)",
-		release: make(chan struct{})}
-	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: st, Executor: executor, Logger: zerolog.Nop(), Notify: hub.Publish})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := queue.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		queue.Shutdown(ctx)
-	})
-	key, err := auth.NewAPIKey([]byte(apiKeyMaterial))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{
-		Webhook: http.NotFoundHandler(),
-		Store:   st,
-		Drainer: queue,
-		Services: []server.Service{
-			{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}},
-			{Name: "web", Image: "ghcr.io/acme/v7/web", Strategy: "container", Tags: []string{"latest"}},
-		},
-		Logger:        zerolog.Nop(),
-		Tokens:        verifier{key},
-		Queue:         queue,
-		StatusPrivate: true,
-		Events:        hub,
-		Credentials:   fixedCredentials{},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	t.Cleanup(ts.Close)
-	t.Cleanup(hub.Close) // runs before ts.Close: ends the event streams
+	env := startBrowserServer(t, digestOf("9c41ab"), "container: now 9c41ab9c41ab (v7-web)", true)
+	executor, queue, key, ts := env.executor, env.queue, env.key, env.ts
 
 	tok, err := key.Issue("alice", []string{"status:read"}, 2*time.Hour)
 	if err != nil {

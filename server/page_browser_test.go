@@ -265,53 +265,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	chromium := needChromium(t)
 
 	// The real server over the real store, queue and hub.
-	clk := &testClock{}
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "deployd.db"), sqlite.WithClock(clk.now))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	seedRealistic(t, st, clk)
-
-	hub := server.NewHub(server.HubConfig{Logger: zerolog.Nop()})
-	executor := &stepExecutor{st: st, notify: hub.Publish, digest: digestOf("5e8d27"), message: hostileText,
-		release: make(chan struct{})}
-	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: st, Executor: executor, Logger: zerolog.Nop(), Notify: hub.Publish})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := queue.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		queue.Shutdown(ctx)
-	})
-	key, err := auth.NewAPIKey([]byte(apiKeyMaterial))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{
-		Webhook: http.NotFoundHandler(),
-		Store:   st,
-		Drainer: queue,
-		Queue:   queue,
-		Tokens:  verifier{key},
-		Services: []server.Service{
-			{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
-			{Name: "web", Image: "ghcr.io/acme/v7/web", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
-		},
-		Logger:      zerolog.Nop(),
-		Events:      hub,
-		Credentials: fixedCredentials{},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	t.Cleanup(ts.Close)
-	t.Cleanup(hub.Close) // runs before ts.Close: ends the event streams
+	env := startBrowserServer(t, digestOf("5e8d27"), hostileText, false)
+	executor, key, ts := env.executor, env.key, env.ts
 
 	// The CSP header is on the response.
 	res, err := http.Get(ts.URL + "/")
@@ -586,4 +541,68 @@ func shoot(t *testing.T, ctx context.Context, path string, width, height int64) 
 		t.Fatal(err)
 	}
 	t.Logf("screenshot %s (%d bytes)", path, len(png))
+}
+
+// browserServer is the real server over the real store, queue and hub,
+// seeded with realistic history, for the browser tests.
+type browserServer struct {
+	executor *stepExecutor
+	queue    *deployer.Queue
+	key      *auth.APIKey
+	ts       *httptest.Server
+}
+
+// startBrowserServer starts it; the executor's deployments report digest
+// and step message, and wait for executor.release. private turns
+// status.public off.
+func startBrowserServer(t *testing.T, digest, message string, private bool) browserServer {
+	t.Helper()
+	clk := &testClock{}
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "deployd.db"), sqlite.WithClock(clk.now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	seedRealistic(t, st, clk)
+
+	hub := server.NewHub(server.HubConfig{Logger: zerolog.Nop()})
+	executor := &stepExecutor{st: st, notify: hub.Publish, digest: digest, message: message, release: make(chan struct{})}
+	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: st, Executor: executor, Logger: zerolog.Nop(), Notify: hub.Publish})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		queue.Shutdown(ctx)
+	})
+	key, err := auth.NewAPIKey([]byte(apiKeyMaterial))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{
+		Webhook: http.NotFoundHandler(),
+		Store:   st,
+		Drainer: queue,
+		Queue:   queue,
+		Tokens:  verifier{key},
+		Services: []server.Service{
+			{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
+			{Name: "web", Image: "ghcr.io/acme/v7/web", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
+		},
+		Logger:        zerolog.Nop(),
+		StatusPrivate: private,
+		Events:        hub,
+		Credentials:   fixedCredentials{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(ts.Close)
+	t.Cleanup(hub.Close) // runs before ts.Close: ends the event streams
+	return browserServer{executor: executor, queue: queue, key: key, ts: ts}
 }
