@@ -204,7 +204,7 @@ func startBenchDeployd(tb testing.TB, level string) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	config := filepath.Join(dir, "deployd.yaml")
-	if err := os.WriteFile(config, []byte(benchConfig(addr, filepath.Join(dir, "data"), secret, level)), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(webhooktest.DeploydConfig(addr, filepath.Join(dir, "data"), secret, level, "bench-backend")), 0o600); err != nil {
 		tb.Fatal(err)
 	}
 	logs, err := os.Create(filepath.Join(dir, "deployd.log"))
@@ -244,28 +244,4 @@ func startBenchDeployd(tb testing.TB, level string) string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// benchConfig is a deployd configuration whose one service matches the
-// fixture's package (Acme-Corp/v7, v7/backend, tag latest) on a registry at
-// 127.0.0.1:9, where nothing listens.
-func benchConfig(listen, dataDir, secretFile, level string) string {
-	return fmt.Sprintf(`listen: %s
-data_dir: %q
-log: {level: %s, format: json}
-reconcile_interval: 0
-github:
-  webhook_secret_file: %q
-registries:
-  127.0.0.1:9:
-    credentials: [none]
-    insecure: true
-    github_packages: true
-services:
-  backend:
-    image: 127.0.0.1:9/acme-corp/v7/backend
-    repository: Acme-Corp/v7
-    tags: ["latest"]
-    container: {name: bench-backend}
-`, listen, dataDir, level, secretFile)
 }

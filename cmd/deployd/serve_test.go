@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/deployd/deployd/webhook/webhooktest"
 )
 
 const testSecret = "test-webhook-secret-0123456789abcdef"
@@ -19,26 +21,8 @@ func intakeConfig(t *testing.T, dataDir string) string {
 	t.Helper()
 	dir := t.TempDir()
 	secret := writeFile(t, dir, "webhook-secret", testSecret+"\n", 0o600)
-	return writeFile(t, dir, "deployd.yaml", fmt.Sprintf(`
-listen: 127.0.0.1:0
-data_dir: %s
-log: {level: info, format: json}
-reconcile_interval: 0
-github:
-  webhook_secret_file: %s
-registries:
-  127.0.0.1:9:
-    credentials: [none]
-    insecure: true
-    github_packages: true
-services:
-  backend:
-    image: 127.0.0.1:9/acme-corp/v7/backend
-    repository: Acme-Corp/v7
-    tags: ["latest"]
-    container: {name: t-intake-backend}
-    rollback: false
-`, dataDir, secret), 0o600)
+	return writeFile(t, dir, "deployd.yaml",
+		webhooktest.DeploydConfig("127.0.0.1:0", dataDir, secret, "info", "t-intake-backend"), 0o600)
 }
 
 func TestServeWebhookIntakeOverHTTP(t *testing.T) {

@@ -544,7 +544,7 @@ func startDeployd(ctx context.Context, bin, dir, level string) (*child, error) {
 		return nil, err
 	}
 	config := filepath.Join(dir, "deployd.yaml")
-	if err := os.WriteFile(config, []byte(deploydConfig(addr, filepath.Join(dir, "data"), secretFile, level)), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(webhooktest.DeploydConfig(addr, filepath.Join(dir, "data"), secretFile, level, "loadtest-backend")), 0o600); err != nil {
 		return nil, err
 	}
 	logs, err := os.Create(filepath.Join(dir, "deployd.log"))
@@ -585,30 +585,6 @@ func startDeployd(ctx context.Context, bin, dir, level string) (*child, error) {
 			return nil, errors.New("deployd did not answer /healthz within 30s")
 		}
 	}
-}
-
-// deploydConfig has one service that every delivery matches (the
-// fixture's Acme-Corp/v7 package v7/backend, tag latest) on a registry at
-// 127.0.0.1:9, where nothing listens.
-func deploydConfig(listen, dataDir, secretFile, level string) string {
-	return fmt.Sprintf(`listen: %s
-data_dir: %q
-log: {level: %s, format: json}
-reconcile_interval: 0
-github:
-  webhook_secret_file: %q
-registries:
-  127.0.0.1:9:
-    credentials: [none]
-    insecure: true
-    github_packages: true
-services:
-  backend:
-    image: 127.0.0.1:9/acme-corp/v7/backend
-    repository: Acme-Corp/v7
-    tags: ["latest"]
-    container: {name: loadtest-backend}
-`, listen, dataDir, level, secretFile)
 }
 
 // serveBare is the reference server: it prints its address, then serves

@@ -175,3 +175,28 @@ func (g *Deliveries) Body(d Delivery) []byte {
 	out = append(out, d.Nonce...)
 	return append(out, g.suffix...)
 }
+
+// DeploydConfig is a deployd configuration whose one service, backend,
+// matches the fixtures' container package (Acme-Corp/v7, v7/backend, tag
+// latest) on a registry at 127.0.0.1:9, where nothing listens: deliveries
+// queue deployments, which then fail fast. It logs JSON at level.
+func DeploydConfig(listen, dataDir, secretFile, level, container string) string {
+	return fmt.Sprintf(`listen: %s
+data_dir: %q
+log: {level: %s, format: json}
+reconcile_interval: 0
+github:
+  webhook_secret_file: %q
+registries:
+  127.0.0.1:9:
+    credentials: [none]
+    insecure: true
+    github_packages: true
+services:
+  backend:
+    image: 127.0.0.1:9/acme-corp/v7/backend
+    repository: Acme-Corp/v7
+    tags: ["latest"]
+    container: {name: %s}
+`, listen, dataDir, level, secretFile, container)
+}
