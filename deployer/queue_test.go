@@ -374,9 +374,11 @@ func TestQueueAnnouncesSupersededDeployments(t *testing.T) {
 	}
 	defer func() { close(exec.hold); q.Shutdown(ctx) }()
 	running, _ := q.Enqueue(ctx, req("backend", "v1"))
-	waitFor(t, "v1 to run", func() bool {
-		d, _ := store.Deployment(ctx, running.ID)
-		return d.State == deployer.StateRunning
+	// Wait for the worker's announcement, not just the store's state.
+	waitFor(t, "v1 to be announced running", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[running.ID] == deployer.StateRunning
 	})
 	manual, err := q.Enqueue(ctx, req("backend", "v2"))
 	if err != nil {
