@@ -258,3 +258,137 @@ func TestDuplicateCheckUsesIndexes(t *testing.T) {
 		t.Errorf("plan:\n%s\nwant both partial indexes, no scan", text)
 	}
 }
+
+// Migration 0005 rebuilds deployments: every row, step and reference is
+// kept, the CHECK still refuses an unknown state, and no id is ever given
+// twice, even one whose row is gone.
+func TestMigrationDeploymentsStateCheckKeepsData(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "deployd.db")
+	old, err := Open(ctx, path, withMigrations(migrationsUpTo(t, 4)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := old.RecordDelivery(ctx, delivery("d1"), []deployer.Request{request("backend", "v1"), request("web", "v1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := old.ClaimNext(ctx, "backend"); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.AppendStep(ctx, first.Deployments[0], deployer.Step{Name: "pull", Outcome: "ok"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Enqueue(ctx, manual("web", "v2")); err != nil {
+		t.Fatal(err)
+	}
+	// The newest id was given once and its row is gone.
+	gone, err := old.Enqueue(ctx, manual("backend", "v9"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.wdb.ExecContext(ctx, "DELETE FROM deployments WHERE id = ?", gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	before, err := old.Deployments(ctx, "", deployer.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	after, err := s.Deployments(ctx, "", deployer.Page{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != 3 || !slices.EqualFunc(after, before, func(a, b deployer.Deployment) bool {
+		return a.ID == b.ID && a.Service == b.Service && a.State == b.State && a.Tag == b.Tag &&
+			a.Trigger == b.Trigger && a.QueuedAt.Equal(b.QueuedAt)
+	}) {
+		t.Errorf("deployments after 0005:\n%+v\nwant\n%+v", after, before)
+	}
+	if got, err := s.Deployment(ctx, first.Deployments[0]); err != nil || len(got.Steps) != 1 || got.State != deployer.StateRunning {
+		t.Errorf("deployment %d after 0005: %+v, %v", first.Deployments[0], got, err)
+	}
+	ds, err := s.Deliveries(ctx, deployer.Page{})
+	if err != nil || len(ds) != 1 || !slices.Equal(ds[0].DeploymentIDs, first.Deployments) {
+		t.Errorf("deliveries after 0005: %+v, %v; want d1 with %v", ds, err, first.Deployments)
+	}
+	assertNoForeignKeyViolations(t, s.wdb)
+
+	var leftovers, indexes int
+	if err := s.wdb.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM sqlite_schema WHERE name LIKE 'deployments_new%'),
+		(SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'deployments')`).Scan(&leftovers, &indexes); err != nil {
+		t.Fatal(err)
+	}
+	if leftovers != 0 || indexes != 4 {
+		t.Errorf("schema after 0005: %d leftovers, %d indexes on deployments, want 0 and 4", leftovers, indexes)
+	}
+	if _, err := s.wdb.ExecContext(ctx, `INSERT INTO deployments (service, trigger_kind, state, queued_at)
+		VALUES ('backend', 'manual', 'waiting', '')`); err == nil {
+		t.Error("a deployment in an unknown state was accepted after 0005")
+	}
+	if _, err := s.wdb.ExecContext(ctx, `INSERT INTO deployments (service, delivery_seq, trigger_kind, state, queued_at)
+		VALUES ('backend', 9999, 'webhook', 'queued', '')`); err == nil {
+		t.Error("a deployment of an unknown delivery was accepted after 0005")
+	}
+	next, err := s.Enqueue(ctx, manual("backend", "v10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.ID <= gone.ID {
+		t.Errorf("id after 0005 = %d, want above %d, which was given before", next.ID, gone.ID)
+	}
+}
+
+// Writing a deployment builds no temporary b-tree: SQLite compiles
+// "x IN (more than two values)", in a CHECK too, into one, and building it
+// for every row was a good part of the cost of a webhook delivery.
+func TestDeploymentWritesUseNoTemporaryTable(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTestStore(t)
+	for _, stmt := range []struct {
+		name  string
+		query string
+		args  int
+	}{
+		{"insert", insertDeploymentQuery, 14},
+		{"supersede", supersedeQuery, 2},
+		{"finish", "UPDATE deployments SET state = ?, finished_at = ? WHERE id = ?", 3},
+	} {
+		args := make([]any, stmt.args)
+		for i := range args {
+			args[i] = "x"
+		}
+		rows, err := s.rdb.QueryContext(ctx, "EXPLAIN "+stmt.query, args...)
+		if err != nil {
+			t.Fatalf("%s: %v", stmt.name, err)
+		}
+		var ops []string
+		for rows.Next() {
+			var (
+				addr, p1, p2, p3 int
+				op               string
+				p4, p5, comment  any
+			)
+			if err := rows.Scan(&addr, &op, &p1, &p2, &p3, &p4, &p5, &comment); err != nil {
+				t.Fatal(err)
+			}
+			ops = append(ops, op)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		rows.Close()
+		if len(ops) == 0 || slices.Contains(ops, "OpenEphemeral") {
+			t.Errorf("%s compiles to %d operations with OpenEphemeral: %v", stmt.name, len(ops), ops)
+		}
+	}
+}

@@ -395,6 +395,20 @@ const duplicateQuery = `SELECT 1, seq, COALESCE(delivery_id, '') FROM deliveries
 		WHERE body_sha256 = ?2 AND result <> 'duplicate'
 	LIMIT 1`
 
+// supersedeQuery marks the queued deployment of service ?2 superseded at ?1.
+// A service has at most one queued deployment, since queuing one supersedes
+// the one before (ClaimNext settles any older ones), so the row is found
+// first and updated by id, which spares SQLite the list of rows to update
+// that a multi-row UPDATE builds.
+const supersedeQuery = `UPDATE deployments SET state = 'superseded', finished_at = ?1
+	WHERE id = (SELECT id FROM deployments WHERE service = ?2 AND state = 'queued' ORDER BY id DESC LIMIT 1)`
+
+// insertDeploymentQuery queues a deployment.
+const insertDeploymentQuery = `INSERT INTO deployments
+	(service, delivery_seq, trigger_kind, trigger_delivery_id, trigger_event, trigger_subject,
+	 installation_id, run_id, run_number, tag, digest, force, dry_run, state, queued_at)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)`
+
 func prepareHot(ctx context.Context, db *sql.DB) (hotStmts, error) {
 	var h hotStmts
 	for _, p := range []struct {
@@ -413,11 +427,8 @@ func prepareHot(ctx context.Context, db *sql.DB) (hotStmts, error) {
 		{&h.insertNewDelivery, `INSERT INTO deliveries
 			(delivery_id, event, action, body_sha256, received_at, result, reason)
 			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`},
-		{&h.supersede, "UPDATE deployments SET state = 'superseded', finished_at = ? WHERE service = ? AND state = 'queued'"},
-		{&h.insertDeployment, `INSERT INTO deployments
-			(service, delivery_seq, trigger_kind, trigger_delivery_id, trigger_event, trigger_subject,
-			 installation_id, run_id, run_number, tag, digest, force, dry_run, state, queued_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?)`},
+		{&h.supersede, supersedeQuery},
+		{&h.insertDeployment, insertDeploymentQuery},
 	} {
 		st, err := db.PrepareContext(ctx, p.query)
 		if err != nil {
