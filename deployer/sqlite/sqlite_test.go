@@ -502,6 +502,123 @@ func TestConcurrentWritersShareCommits(t *testing.T) {
 	}
 }
 
+// enqueueOp hands the writer a call that writes nothing, straight into its
+// channel, and returns its answer.
+func enqueueOp(s *Store) <-chan error {
+	op := &writeOp{ctx: context.Background(), fn: func(context.Context, *sql.Tx) error { return nil }, done: make(chan error, 1)}
+	s.ops <- op
+	return op.done
+}
+
+// waitTaken waits until the writer has taken every call from its channel.
+func waitTaken(t *testing.T, s *Store) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.ops) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d calls still queued", len(s.ops))
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// The writer waits for company only while calls arrive concurrently, stops
+// waiting as soon as the batch outgrows the previous one, and commits what
+// it holds when the store closes.
+func TestCommitDelayGathersConcurrentCalls(t *testing.T) {
+	ctx := context.Background()
+	gate := newWriterGate()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "deployd.db"), WithCommitHook(gate.hook), WithCommitDelay(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// One call at a time: each is committed alone, at once.
+	for i := range 3 {
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.RecordDelivery(ctx, delivery(fmt.Sprintf("alone-%d", i)), nil)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a lone call waited for company")
+		}
+		if n := <-gate.batches; n != 1 {
+			t.Fatalf("lone call committed with %d calls", n)
+		}
+	}
+
+	// Two calls that arrive together share a transaction.
+	release := gate.block(t, s)
+	first, second := enqueueOp(s), enqueueOp(s)
+	release()
+	if n := <-gate.batches; n != 2 {
+		t.Fatalf("two waiting calls committed as %d", n)
+	}
+	for _, done := range []<-chan error{first, second} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The next call waits until the batch holds more than two: it is not
+	// committed on its own (a writer that did not wait would have answered
+	// it well within the 100ms given), only with the two that join it.
+	waiting := enqueueOp(s)
+	select {
+	case err := <-waiting:
+		t.Fatalf("a call that arrived after two committed together was committed alone (%v)", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	joining := []<-chan error{enqueueOp(s), enqueueOp(s)}
+	if n := <-gate.batches; n != 3 {
+		t.Fatalf("a call that arrived after two committed together was committed with %d calls, want 3", n)
+	}
+	for _, done := range append(joining, waiting) {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Closing ends the wait: the call is committed, not dropped.
+	last := enqueueOp(s)
+	waitTaken(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-last; err != nil {
+		t.Errorf("call waiting when the store closed: %v", err)
+	}
+	if n := <-gate.batches; n != 1 {
+		t.Errorf("call waiting when the store closed committed with %d calls", n)
+	}
+}
+
+// The wait for company is bounded by the commit delay.
+func TestCommitDelayIsBounded(t *testing.T) {
+	gate := newWriterGate()
+	s, _ := openTestStore(t, WithCommitHook(gate.hook), WithCommitDelay(time.Millisecond))
+	release := gate.block(t, s)
+	first, second := enqueueOp(s), enqueueOp(s)
+	release()
+	if n := <-gate.batches; n != 2 {
+		t.Fatalf("two waiting calls committed as %d", n)
+	}
+	<-first
+	<-second
+	if err := <-enqueueOp(s); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-gate.batches; n != 1 {
+		t.Errorf("a call that no other joined committed with %d calls, want 1", n)
+	}
+}
+
 // GitHub may send a delivery again while the first is still being
 // recorded: exactly one of them queues, the others are duplicates of it.
 func TestConcurrentRedeliveriesQueueOnce(t *testing.T) {
@@ -680,6 +797,10 @@ func TestPragmas(t *testing.T) {
 		if journal != "wal" || sync != 2 || fk != 1 || busy <= 0 {
 			t.Errorf("journal_mode=%s synchronous=%d foreign_keys=%d busy_timeout=%d; want wal 2 1 >0", journal, sync, fk, busy)
 		}
+	}
+	var checkpoint int
+	if err := s.wdb.QueryRowContext(ctx, "PRAGMA wal_autocheckpoint").Scan(&checkpoint); err != nil || checkpoint != walCheckpointPages {
+		t.Errorf("writer's wal_autocheckpoint = %d, %v; want %d", checkpoint, err, walCheckpointPages)
 	}
 	if _, err := s.rdb.ExecContext(ctx, "DELETE FROM deliveries"); err == nil {
 		t.Error("the read pool can write")
