@@ -7,8 +7,8 @@
 // same moment into one transaction (group commit), so concurrent callers share
 // the cost of a sync while each call keeps its own all-or-nothing outcome.
 // While calls arrive concurrently, the writer waits up to a commit delay for
-// the batch to grow, so that more of them share each sync; a lone call never
-// waits.
+// a batch to grow as large as the previous one, so that more of them share
+// each sync; a lone call never waits.
 // Reads use a separate pool of read-only connections and never wait for the
 // writer (WAL mode).
 package sqlite
@@ -96,9 +96,9 @@ func WithMaxBatch(n int) Option {
 // WithCommitDelay sets how long the writer may wait for more calls before
 // it commits a batch (default 2ms; 0 never waits). It waits only while calls
 // arrive concurrently, that is when the previous transaction carried more
-// than one, and only until the batch outgrows that one: under load more
-// calls share each sync, which costs far more CPU than the wait, and a lone
-// call is committed at once.
+// than one, and only until the batch is as large as that one: under load
+// more calls share each sync, which costs far more CPU than the wait, and a
+// lone call is committed at once.
 func WithCommitDelay(d time.Duration) Option {
 	return func(o *options) { o.commitDelay = max(d, 0) }
 }
@@ -299,11 +299,12 @@ func (s *Store) run(ctx context.Context) {
 	for op := range s.ops {
 		batch = append(batch[:0], op)
 		open := s.gather(&batch)
-		if open && s.commitDelay > 0 && last > 1 && len(batch) <= last && len(batch) < s.maxBatch {
+		if open && s.commitDelay > 0 && last > 1 && len(batch) < min(last, s.maxBatch) {
 			// Calls are arriving concurrently: give the ones on their
-			// way a moment to join, until the batch outgrows the last.
+			// way a moment to join, until the batch is as large as the
+			// last one.
 			delay.Reset(s.commitDelay)
-			s.await(&batch, last+1, delay.C)
+			s.await(&batch, last, delay.C)
 			delay.Stop()
 		}
 		last = len(batch)
@@ -329,10 +330,10 @@ func (s *Store) gather(batch *[]*writeOp) bool {
 	return true
 }
 
-// await adds calls to batch as they arrive until it holds n (or maxBatch),
-// ops is closed or timeout fires.
+// await adds calls to batch as they arrive until it holds n, ops is closed
+// or timeout fires.
 func (s *Store) await(batch *[]*writeOp, n int, timeout <-chan time.Time) {
-	for len(*batch) < min(n, s.maxBatch) {
+	for len(*batch) < n {
 		select {
 		case op, ok := <-s.ops:
 			if !ok {

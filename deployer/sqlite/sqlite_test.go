@@ -523,8 +523,8 @@ func waitTaken(t *testing.T, s *Store) {
 }
 
 // The writer waits for company only while calls arrive concurrently, stops
-// waiting as soon as the batch outgrows the previous one, and commits what
-// it holds when the store closes.
+// waiting as soon as the batch is as large as the previous one, and commits
+// what it holds when the store closes.
 func TestCommitDelayGathersConcurrentCalls(t *testing.T) {
 	ctx := context.Background()
 	gate := newWriterGate()
@@ -566,20 +566,20 @@ func TestCommitDelayGathersConcurrentCalls(t *testing.T) {
 		}
 	}
 
-	// The next call waits until the batch holds more than two: it is not
-	// committed on its own (a writer that did not wait would have answered
-	// it well within the 100ms given), only with the two that join it.
+	// The next call waits until the batch holds two: it is not committed
+	// on its own (a writer that did not wait would have answered it well
+	// within the 100ms given), only with the one that joins it.
 	waiting := enqueueOp(s)
 	select {
 	case err := <-waiting:
 		t.Fatalf("a call that arrived after two committed together was committed alone (%v)", err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	joining := []<-chan error{enqueueOp(s), enqueueOp(s)}
-	if n := <-gate.batches; n != 3 {
-		t.Fatalf("a call that arrived after two committed together was committed with %d calls, want 3", n)
+	joining := enqueueOp(s)
+	if n := <-gate.batches; n != 2 {
+		t.Fatalf("a call that arrived after two committed together was committed with %d calls, want 2", n)
 	}
-	for _, done := range append(joining, waiting) {
+	for _, done := range []<-chan error{waiting, joining} {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
