@@ -9,7 +9,7 @@ package deployer
 
 import (
 	"errors"
-	"regexp"
+	"strings"
 	"time"
 )
 
@@ -79,16 +79,30 @@ type Request struct {
 	DryRun bool `json:"dry_run,omitempty"`
 }
 
-var (
-	tagPattern    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$`)
-	digestPattern = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
-)
+// tagChars are the bytes an image tag is made of.
+const tagChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
 
-// ValidTag reports whether tag is a well-formed image tag.
-func ValidTag(tag string) bool { return tagPattern.MatchString(tag) }
+// ValidTag reports whether tag is a well-formed image tag:
+// [A-Za-z0-9_][A-Za-z0-9._-]{0,127}.
+func ValidTag(tag string) bool {
+	return tag != "" && len(tag) <= 128 && tag[0] != '.' && tag[0] != '-' &&
+		strings.Trim(tag, tagChars) == ""
+}
 
-// ValidDigest reports whether d is a well-formed sha256 digest.
-func ValidDigest(d string) bool { return digestPattern.MatchString(d) }
+// ValidDigest reports whether d is a well-formed sha256 digest: "sha256:"
+// followed by 64 lower-case hex digits.
+func ValidDigest(d string) bool {
+	hexDigits, ok := strings.CutPrefix(d, "sha256:")
+	if !ok || len(hexDigits) != 64 {
+		return false
+	}
+	for i := 0; i < len(hexDigits); i++ {
+		if c := hexDigits[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // Errors returned by Request.Validate.
 var (
