@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5/middleware"
@@ -25,7 +26,8 @@ import (
 const MaxBodyBytes = 25 << 20
 
 // preallocBodyBytes bounds the buffer reserved for a body from its declared
-// length, before any of it is read.
+// length, before any of it is read. Buffers up to this size are reused for
+// later deliveries; larger ones are left to the garbage collector.
 const preallocBodyBytes = 256 << 10
 
 // Limits on the unsigned headers that name a delivery.
@@ -95,6 +97,11 @@ type Handler struct {
 	recorder Recorder
 	log      zerolog.Logger
 	now      func() time.Time
+
+	// bodies recycles the buffers that bodies are read into, which are
+	// most of what a delivery allocates. Nothing taken from a body
+	// outlives its request: the payload is decoded into copies.
+	bodies sync.Pool // of *bytes.Buffer
 }
 
 // NewHandler checks cfg and returns a Handler, which keeps its own copy of
@@ -152,7 +159,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	o := outcome{id: clip(github.DeliveryID(r), maxDeliveryIDLen), event: clip(github.WebHookType(r), maxEventLen)}
 	defer func() { h.logOutcome(log, &o, start) }()
 
-	d, reqs, p := h.intake(w, r, start)
+	body := h.bodyBuffer()
+	defer h.recycle(body)
+	d, reqs, p := h.intake(w, r, start, body)
 	if p != nil {
 		if p.status == http.StatusMethodNotAllowed {
 			w.Header().Set("Allow", http.MethodPost)
@@ -201,10 +210,27 @@ type accepted struct {
 	Zen  string
 }
 
+// bodyBuffer returns an empty buffer to read a body into.
+func (h *Handler) bodyBuffer() *bytes.Buffer {
+	if b, ok := h.bodies.Get().(*bytes.Buffer); ok {
+		return b
+	}
+	return new(bytes.Buffer)
+}
+
+// recycle keeps b for a later delivery unless it grew too large to keep.
+func (h *Handler) recycle(b *bytes.Buffer) {
+	if b.Cap() > preallocBodyBytes+bytes.MinRead {
+		return
+	}
+	b.Reset()
+	h.bodies.Put(b)
+}
+
 // intake runs every check before recording: method, signature, size,
-// headers and payload. It returns the delivery and its requests, or the
-// problem that refuses it.
-func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time) (accepted, []deployer.Request, *problem) {
+// headers and payload, reading the body into buf. It returns the delivery
+// and its requests, or the problem that refuses it.
+func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time, buf *bytes.Buffer) (accepted, []deployer.Request, *problem) {
 	if r.Method != http.MethodPost {
 		return accepted{}, nil, &problem{status: http.StatusMethodNotAllowed, msg: "method not allowed", hint: "GitHub delivers webhooks with POST"}
 	}
@@ -214,7 +240,7 @@ func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time) 
 			msg:  "missing " + github.SHA256SignatureHeader + " signature",
 			hint: "set a secret on the GitHub webhook so that it signs deliveries with SHA-256; unsigned and SHA-1-only deliveries are refused"}
 	}
-	raw, p := readBody(w, r)
+	raw, p := readBody(w, r, buf)
 	if p != nil {
 		return accepted{}, nil, p
 	}
@@ -264,14 +290,14 @@ func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time) 
 	return d, dec.Requests, nil
 }
 
-// readBody reads the body, at most MaxBodyBytes of it.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *problem) {
+// readBody reads the body, at most MaxBodyBytes of it, into the empty buf
+// and returns buf's bytes.
+func readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) ([]byte, *problem) {
 	tooLarge := &problem{status: http.StatusRequestEntityTooLarge, msg: "body too large",
 		hint: fmt.Sprintf("deliveries are limited to %d bytes", MaxBodyBytes)}
 	if r.ContentLength > MaxBodyBytes {
 		return nil, tooLarge
 	}
-	var buf bytes.Buffer
 	if r.ContentLength > 0 {
 		// Size the buffer from the declared length, but only up to what a
 		// typical delivery needs: before the signature is checked, a

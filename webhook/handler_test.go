@@ -573,3 +573,37 @@ func TestHandlerDoesNotReserveDeclaredLength(t *testing.T) {
 		t.Errorf("a request declaring %d bytes allocated %d bytes before its signature was checked", MaxBodyBytes, grown)
 	}
 }
+
+// Bodies are read into reused buffers: what a delivery records must not
+// change when later deliveries are read into the same memory.
+func TestHandlerRecordsOutliveTheBody(t *testing.T) {
+	rec := &fakeRecorder{}
+	h := newTestHandler(t, rec, nil)
+	base := string(fixture(t, "registry_package.published.container-tagged.json"))
+	const oldDigest = "sha256:3f1c2a9be0d44e67a1b9c5d8e7f60a21b3c4d5e6f708192a3b4c5d6e7f8091a2"
+	if !strings.Contains(base, oldDigest) || !strings.Contains(base, `"name": "latest"`) {
+		t.Fatal("fixture changed: update the values this test replaces")
+	}
+	const n = 8
+	for i := range n {
+		// Same length every time, so that each body overwrites the last.
+		digest := fmt.Sprintf("sha256:%064x", i)
+		body := strings.ReplaceAll(base, oldDigest, digest)
+		body = strings.Replace(body, `"name": "latest"`, fmt.Sprintf(`"name": "sha-%02d"`, i), 1)
+		wantStatus(t, serve(h, delivery(EventRegistryPackage, fmt.Sprintf("d-%d", i), []byte(body))), http.StatusAccepted)
+	}
+	if rec.count() != n {
+		t.Fatalf("recorded %d deliveries, want %d", rec.count(), n)
+	}
+	for i := range n {
+		d := rec.got[i]
+		if d.ID != fmt.Sprintf("d-%d", i) || d.Action != "published" || d.Event != EventRegistryPackage {
+			t.Errorf("delivery %d recorded as %+v", i, d)
+		}
+		for _, r := range rec.reqs[i] {
+			if r.Tag != fmt.Sprintf("sha-%02d", i) || r.Digest != fmt.Sprintf("sha256:%064x", i) {
+				t.Errorf("delivery %d: request for %s has tag %q, digest %q", i, r.Service, r.Tag, r.Digest)
+			}
+		}
+	}
+}
