@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -617,6 +618,43 @@ func TestCommitDelayIsBounded(t *testing.T) {
 	if n := <-gate.batches; n != 1 {
 		t.Errorf("a call that no other joined committed with %d calls, want 1", n)
 	}
+}
+
+// Commits reach the database file in the background, long before the WAL
+// is large enough for the writer to checkpoint it itself.
+func TestCheckpointerCopiesCommitsToTheDatabase(t *testing.T) {
+	ctx := context.Background()
+	s, path := openTestStore(t)
+	size := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := size()
+	for i := range 200 {
+		if _, err := s.RecordDelivery(ctx, delivery(fmt.Sprintf("d%d", i)), []deployer.Request{request("backend", "v1")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for size() <= before {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file still %d bytes after 200 commits: nothing was checkpointed", before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Everything committed is still there, now read through the database file.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	assertCounts(t, s2, 200, 200)
 }
 
 // GitHub may send a delivery again while the first is still being
