@@ -620,11 +620,12 @@ func TestCommitDelayIsBounded(t *testing.T) {
 	}
 }
 
-// Commits reach the database file in the background, long before the WAL
-// is large enough for the writer to checkpoint it itself.
+// Commits of concurrent calls reach the database file in the background,
+// long before the WAL is large enough for the writer to checkpoint it.
 func TestCheckpointerCopiesCommitsToTheDatabase(t *testing.T) {
 	ctx := context.Background()
-	s, path := openTestStore(t)
+	gate := newWriterGate()
+	s, path := openTestStore(t, WithCommitHook(gate.hook))
 	size := func() int64 {
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -633,8 +634,19 @@ func TestCheckpointerCopiesCommitsToTheDatabase(t *testing.T) {
 		return fi.Size()
 	}
 	before := size()
+	// 200 calls in one transaction.
+	release := gate.block(t, s)
+	errs := make(chan error, 200)
 	for i := range 200 {
-		if _, err := s.RecordDelivery(ctx, delivery(fmt.Sprintf("d%d", i)), []deployer.Request{request("backend", "v1")}); err != nil {
+		go func() {
+			_, err := s.RecordDelivery(ctx, delivery(fmt.Sprintf("d%d", i)), []deployer.Request{request(fmt.Sprintf("svc%d", i), "v1")})
+			errs <- err
+		}()
+	}
+	waitQueued(t, s, 128)
+	release()
+	for range 200 {
+		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -655,6 +667,25 @@ func TestCheckpointerCopiesCommitsToTheDatabase(t *testing.T) {
 	}
 	defer s2.Close()
 	assertCounts(t, s2, 200, 200)
+}
+
+// Calls that come one at a time leave checkpoints to the writer.
+func TestLoneCommitsAreNotCheckpointedInTheBackground(t *testing.T) {
+	ctx := context.Background()
+	s, path := openTestStore(t)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if _, err := s.RecordDelivery(ctx, delivery(fmt.Sprintf("d%d", i)), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(3 * checkpointInterval) // the checkpointer would have run by now
+	if after, err := os.Stat(path); err != nil || after.Size() != fi.Size() {
+		t.Errorf("database file grew from %d bytes (%v, %v): checkpointed in the background", fi.Size(), after, err)
+	}
 }
 
 // GitHub may send a delivery again while the first is still being
