@@ -12,6 +12,20 @@ import (
 	"github.com/deployd/deployd/deployer"
 )
 
+// upgrade closes old and opens its database again with every migration.
+func upgrade(t *testing.T, old *Store, path string) *Store {
+	t.Helper()
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 // migrationsUpTo returns the embedded migrations numbered up to version.
 func migrationsUpTo(t *testing.T, version int) fstest.MapFS {
 	t.Helper()
@@ -143,19 +157,9 @@ func TestMigrationRecordsDuplicatesKeepsData(t *testing.T) {
 	if len(before) != 4 {
 		t.Fatalf("before 0003: %d deliveries, want 4", len(before))
 	}
-	deploymentsBefore, err := old.Deployments(ctx, "", deployer.Page{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Close(); err != nil {
-		t.Fatal(err)
-	}
+	deploymentsBefore := must(old.Deployments(ctx, "", deployer.Page{}))(t)
 
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := upgrade(t, old, path)
 	after, err := s.Deliveries(ctx, deployer.Page{})
 	if err != nil {
 		t.Fatal(err)
@@ -290,23 +294,10 @@ func TestMigrationDeploymentsStateCheckKeepsData(t *testing.T) {
 	if _, err := old.wdb.ExecContext(ctx, "DELETE FROM deployments WHERE id = ?", gone.ID); err != nil {
 		t.Fatal(err)
 	}
-	before, err := old.Deployments(ctx, "", deployer.Page{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := old.Close(); err != nil {
-		t.Fatal(err)
-	}
+	before := must(old.Deployments(ctx, "", deployer.Page{}))(t)
 
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	after, err := s.Deployments(ctx, "", deployer.Page{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := upgrade(t, old, path)
+	after := must(s.Deployments(ctx, "", deployer.Page{}))(t)
 	if len(after) != 3 || !slices.EqualFunc(after, before, func(a, b deployer.Deployment) bool {
 		return a.ID == b.ID && a.Service == b.Service && a.State == b.State && a.Tag == b.Tag &&
 			a.Trigger == b.Trigger && a.QueuedAt.Equal(b.QueuedAt)
