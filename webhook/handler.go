@@ -155,12 +155,12 @@ type outcome struct {
 // ServeHTTP handles one delivery; see Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
+	body := h.bodyBuffer()
+	defer h.recycle(body) // last, after everything else is done with it
 	log := h.logger(r)
 	o := outcome{id: clip(github.DeliveryID(r), maxDeliveryIDLen), event: clip(github.WebHookType(r), maxEventLen)}
 	defer func() { h.logOutcome(log, &o, start) }()
 
-	body := h.bodyBuffer()
-	defer h.recycle(body)
 	d, reqs, p := h.intake(w, r, start, body)
 	if p != nil {
 		if p.status == http.StatusMethodNotAllowed {

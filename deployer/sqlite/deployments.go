@@ -42,8 +42,9 @@ func scanDeployment(row scanner) (deployer.Deployment, error) {
 	return d, nil
 }
 
-// queue inserts r as a queued deployment, first superseding the deployments
-// of the same service still queued. deliverySeq is 0 when no delivery asked.
+// queue inserts r as a queued deployment, first superseding the one of the
+// same service still queued (there is at most one; see supersedeQuery).
+// deliverySeq is 0 when no delivery asked.
 func (s *Store) queue(ctx context.Context, tx *sql.Tx, r deployer.Request, deliverySeq int64, now time.Time) (deployer.Deployment, error) {
 	at := formatTime(now)
 	if _, err := tx.StmtContext(ctx, s.hot.supersede).ExecContext(ctx, at, r.Service); err != nil {
@@ -73,6 +74,13 @@ func (s *Store) queue(ctx context.Context, tx *sql.Tx, r deployer.Request, deliv
 		QueuedAt: now.UTC().Round(0),
 	}, nil
 }
+
+// finishQuery settles deployment ?9 in state ?1, unless it already ended.
+const finishQuery = `UPDATE deployments SET
+		state = ?, digest = CASE WHEN ? = '' THEN digest ELSE ? END,
+		dry_run = dry_run OR ?,
+		error_class = ?, error = ?, hint = ?, finished_at = ?
+	WHERE id = ? AND state IN ('queued', 'running')`
 
 // Enqueue queues a request that comes from no delivery (manual, rollback,
 // reconcile), superseding the deployments of its service still queued, and
@@ -184,11 +192,7 @@ func (s *Store) Finish(ctx context.Context, d deployer.Deployment) error {
 		if d.FinishedAt != nil {
 			finished = *d.FinishedAt
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE deployments SET
-				state = ?, digest = CASE WHEN ? = '' THEN digest ELSE ? END,
-				dry_run = dry_run OR ?,
-				error_class = ?, error = ?, hint = ?, finished_at = ?
-			WHERE id = ? AND state IN ('queued', 'running')`,
+		res, err := tx.ExecContext(ctx, finishQuery,
 			d.State, d.Digest, d.Digest, d.DryRun, d.ErrorClass, d.Error, d.Hint, formatTime(finished), d.ID)
 		if err != nil {
 			return err

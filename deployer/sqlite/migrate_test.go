@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -273,17 +274,31 @@ func TestMigrationDeploymentsStateCheckKeepsData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Rows in every shape: finished with an error, superseded, queued with
+	// every option, running with steps.
 	first, err := old.RecordDelivery(ctx, delivery("d1"), []deployer.Request{request("backend", "v1"), request("web", "v1")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := old.ClaimNext(ctx, "backend"); err != nil {
+	failed, _ := must2(old.ClaimNext(ctx, "backend"))(t)
+	if err := old.AppendStep(ctx, failed.ID, deployer.Step{Name: "pull", Outcome: "failed", Message: "denied"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := old.AppendStep(ctx, first.Deployments[0], deployer.Step{Name: "pull", Outcome: "ok"}); err != nil {
+	failed.State, failed.Digest = deployer.StateFailed, "sha256:"+strings.Repeat("ab", 32)
+	failed.ErrorClass, failed.Error, failed.Hint = "auth", "pull: denied", "check the App's packages permission"
+	if err := old.Finish(ctx, failed); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := old.Enqueue(ctx, manual("web", "v2")); err != nil {
+	queued := manual("web", "v2")
+	queued.Digest, queued.Force, queued.DryRun = "sha256:"+strings.Repeat("cd", 32), true, true
+	if _, err := old.Enqueue(ctx, queued); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Enqueue(ctx, manual("backend", "v3")); err != nil {
+		t.Fatal(err)
+	}
+	running, _ := must2(old.ClaimNext(ctx, "backend"))(t)
+	if err := old.AppendStep(ctx, running.ID, deployer.Step{Name: "resolve", Outcome: "ok"}); err != nil {
 		t.Fatal(err)
 	}
 	// The newest id was given once and its row is gone.
@@ -295,17 +310,24 @@ func TestMigrationDeploymentsStateCheckKeepsData(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := must(old.Deployments(ctx, "", deployer.Page{}))(t)
+	var beforeOne []deployer.Deployment
+	for _, d := range before {
+		beforeOne = append(beforeOne, must(old.Deployment(ctx, d.ID))(t))
+	}
 
 	s := upgrade(t, old, path)
 	after := must(s.Deployments(ctx, "", deployer.Page{}))(t)
-	if len(after) != 3 || !slices.EqualFunc(after, before, func(a, b deployer.Deployment) bool {
-		return a.ID == b.ID && a.Service == b.Service && a.State == b.State && a.Tag == b.Tag &&
-			a.Trigger == b.Trigger && a.QueuedAt.Equal(b.QueuedAt)
-	}) {
+	if len(after) != 4 || !reflect.DeepEqual(after, before) {
 		t.Errorf("deployments after 0005:\n%+v\nwant\n%+v", after, before)
 	}
-	if got, err := s.Deployment(ctx, first.Deployments[0]); err != nil || len(got.Steps) != 1 || got.State != deployer.StateRunning {
-		t.Errorf("deployment %d after 0005: %+v, %v", first.Deployments[0], got, err)
+	for _, want := range beforeOne {
+		if got := must(s.Deployment(ctx, want.ID))(t); !reflect.DeepEqual(got, want) {
+			t.Errorf("deployment %d after 0005:\n%+v\nwant\n%+v", want.ID, got, want)
+		}
+	}
+	if len(beforeOne) != 4 || len(beforeOne[0].Steps)+len(beforeOne[3].Steps) != 2 ||
+		beforeOne[3].State != deployer.StateFailed || beforeOne[0].State != deployer.StateRunning {
+		t.Fatalf("test setup: %+v", beforeOne)
 	}
 	ds, err := s.Deliveries(ctx, deployer.Page{})
 	if err != nil || len(ds) != 1 || !slices.Equal(ds[0].DeploymentIDs, first.Deployments) {
@@ -352,7 +374,7 @@ func TestDeploymentWritesUseNoTemporaryTable(t *testing.T) {
 	}{
 		{"insert", insertDeploymentQuery, 14},
 		{"supersede", supersedeQuery, 2},
-		{"finish", "UPDATE deployments SET state = ?, finished_at = ? WHERE id = ?", 3},
+		{"finish", finishQuery, 9},
 	} {
 		args := make([]any, stmt.args)
 		for i := range args {

@@ -600,23 +600,83 @@ func TestCommitDelayGathersConcurrentCalls(t *testing.T) {
 	}
 }
 
-// The wait for company is bounded by the commit delay.
-func TestCommitDelayIsBounded(t *testing.T) {
-	gate := newWriterGate()
-	s, _ := openTestStore(t, WithCommitHook(gate.hook), WithCommitDelay(time.Millisecond))
+// settableClock is a clock that moves only when told to.
+type settableClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *settableClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *settableClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// afterTwoCallsCommitted makes the writer commit two calls together and
+// returns once they are answered.
+func afterTwoCallsCommitted(t *testing.T, s *Store, gate *writerGate) {
+	t.Helper()
 	release := gate.block(t, s)
 	first, second := enqueueOp(s), enqueueOp(s)
 	release()
 	if n := <-gate.batches; n != 2 {
 		t.Fatalf("two waiting calls committed as %d", n)
 	}
-	<-first
-	<-second
-	if err := <-enqueueOp(s); err != nil {
-		t.Fatal(err)
+	for _, done := range []<-chan error{first, second} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// answerWithin waits for a call's answer, failing the test after limit.
+func answerWithin(t *testing.T, done <-chan error, limit time.Duration) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(limit):
+		t.Fatalf("no answer after %s", limit)
+	}
+}
+
+// The wait for company ends when the commit delay has passed.
+func TestCommitDelayIsBounded(t *testing.T) {
+	const delay = 20 * time.Millisecond
+	gate := newWriterGate()
+	clock := &settableClock{now: time.Now()} // stands still: the burst is always recent
+	s, _ := openTestStore(t, WithCommitHook(gate.hook), WithCommitDelay(delay), WithClock(clock.Now))
+	afterTwoCallsCommitted(t, s, gate)
+
+	start := time.Now()
+	answerWithin(t, enqueueOp(s), 10*time.Second)
+	if took := time.Since(start); took < delay {
+		t.Errorf("a call right after a burst was answered in %s, without waiting %s for company", took, delay)
 	}
 	if n := <-gate.batches; n != 1 {
 		t.Errorf("a call that no other joined committed with %d calls, want 1", n)
+	}
+}
+
+// A call that comes once a burst is over does not wait for company.
+func TestCommitDelayEndsWithTheBurst(t *testing.T) {
+	gate := newWriterGate()
+	clock := &settableClock{now: time.Now()}
+	s, _ := openTestStore(t, WithCommitHook(gate.hook), WithCommitDelay(time.Hour), WithClock(clock.Now))
+	afterTwoCallsCommitted(t, s, gate)
+
+	clock.Advance(2 * time.Hour)
+	answerWithin(t, enqueueOp(s), 10*time.Second) // it would wait an hour for company
+	if n := <-gate.batches; n != 1 {
+		t.Errorf("a lone call committed with %d calls, want 1", n)
 	}
 }
 
