@@ -9,6 +9,7 @@ import (
 
 	"github.com/deployd/deployd/auth"
 	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/internal/testclock"
 	"github.com/rs/zerolog"
 )
 
@@ -30,25 +31,7 @@ func appKey(t *testing.T) (*rsa.PrivateKey, []byte) {
 	return keyRSA, keyPEM
 }
 
-// clock is a settable clock, safe for concurrent use.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
 // syncBuffer is a bytes.Buffer safe for a logger written from many goroutines.
 type syncBuffer struct {
@@ -73,7 +56,7 @@ func (s *syncBuffer) String() string {
 type env struct {
 	gh    *authtest.FakeGitHub
 	app   *auth.App
-	clock *clock
+	clock *testclock.Clock
 	logs  *syncBuffer
 }
 

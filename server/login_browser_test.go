@@ -35,34 +35,8 @@ func TestPrivateStatusPageLoginInBrowser(t *testing.T) {
 	}
 
 	ctx := newBrowser(t, chromium)
-	// eval evaluates expr, retrying while a navigation replaces the page.
-	eval := func(expr string) string {
-		t.Helper()
-		var lastErr error
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
-			if err == nil {
-				return v
-			}
-			lastErr = err
-		}
-		t.Fatalf("evaluate %s: %v", expr, lastErr)
-		return ""
-	}
-	waitUntil := func(what, expr, want string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			got := eval(expr)
-			if got == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: got %q, want %q", what, got, want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	eval := func(expr string) string { t.Helper(); return ctx.eval(t, expr) }
+	waitUntil := func(what, expr, want string) { t.Helper(); ctx.waitUntil(t, what, expr, want) }
 	// submit types into the token field and sends the form.
 	submit := func(token string) *network.Response {
 		t.Helper()

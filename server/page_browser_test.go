@@ -23,6 +23,7 @@ import (
 	"github.com/deployd/deployd/auth"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/sqlite"
+	"github.com/deployd/deployd/internal/e2e"
 	"github.com/deployd/deployd/server"
 )
 
@@ -283,28 +284,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	ctx := newBrowser(t, chromium)
 	problemCount := func() int { return len(ctx.problemList()) }
 
-	eval := func(expr string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[string](expr))
-		if err != nil {
-			t.Fatalf("evaluate %s: %v", expr, err)
-		}
-		return v
-	}
-	waitUntil := func(what, expr, want string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			got := eval(expr)
-			if got == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: got %q, want %q", what, got, want)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	eval := func(expr string) string { t.Helper(); return ctx.eval(t, expr) }
+	waitUntil := func(what, expr, want string) { t.Helper(); ctx.waitUntil(t, what, expr, want) }
 	const cardJS = `[...document.querySelectorAll(".card")].find(c => c.dataset.service === %q)`
 	firstRow := func(service, field string) string {
 		return fmt.Sprintf(`(() => { const c = `+cardJS+`; const li = c && c.querySelector('[data-list="deployments"] > li');
@@ -435,10 +416,7 @@ func needChromium(t *testing.T) string {
 	t.Helper()
 	chromium := findChromium()
 	if chromium == "" {
-		if os.Getenv("CI") != "" || os.Getenv("DEPLOYD_E2E") != "" {
-			t.Fatal("chromium not found; install it (apt-get install chromium)")
-		}
-		t.Skip("chromium not found; set DEPLOYD_E2E=1 to make this a failure")
+		e2e.Missing(t, "chromium not found (run scripts/install-test-deps or apt-get install chromium)")
 	}
 	return chromium
 }
@@ -495,6 +473,39 @@ func newBrowser(t *testing.T, chromium string) *browser {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// eval evaluates the JavaScript expr in the page, retrying for a few
+// seconds while a navigation replaces the page, and fails t if it cannot.
+func (b *browser) eval(t *testing.T, expr string) string {
+	t.Helper()
+	var lastErr error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		v, err := chromedp.Run(b, chromedp.Evaluate[string](expr))
+		if err == nil {
+			return v
+		}
+		lastErr = err
+	}
+	t.Fatalf("evaluate %s: %v", expr, lastErr)
+	return ""
+}
+
+// waitUntil evaluates expr until it yields want, and fails t, naming what
+// was awaited, if it has not after 10 seconds.
+func (b *browser) waitUntil(t *testing.T, what, expr, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := b.eval(t, expr)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: got %q, want %q", what, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // problemList returns the console problems so far.

@@ -7,11 +7,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/internal/testclock"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-github/v62/github"
 )
@@ -119,28 +119,10 @@ func client(f *authtest.FakeGitHub, c *github.Client) *github.Client {
 	return c
 }
 
-// clock is a settable clock shared with the fake's handlers.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestFakeMintsTokensAndRecordsDeployments(t *testing.T) {
 	key, _ := authtest.NewKey(t)
 	f := authtest.NewFakeGitHub(t, appID, &key.PublicKey)
-	clk := &clock{t: now}
+	clk := testclock.New(now) // shared with the fake's handlers
 	f.SetClock(clk.Now)
 	f.AddInstallation(authtest.Installation{ID: 5, Account: "Acme", Repositories: []string{"v7"}})
 	ctx := context.Background()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/internal/testclock"
 )
 
 func openTestStore(t testing.TB, opts ...Option) (*Store, string) {
@@ -555,17 +556,7 @@ func TestCommitDelayGathersConcurrentCalls(t *testing.T) {
 	}
 
 	// Two calls that arrive together share a transaction.
-	release := gate.block(t, s)
-	first, second := enqueueOp(s), enqueueOp(s)
-	release()
-	if n := <-gate.batches; n != 2 {
-		t.Fatalf("two waiting calls committed as %d", n)
-	}
-	for _, done := range []<-chan error{first, second} {
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}
+	afterTwoCallsCommitted(t, s, gate)
 
 	// The next call waits until the batch holds two: it is not committed
 	// on its own (a writer that did not wait would have answered it well
@@ -598,24 +589,6 @@ func TestCommitDelayGathersConcurrentCalls(t *testing.T) {
 	if n := <-gate.batches; n != 1 {
 		t.Errorf("call waiting when the store closed committed with %d calls", n)
 	}
-}
-
-// settableClock is a clock that moves only when told to.
-type settableClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *settableClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *settableClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 // afterTwoCallsCommitted makes the writer commit two calls together and
@@ -652,7 +625,7 @@ func answerWithin(t *testing.T, done <-chan error, limit time.Duration) {
 func TestCommitDelayIsBounded(t *testing.T) {
 	const delay = 20 * time.Millisecond
 	gate := newWriterGate()
-	clock := &settableClock{now: time.Now()} // stands still: the burst is always recent
+	clock := testclock.New(time.Now()) // stands still: the burst is always recent
 	s, _ := openTestStore(t, WithCommitHook(gate.hook), WithCommitDelay(delay), WithClock(clock.Now))
 	afterTwoCallsCommitted(t, s, gate)
 
@@ -669,11 +642,11 @@ func TestCommitDelayIsBounded(t *testing.T) {
 // A call that comes once a burst is over does not wait for company.
 func TestCommitDelayEndsWithTheBurst(t *testing.T) {
 	gate := newWriterGate()
-	clock := &settableClock{now: time.Now()}
+	clock := testclock.New(time.Now())
 	s, _ := openTestStore(t, WithCommitHook(gate.hook), WithCommitDelay(time.Hour), WithClock(clock.Now))
 	afterTwoCallsCommitted(t, s, gate)
 
-	clock.Advance(2 * time.Hour)
+	clock.Add(2 * time.Hour)
 	answerWithin(t, enqueueOp(s), 10*time.Second) // it would wait an hour for company
 	if n := <-gate.batches; n != 1 {
 		t.Errorf("a lone call committed with %d calls, want 1", n)
