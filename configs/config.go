@@ -194,6 +194,44 @@ type WorkflowRun struct {
 	// .RunNumber) giving the tag to deploy; empty means the service's
 	// default tag. See ExecuteTag.
 	Tag string `yaml:"tag"`
+	// Events are the events (workflow_run.event) whose runs deploy, from
+	// DeployableRunEvents (default [push]). Runs started by pull_request,
+	// pull_request_target or workflow_run never deploy: see RefusedRunEvent.
+	Events []string `yaml:"events"`
+}
+
+// Events that start workflow runs, as GitHub names them in a run's "event",
+// that on.workflow_run.events may list.
+const (
+	RunEventPush             = "push"
+	RunEventWorkflowDispatch = "workflow_dispatch"
+	RunEventRelease          = "release"
+	RunEventSchedule         = "schedule"
+)
+
+// DeployableRunEvents returns the events on.workflow_run.events may list:
+// those only the repository's own pushes, its maintainers or its schedule
+// start, never someone else's pull request.
+func DeployableRunEvents() []string {
+	return []string{RunEventPush, RunEventWorkflowDispatch, RunEventRelease, RunEventSchedule}
+}
+
+// DefaultRunEvents returns the default of on.workflow_run.events, [push].
+func DefaultRunEvents() []string { return []string{RunEventPush} }
+
+// RefusedRunEvent returns why runs started by event never deploy, or ""
+// when event is not one of those: pull_request, pull_request_target and
+// workflow_run.
+func RefusedRunEvent(event string) string {
+	switch event {
+	case "pull_request":
+		return "a pull_request run builds a pull request's code, and anyone can open one from a fork"
+	case "pull_request_target":
+		return "a pull_request_target run acts on a pull request, and anyone can open one from a fork"
+	case "workflow_run":
+		return "a workflow_run run follows another run, which a pull request may have started"
+	}
+	return ""
 }
 
 // Container configures the container strategy.

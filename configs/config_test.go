@@ -717,6 +717,45 @@ func TestWorkflowRunDefaults(t *testing.T) {
 	}
 }
 
+func TestWorkflowRunEvents(t *testing.T) {
+	c := mustParse(t, minimal+"    on: {workflow_run: {workflows: [CI]}}\n", nil)
+	if got := c.Services["backend"].On.WorkflowRun.Events; !reflect.DeepEqual(got, []string{"push"}) {
+		t.Errorf("workflow_run.events default = %q, want [push]", got)
+	}
+	c = mustParse(t, minimal+"    on: {workflow_run: {workflows: [CI], events: [push, workflow_dispatch, release, schedule]}}\n", nil)
+	if got := c.Services["backend"].On.WorkflowRun.Events; len(got) != 4 {
+		t.Errorf("workflow_run.events = %q, want the four listed", got)
+	}
+
+	src := minimal + `    on:
+      workflow_run:
+        workflows: [CI]
+        events:
+          - push
+          - pull_request
+          - pull_request_target
+          - workflow_run
+          - repository_dispatch
+          - Push
+          - push
+`
+	_, err := parse(t, src, nil)
+	ps := problems(t, err)
+	p := "services.backend.on.workflow_run.events"
+	wantProblem(t, ps, p+"[1]", 15, "runs started by pull_request never deploy: a pull_request run builds a pull request's code")
+	wantProblem(t, ps, p+"[2]", 16, "runs started by pull_request_target never deploy")
+	wantProblem(t, ps, p+"[3]", 17, "runs started by workflow_run never deploy")
+	wantProblem(t, ps, p+"[4]", 18, `unknown event "repository_dispatch" (one of push, workflow_dispatch, release, schedule)`)
+	wantProblem(t, ps, p+"[5]", 19, `unknown event "Push"`)
+	wantProblem(t, ps, p+"[6]", 20, "push listed twice")
+	if len(ps) != 6 {
+		t.Errorf("got %d problems, want 6:\n%v", len(ps), err)
+	}
+
+	_, err = parse(t, minimal+"    on: {workflow_run: {workflows: [CI], events: []}}\n", nil)
+	wantProblem(t, problems(t, err), p, 10, "list at least one event")
+}
+
 func TestYAMLFeatures(t *testing.T) {
 	src := `
 github: {webhook_secret: x}

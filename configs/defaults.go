@@ -63,9 +63,12 @@ func (c *Config) applyDefaults(isSet func(path string) bool) {
 		if len(s.Tags) == 0 && !isSet(p+".tags") {
 			s.Tags = []string{DefaultServiceTag}
 		}
-		if w := s.On.WorkflowRun; w != nil && w.Tag == "" {
-			if t := s.DefaultTag(); ValidTag(t) {
+		if w := s.On.WorkflowRun; w != nil {
+			if t := s.DefaultTag(); w.Tag == "" && ValidTag(t) {
 				w.Tag = t
+			}
+			if len(w.Events) == 0 && !isSet(p+".on.workflow_run.events") {
+				w.Events = DefaultRunEvents()
 			}
 		}
 		if s.Strategy == StrategyContainer {

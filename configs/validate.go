@@ -280,6 +280,7 @@ func (v *validator) workflowRun(p string, w *WorkflowRun) {
 			v.add(bp, "invalid branch pattern %q (path.Match syntax: * ? [a-z] \\x)", b)
 		}
 	}
+	v.runEvents(p+".events", w.Events)
 	if w.Tag == "" {
 		v.add(p+".tag", "required: a template such as sha-{{.ShortSHA}} (or make the service's first tag a plain tag)")
 		return
@@ -349,4 +350,27 @@ func checkHTTPURL(s string) error {
 func validRegistryHost(host string) bool {
 	named, err := reference.ParseNormalizedNamed(host + "/x")
 	return err == nil && reference.Domain(named) == host
+}
+
+// runEvents checks on.workflow_run.events: known events that only the
+// repository itself or its maintainers start, each listed once.
+func (v *validator) runEvents(p string, events []string) {
+	allowed := DeployableRunEvents()
+	if len(events) == 0 {
+		v.add(p, "list at least one event: %s", strings.Join(allowed, ", "))
+		return
+	}
+	seen := map[string]bool{}
+	for i, e := range events {
+		ep := fmt.Sprintf("%s[%d]", p, i)
+		switch {
+		case RefusedRunEvent(e) != "":
+			v.add(ep, "runs started by %s never deploy: %s (deployable events: %s)", e, RefusedRunEvent(e), strings.Join(allowed, ", "))
+		case !slices.Contains(allowed, e):
+			v.add(ep, "unknown event %q (one of %s)", e, strings.Join(allowed, ", "))
+		case seen[e]:
+			v.add(ep, "%s listed twice", e)
+		}
+		seen[e] = true
+	}
 }
