@@ -75,6 +75,7 @@ type service struct {
 type runFilter struct {
 	workflows []string // empty: any workflow
 	branches  []string // globs; empty: any branch
+	events    []string // the run events that deploy; never empty
 	tag       *configs.TagTemplate
 }
 
@@ -83,7 +84,8 @@ type runFilter struct {
 // template. It returns every problem it finds, joined, and no Matcher then.
 //
 // A service's empty workflow_run tag template stands for the service's first
-// tag, which must then be a plain tag rather than a glob.
+// tag, which must then be a plain tag rather than a glob, and its empty list
+// of run events for configs.DefaultRunEvents.
 func NewMatcher(cfg *configs.Config) (*Matcher, error) {
 	if cfg == nil {
 		return nil, errors.New("new matcher: no configuration")
@@ -140,6 +142,18 @@ func prepareRun(wr *configs.WorkflowRun, tags []string) (*runFilter, error) {
 			return nil, fmt.Errorf("workflow_run branch pattern %q: %w", b, err)
 		}
 	}
+	events := wr.Events
+	if len(events) == 0 {
+		events = configs.DefaultRunEvents()
+	}
+	for _, e := range events {
+		if why := configs.RefusedRunEvent(e); why != "" {
+			return nil, fmt.Errorf("workflow_run event %q: runs it starts never deploy: %s", e, why)
+		}
+		if !slices.Contains(configs.DeployableRunEvents(), e) {
+			return nil, fmt.Errorf("workflow_run event %q is not one of %s", e, strings.Join(configs.DeployableRunEvents(), ", "))
+		}
+	}
 	text := wr.Tag
 	if text == "" {
 		if len(tags) == 0 || !deployer.ValidTag(tags[0]) {
@@ -159,7 +173,7 @@ func prepareRun(wr *configs.WorkflowRun, tags []string) (*runFilter, error) {
 	if !deployer.ValidTag(out) {
 		return nil, fmt.Errorf("workflow_run tag template yields %q for a sample run, not a valid tag", out)
 	}
-	return &runFilter{workflows: wr.Workflows, branches: wr.Branches, tag: tmpl}, nil
+	return &runFilter{workflows: wr.Workflows, branches: wr.Branches, events: slices.Clip(events), tag: tmpl}, nil
 }
 
 // Match decides what a delivery of event with the JSON body asks for. It
@@ -380,6 +394,10 @@ func (m *Matcher) matchWorkflowRun(body []byte) (Decision, error) {
 	if repo == "" {
 		repo = run.GetRepository().GetFullName()
 	}
+	// The repository whose code the run built: a fork's for a pull request
+	// from one, even when the run itself belongs to repo.
+	headRepo := run.GetHeadRepository().GetFullName()
+	runEvent := run.GetEvent()
 	sha := run.GetHeadSHA()
 	if !isCommitSHA(sha) {
 		d.Reason = fmt.Sprintf("workflow run head_sha %s is not a commit id", quote(sha))
@@ -414,6 +432,18 @@ func (m *Matcher) matchWorkflowRun(body []byte) (Decision, error) {
 			continue
 		case s.repository == "" || !strings.EqualFold(repo, s.repository):
 			reasons = append(reasons, fmt.Sprintf("repository %s is not service %s's repository", quote(repo), s.name))
+			continue
+		case headRepo == "":
+			reasons = append(reasons, fmt.Sprintf("the run names no head repository to prove it built service %s's repository", s.name))
+			continue
+		case !strings.EqualFold(headRepo, s.repository):
+			reasons = append(reasons, fmt.Sprintf("the run built head repository %s, not service %s's repository (runs of forks never deploy)", quote(headRepo), s.name))
+			continue
+		case configs.RefusedRunEvent(runEvent) != "":
+			reasons = append(reasons, fmt.Sprintf("the run was started by %s, which never deploys service %s: %s", quote(runEvent), s.name, configs.RefusedRunEvent(runEvent)))
+			continue
+		case !slices.Contains(s.run.events, runEvent):
+			reasons = append(reasons, fmt.Sprintf("the run was started by %s, not one of service %s's workflow_run events (%s)", quote(runEvent), s.name, strings.Join(s.run.events, ", ")))
 			continue
 		case !s.run.matchWorkflow(names, paths):
 			reasons = append(reasons, fmt.Sprintf("workflow %s is not one of service %s's workflows", quote(firstNonEmpty(names[0], names[1], paths[0], paths[1])), s.name))

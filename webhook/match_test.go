@@ -160,12 +160,15 @@ func TestMatch(t *testing.T) {
 		rpUntagged = "registry_package.published.container-untagged.json"
 		wrDone     = "workflow_run.completed.json"
 	)
-	// A successful run of CI/CD on main in acme-corp/v7.
+	// A successful run of CI/CD on main in acme-corp/v7, started by a push
+	// to acme-corp/v7 itself.
 	acmeRun := map[string]any{
-		"repository.full_name":     "Acme-Corp/v7",
-		"workflow_run.name":        "CI/CD",
-		"workflow_run.head_branch": "main",
-		"workflow_run.path":        ".github/workflows/test.yml",
+		"repository.full_name":                   "Acme-Corp/v7",
+		"workflow_run.name":                      "CI/CD",
+		"workflow_run.head_branch":               "main",
+		"workflow_run.path":                      ".github/workflows/test.yml",
+		"workflow_run.event":                     "push",
+		"workflow_run.head_repository.full_name": "Acme-Corp/v7",
 	}
 	with := func(base map[string]any, edits map[string]any) map[string]any {
 		out := map[string]any{}
@@ -204,8 +207,10 @@ func TestMatch(t *testing.T) {
 			action: "published", reason: "untagged"},
 		{name: "octokit registry_package example (untagged placeholder)", event: EventRegistryPackage, body: fixture(t, "registry_package.published.json"),
 			action: "published", reason: "untagged"},
-		{name: "workflow_run completed", event: EventWorkflowRun, body: fixture(t, wrDone), action: "completed",
-			want: []deployer.Request{{Service: "octo", Tag: "run-163", Trigger: runTrigger(0)}}},
+		{name: "workflow_run completed (started by repository_dispatch)", event: EventWorkflowRun, body: fixture(t, wrDone), action: "completed",
+			reason: `the run was started by "repository_dispatch", not one of service octo's workflow_run events (push)`},
+		{name: "workflow_run completed, started by a push", event: EventWorkflowRun, body: variant(t, wrDone, map[string]any{"workflow_run.event": "push"}),
+			action: "completed", want: []deployer.Request{{Service: "octo", Tag: "run-163", Trigger: runTrigger(0)}}},
 		{name: "workflow_run requested", event: EventWorkflowRun, body: fixture(t, "workflow_run.requested.json"),
 			action: "requested", reason: "not completed"},
 		{name: "ping", event: EventPing, body: fixture(t, "ping.json"), reason: "ping", ping: "Anything added dilutes everything else."},
@@ -264,6 +269,29 @@ func TestMatch(t *testing.T) {
 		{name: "workflow mismatch", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{
 			"workflow_run.name": "Lint", "workflow_run.path": ".github/workflows/lint.yml", "workflow.name": "Lint", "workflow.path": ".github/workflows/lint.yml"})),
 			action: "completed", reason: `workflow "Lint" is not one of service backend's workflows`},
+		{name: "head repository in another case", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.head_repository.full_name": "acme-corp/V7"})),
+			action: "completed", want: []deployer.Request{
+				{Service: "backend", Tag: "sha-3484a3f", Trigger: runTrigger(0)},
+				{Service: "web", Tag: "run-163", Trigger: runTrigger(0)},
+			}},
+		{name: "fork's run on its own main", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.head_repository.full_name": "mallory/v7"})),
+			action: "completed", reason: `the run built head repository "mallory/v7", not service backend's repository (runs of forks never deploy)`},
+		{name: "fork's pull request", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.head_repository.full_name": "mallory/v7", "workflow_run.event": "pull_request"})),
+			action: "completed", reason: `the run built head repository "mallory/v7", not service web's repository`},
+		{name: "no head repository", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.head_repository": nil})),
+			action: "completed", reason: "the run names no head repository to prove it built service backend's repository"},
+		{name: "head repository without a name", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.head_repository.full_name": ""})),
+			action: "completed", reason: "names no head repository"},
+		{name: "started by pull_request", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.event": "pull_request"})),
+			action: "completed", reason: `the run was started by "pull_request", which never deploys service backend: a pull_request run builds a pull request's code`},
+		{name: "started by pull_request_target", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.event": "pull_request_target"})),
+			action: "completed", reason: `the run was started by "pull_request_target", which never deploys service web`},
+		{name: "started by workflow_run", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.event": "workflow_run"})),
+			action: "completed", reason: `the run was started by "workflow_run", which never deploys service backend: a workflow_run run follows another run`},
+		{name: "started by an event not listed", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.event": "workflow_dispatch"})),
+			action: "completed", reason: `the run was started by "workflow_dispatch", not one of service backend's workflow_run events (push)`},
+		{name: "no event", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.event": nil})),
+			action: "completed", reason: `the run was started by "", not one of service backend's workflow_run events`},
 		{name: "run from another repository", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"repository.full_name": "mallory/v7"})),
 			action: "completed", reason: `repository "mallory/v7" is not service backend's repository`},
 		{name: "run failed", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.conclusion": "failure"})),
@@ -411,6 +439,10 @@ func TestNewMatcherRefuses(t *testing.T) {
 			c.Services["web"].Tags = []string{"v*"}
 		}, "no tag template"},
 		{"no settings", func(c *configs.Config) { c.Services["nil"] = nil }, `service "nil": no settings`},
+		{"pull_request runs", func(c *configs.Config) { c.Services["web"].On.WorkflowRun.Events = []string{"push", "pull_request"} },
+			`workflow_run event "pull_request": runs it starts never deploy`},
+		{"unknown run event", func(c *configs.Config) { c.Services["web"].On.WorkflowRun.Events = []string{"check_suite"} },
+			`workflow_run event "check_suite" is not one of push, workflow_dispatch, release, schedule`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -439,12 +471,47 @@ func TestEmptyTemplateUsesFirstTag(t *testing.T) {
 	cfg := testConfig()
 	cfg.Services["web"].On.WorkflowRun.Tag = ""
 	m := newTestMatcher(t, cfg)
-	d, err := m.Match(EventWorkflowRun, variant(t, "workflow_run.completed.json", map[string]any{"repository.full_name": "acme-corp/v7"}))
+	d, err := m.Match(EventWorkflowRun, variant(t, "workflow_run.completed.json", map[string]any{"repository.full_name": "acme-corp/v7",
+		"workflow_run.head_repository.full_name": "acme-corp/v7", "workflow_run.event": "push"}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(d.Requests) != 1 || d.Requests[0].Service != "web" || d.Requests[0].Tag != "latest" {
 		t.Fatalf("Requests = %+v, want web:latest", d.Requests)
+	}
+}
+
+func TestMatchListedRunEvents(t *testing.T) {
+	cfg := testConfig()
+	cfg.Services["backend"].On.WorkflowRun.Events = []string{"push", "workflow_dispatch"}
+	m := newTestMatcher(t, cfg)
+	run := func(event string) []byte {
+		return variant(t, "workflow_run.completed.json", map[string]any{
+			"repository.full_name": "acme-corp/v7", "workflow_run.head_repository.full_name": "acme-corp/v7",
+			"workflow_run.name": "CI/CD", "workflow_run.head_branch": "main", "workflow_run.event": event})
+	}
+	// web's test.yml matches the fixture's run too, with the default [push].
+	for event, want := range map[string][]string{"push": {"backend", "web"}, "workflow_dispatch": {"backend"}} {
+		d, err := m.Match(EventWorkflowRun, run(event))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range d.Requests {
+			got = append(got, r.Service)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("run started by %s deploys %v (reason %q), want %v", event, got, d.Reason, want)
+		}
+	}
+	d, err := m.Match(EventWorkflowRun, run("schedule"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`not one of service backend's workflow_run events (push, workflow_dispatch)`, `not one of service web's workflow_run events (push)`} {
+		if len(d.Requests) != 0 || !strings.Contains(d.Reason, want) {
+			t.Errorf("run started by schedule: %+v, want ignored with %q", d, want)
+		}
 	}
 }
 

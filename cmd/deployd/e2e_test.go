@@ -285,8 +285,9 @@ func TestEndToEndWebhookDeploys(t *testing.T) {
 	v3 := s.push("sha-3484a3f", "v3")
 	run := edit(t, fixture(t, "workflow_run.completed.json"), func(m map[string]any) {
 		wr := dig(m, "workflow_run")
-		wr["name"], wr["head_branch"], wr["head_sha"] = "CI/CD", "main", sha
+		wr["name"], wr["head_branch"], wr["head_sha"], wr["event"] = "CI/CD", "main", sha, "push"
 		dig(m, "repository")["full_name"] = "Acme-Corp/v7"
+		dig(m, "workflow_run", "head_repository")["full_name"] = "Acme-Corp/v7"
 		m["installation"] = map[string]any{"id": float64(fixtureInstallation)}
 	})
 	ids = d.queue(delivery{event: "workflow_run", id: "e2e-5", body: run})

@@ -197,3 +197,50 @@ func TestReadAPIErrors(t *testing.T) {
 		t.Errorf("GET /api/v1/services does not list backend: %s", b)
 	}
 }
+
+func TestServeIgnoresForkWorkflowRunOverHTTP(t *testing.T) {
+	dir := t.TempDir()
+	secret := writeFile(t, dir, "webhook-secret", testSecret+"\n", 0o600)
+	cfg := webhooktest.DeploydConfig("127.0.0.1:0", t.TempDir(), secret, "info", "t-fork-backend") +
+		"    on: {workflow_run: {workflows: [\"CI/CD\"], branches: [main], tag: \"sha-{{.ShortSHA}}\"}}\n"
+	d := startDeployd(t, writeFile(t, dir, "deployd.yaml", cfg, 0o600), nil)
+
+	// A pull request from mallory's fork of Acme-Corp/v7, opened from the
+	// fork's own main branch: the run belongs to Acme-Corp/v7, passes the
+	// workflow and branch filters, and built mallory's code.
+	run := func(headRepo, event string) []byte {
+		return edit(t, fixture(t, "workflow_run.completed.json"), func(m map[string]any) {
+			wr := dig(m, "workflow_run")
+			wr["name"], wr["head_branch"], wr["event"] = "CI/CD", "main", event
+			head := dig(m, "workflow_run", "head_repository")
+			head["full_name"], head["fork"] = headRepo, headRepo != "Acme-Corp/v7"
+			dig(m, "repository")["full_name"] = "Acme-Corp/v7"
+		})
+	}
+	status, body := d.post(testSecret, delivery{event: "workflow_run", id: "d-fork", body: run("mallory/v7", "pull_request")})
+	var answer struct {
+		Ignored     string  `json:"ignored"`
+		Deployments []int64 `json:"deployments"`
+	}
+	if err := jsonUnmarshal(body, &answer); err != nil {
+		t.Fatalf("answer %q: %v", body, err)
+	}
+	if status != http.StatusOK || !strings.Contains(answer.Ignored, `head repository "mallory/v7"`) || len(answer.Deployments) != 0 {
+		t.Errorf("fork's run: %d %s, want 200 ignored naming the fork", status, body)
+	}
+	var deps deploymentsResponse
+	d.getJSON("/api/v1/deployments?service=backend", http.StatusOK, &deps)
+	if len(deps.Deployments) != 0 {
+		t.Errorf("a fork's run queued deployments:\n%s", deps)
+	}
+	if got := listDeliveries(d)["d-fork"]; !slices.Equal(got, []string{"ignored"}) {
+		t.Errorf("fork's run listed as %q, want ignored", got)
+	}
+
+	// The same run from a push to Acme-Corp/v7 itself deploys.
+	ids := d.queue(delivery{event: "workflow_run", id: "d-push", body: run("Acme-Corp/v7", "push")})
+	d.getJSON("/api/v1/deployments?service=backend", http.StatusOK, &deps)
+	if len(deps.Deployments) != 1 || deps.Deployments[0].ID != ids[0] || deps.Deployments[0].Tag != "sha-3484a3f" {
+		t.Errorf("deployments after the push's run:\n%s want one of sha-3484a3f", deps)
+	}
+}
