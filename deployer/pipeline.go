@@ -225,12 +225,17 @@ func (p *Pipeline) Resolve(ctx context.Context, service, tag string) (string, er
 }
 
 // resolve finds the digest to deploy, trying credentials in the chain's
-// order until the registry accepts one.
+// order until the registry accepts one: the tag's digest at the registry,
+// or the requested digest itself. A requested digest is only looked up to
+// check that the registry has it; whatever digest the registry answers for
+// it, the requested one is deployed (and the pull by digest verifies it).
 func (j *job) resolve(ctx context.Context) (string, error) {
 	ref := j.spec.Image + ":" + j.d.Tag
-	if j.d.Digest != "" {
-		ref = j.spec.Image + "@" + j.d.Digest
+	want := j.d.Digest
+	if want != "" {
+		ref = j.spec.Image + "@" + want
 	}
+	var answered string
 	return withCredentials(ctx, j, "resolve", nil, func(ctx context.Context) (string, error) {
 		// containers/image's client has no response timeout of its own.
 		ctx, cancel := context.WithTimeout(ctx, j.p.stepTimeout)
@@ -239,8 +244,21 @@ func (j *job) resolve(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", err
 		}
+		if want != "" {
+			answered = d
+			return want, nil
+		}
 		return d, nil
-	}, func(d string) string { return ref + " is " + d + " (credential " + j.cred.Source + ")" })
+	}, func(d string) string {
+		switch {
+		case want == "":
+			return ref + " is " + d + " (credential " + j.cred.Source + ")"
+		case answered != want:
+			return "the registry answered digest " + answered + " for " + ref +
+				"; deploying the requested digest, which the pull verifies (credential " + j.cred.Source + ")"
+		}
+		return ref + " is at the registry (credential " + j.cred.Source + ")"
+	})
 }
 
 // fetch logs podman in and pulls the image by digest, moving to the next

@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -671,5 +675,63 @@ func TestPipelineSystemdStrategyMovesTheUnitsTag(t *testing.T) {
 	}
 	if strings.TrimSpace(out) != v1 {
 		t.Errorf("after the rollback :latest points at %s, want %s (v2 was %s)", out, v1, v2)
+	}
+}
+
+// lyingFront puts a proxy in front of the registry at host that answers
+// every HEAD request for a manifest by digest with the digest lie() returns
+// in Docker-Content-Digest, as a broken or hostile registry could, and
+// returns the proxy's host. It counts the lies it told.
+func lyingFront(t *testing.T, host string, lie func() string, lies *atomic.Int64) string {
+	t.Helper()
+	target := &url.URL{Scheme: "http", Host: host}
+	front := httptest.NewServer(&httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(target) },
+		ModifyResponse: func(resp *http.Response) error {
+			if d := lie(); d != "" && resp.Request.Method == http.MethodHead && strings.Contains(resp.Request.URL.Path, "/manifests/sha256:") {
+				resp.Header.Set("Docker-Content-Digest", d)
+				lies.Add(1)
+			}
+			return nil
+		},
+	})
+	t.Cleanup(front.Close)
+	return strings.TrimPrefix(front.URL, "http://")
+}
+
+func TestPipelineDeploysTheRequestedDigestWhateverTheRegistryAnswers(t *testing.T) {
+	var (
+		lie  atomic.Pointer[string]
+		lies atomic.Int64
+	)
+	lie.Store(new(string))
+	e := newPipelineEnv(t, patCredentials(), func(s *deployer.ServiceSpec) {
+		front := lyingFront(t, s.Host, func() string { return *lie.Load() }, &lies)
+		s.Image = front + strings.TrimPrefix(s.Image, s.Host)
+		s.Host = front
+	})
+	v1 := e.push("v1", podmantest.AppOptions{})
+	v2 := e.push("v2", podmantest.AppOptions{})
+	lie.Store(&v2) // asked about v1, the registry says v2 (which :latest is)
+
+	// A webhook names latest at v1 (an older push's delivery arriving late).
+	d := e.deploy(deployer.Request{Tag: "latest", Digest: v1, Trigger: deployer.Trigger{Kind: deployer.TriggerWebhook, DeliveryID: "late"}})
+	requireState(t, d, deployer.StateSucceeded)
+	if lies.Load() == 0 {
+		t.Fatal("the registry front told no lie: the test proves nothing")
+	}
+	if d.Digest != v1 || e.version() != "v1" {
+		t.Errorf("deployed %s, service answers %s; want the requested %s (v1), not the registry's answer %s", d.Digest, e.version(), v1, v2)
+	}
+	if st, _ := e.store.ServiceStatus(context.Background(), "backend"); st.Digest != v1 {
+		t.Errorf("service status records %s as running, want %s", st.Digest, v1)
+	}
+	for _, l := range e.argv.lines() {
+		if strings.Contains(l, "pull") && !strings.HasSuffix(l, "@"+v1) {
+			t.Errorf("podman pulled something other than the requested digest: %q", l)
+		}
+	}
+	if !strings.Contains(d.Steps[0].Message, "the registry answered digest "+v2) {
+		t.Errorf("resolve step %q does not say the registry answered another digest", d.Steps[0].Message)
 	}
 }
