@@ -77,6 +77,11 @@ type Request struct {
 	Force bool `json:"force,omitempty"`
 	// DryRun resolves and plans but changes nothing.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Note, when set, says how the request was read, e.g. that a webhook's
+	// digest was unusable and the tag is resolved instead. Queuing the
+	// request starts the deployment's step log with it, as a step named
+	// StepRequest.
+	Note string `json:"note,omitempty"`
 }
 
 // tagChars are the bytes an image tag is made of.
@@ -134,6 +139,18 @@ type Step struct {
 	Duration time.Duration `json:"duration_ns"`
 	Outcome  string        `json:"outcome"` // ok | failed | skipped
 	Message  string        `json:"message,omitempty"`
+}
+
+// StepRequest names the step that records a request's Note, first in the
+// deployment's step log.
+const StepRequest = "request"
+
+// requestNote returns the Note of the request behind d, from its step log.
+func requestNote(d Deployment) string {
+	if len(d.Steps) > 0 && d.Steps[0].Name == StepRequest {
+		return d.Steps[0].Message
+	}
+	return ""
 }
 
 // Deployment is one attempt to put a version of a service in place.

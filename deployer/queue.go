@@ -134,7 +134,7 @@ func (q *Queue) resumeInterrupted(ctx context.Context) error {
 			continue
 		}
 		again, err := q.store.Enqueue(ctx, Request{Service: d.Service, Tag: d.Tag, Digest: d.Digest,
-			Trigger: d.Trigger, Force: d.Force, DryRun: d.DryRun})
+			Trigger: d.Trigger, Force: d.Force, DryRun: d.DryRun, Note: requestNote(d)})
 		if err != nil {
 			return fmt.Errorf("queue interrupted deployment %d again: %w", d.ID, err)
 		}

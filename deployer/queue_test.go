@@ -283,8 +283,11 @@ func TestQueueShutdownInterruptsAfterDeadlineAndRestartResumes(t *testing.T) {
 func TestQueueResumesDeploymentInterruptedByCrash(t *testing.T) {
 	store := openStore(t, t.TempDir())
 	ctx := context.Background()
-	// A deployment that was running when deployd died.
-	crashed, err := store.Enqueue(ctx, req("backend", "v1"))
+	// A deployment that was running when deployd died, with a note.
+	const note = "the payload's digest is unusable; the tag v1 is resolved at the registry instead"
+	crashedReq := req("backend", "v1")
+	crashedReq.Note = note
+	crashed, err := store.Enqueue(ctx, crashedReq)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,6 +322,9 @@ func TestQueueResumesDeploymentInterruptedByCrash(t *testing.T) {
 	b, _ := store.Deployments(ctx, "backend", deployer.Page{Limit: 1})
 	if b[0].Tag != "v1" || b[0].Trigger != crashed.Trigger {
 		t.Errorf("resumed deployment %+v does not repeat the interrupted request %+v", b[0], crashed)
+	}
+	if resumed, _ := store.Deployment(ctx, b[0].ID); len(resumed.Steps) == 0 || resumed.Steps[0].Name != deployer.StepRequest || resumed.Steps[0].Message != note {
+		t.Errorf("resumed deployment's steps %+v do not start with the interrupted request's note", resumed.Steps)
 	}
 	if n := exec.count(); n != 2 {
 		t.Errorf("ran %d deployments, want 2 (backend resumed once, the newer web)", n)

@@ -52,13 +52,15 @@ type Store interface {
 	// recorded before (other than as a duplicate), it records d with result
 	// "duplicate" and a reason naming that delivery, queues nothing, changes
 	// nothing else and returns Receipt{Duplicate: true}. Queuing a request
-	// supersedes the queued deployments of its service.
+	// supersedes the queued deployments of its service; a request's Note
+	// becomes the first step of the deployment's log (StepRequest).
 	RecordDelivery(ctx context.Context, d Delivery, reqs []Request) (Receipt, error)
 	// Enqueue queues a request that comes from no delivery (manual, rollback,
-	// reconcile), superseding the queued deployments of its service.
+	// reconcile), superseding the queued deployments of its service, with
+	// its Note as the first step as RecordDelivery does.
 	Enqueue(ctx context.Context, r Request) (Deployment, error)
 	// ClaimNext marks the newest queued deployment of service running and
-	// returns it; ok is false when none is queued.
+	// returns it with its step log so far; ok is false when none is queued.
 	ClaimNext(ctx context.Context, service string) (d Deployment, ok bool, err error)
 	// AppendStep adds a step to a deployment's step log.
 	AppendStep(ctx context.Context, id int64, s Step) error

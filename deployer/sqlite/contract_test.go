@@ -276,6 +276,34 @@ func runStoreContract(t *testing.T, open func(t *testing.T) deployer.Store) {
 				t.Errorf("AppendStep to unknown deployment: err = %v, want ErrNotFound", err)
 			}
 		}},
+		{"a request's note starts the step log", func(t *testing.T, s deployer.Store) {
+			const note = "the payload's digest is unusable; the tag latest is resolved at the registry instead"
+			r := request("backend", "latest")
+			r.Note = note
+			rc := must(s.RecordDelivery(ctx, delivery("d1"), []deployer.Request{r, request("web", "latest")}))(t)
+			m := manual("api", "v1")
+			m.Note = note
+			queued := must(s.Enqueue(ctx, m))(t)
+			for _, id := range []int64{rc.Deployments[0], queued.ID} {
+				if err := s.AppendStep(ctx, id, deployer.Step{Name: "resolve", Started: time.Now(), Outcome: "ok"}); err != nil {
+					t.Fatal(err)
+				}
+				got := must(s.Deployment(ctx, id))(t)
+				if len(got.Steps) != 2 || got.Steps[0].Name != deployer.StepRequest || got.Steps[0].Outcome != "ok" ||
+					got.Steps[0].Message != note || !got.Steps[0].Started.Equal(got.QueuedAt) || got.Steps[1].Name != "resolve" {
+					t.Errorf("deployment %d steps = %+v, want the note as step %q, then resolve", id, got.Steps, deployer.StepRequest)
+				}
+			}
+			if len(queued.Steps) != 1 || queued.Steps[0].Message != note {
+				t.Errorf("Enqueue returned steps %+v, want the note", queued.Steps)
+			}
+			if claimed, ok := must2(s.ClaimNext(ctx, "backend"))(t); !ok || len(claimed.Steps) != 2 || claimed.Steps[0].Message != note {
+				t.Errorf("ClaimNext returned steps %+v, want the note and resolve", claimed.Steps)
+			}
+			if got := must(s.Deployment(ctx, rc.Deployments[1]))(t); len(got.Steps) != 0 {
+				t.Errorf("a request without a note has steps %+v", got.Steps)
+			}
+		}},
 		{"Finish records the outcome once", func(t *testing.T, s deployer.Store) {
 			d := must(s.Enqueue(ctx, manual("backend", "latest")))(t)
 			must2(s.ClaimNext(ctx, "backend"))(t)

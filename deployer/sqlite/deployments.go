@@ -62,7 +62,7 @@ func (s *Store) queue(ctx context.Context, tx *sql.Tx, r deployer.Request, deliv
 	if err != nil {
 		return deployer.Deployment{}, fmt.Errorf("queue deployment of %s: %w", r.Service, err)
 	}
-	return deployer.Deployment{
+	d := deployer.Deployment{
 		ID:       id,
 		Service:  r.Service,
 		Trigger:  r.Trigger,
@@ -72,7 +72,18 @@ func (s *Store) queue(ctx context.Context, tx *sql.Tx, r deployer.Request, deliv
 		DryRun:   r.DryRun,
 		State:    deployer.StateQueued,
 		QueuedAt: now.UTC().Round(0),
-	}, nil
+	}
+	if r.Note != "" {
+		// Rare (a webhook whose digest could not be used), so not a prepared statement.
+		st := deployer.Step{Name: deployer.StepRequest, Started: d.QueuedAt, Outcome: "ok", Message: r.Note}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO deployment_steps
+			(deployment_id, seq, name, started_at, duration_ns, outcome, message) VALUES (?, 1, ?, ?, 0, ?, ?)`,
+			id, st.Name, at, st.Outcome, st.Message); err != nil {
+			return deployer.Deployment{}, fmt.Errorf("record the note of the deployment of %s: %w", r.Service, err)
+		}
+		d.Steps = []deployer.Step{st}
+	}
+	return d, nil
 }
 
 // finishQuery settles deployment ?9 in state ?1, unless it already ended.
@@ -103,7 +114,8 @@ func (s *Store) Enqueue(ctx context.Context, r deployer.Request) (deployer.Deplo
 }
 
 // ClaimNext marks the newest queued deployment of service running, marks the
-// older queued ones superseded, and returns it; ok is false when none is
+// older queued ones superseded, and returns it with its step log (the
+// request's note, if it has one); ok is false when none is
 // queued. It does not check that no other deployment of the service runs:
 // that is the caller's single worker per service. Safe for concurrent use.
 func (s *Store) ClaimNext(ctx context.Context, service string) (deployer.Deployment, bool, error) {
@@ -133,6 +145,10 @@ func (s *Store) ClaimNext(ctx context.Context, service string) (deployer.Deploym
 			"UPDATE deployments SET state = 'running', started_at = ? WHERE id = ? RETURNING "+deploymentColumns,
 			at, id))
 		if err != nil {
+			return err
+		}
+		// The log holds the request's note, if any, for the pipeline to go on from.
+		if d.Steps, err = readSteps(ctx, tx, id); err != nil {
 			return err
 		}
 		ok = true
