@@ -253,6 +253,8 @@ type packageInfo struct {
 		Login string `json:"login"`
 	} `json:"owner"`
 	PackageVersion *struct {
+		// Version is the version's name; for a container, its manifest digest.
+		Version           string `json:"version"`
 		ContainerMetadata *struct {
 			Tag *struct {
 				Name   string `json:"name"`
@@ -281,6 +283,30 @@ func (p *packageInfo) tag() (name, digest string) {
 	return "", ""
 }
 
+// digest returns the digest to deploy the tagged version by: the tag's
+// digest, else package_version.version when that is a digest, else ""
+// (the tag is then resolved at the registry). note says why a tag digest
+// the payload gave was not used; GitHub's own published example carries a
+// digest of 40 hex digits, for one.
+func (p *packageInfo) digest(tag, tagDigest string) (digest, note string) {
+	if deployer.ValidDigest(tagDigest) {
+		return tagDigest, ""
+	}
+	var version string
+	if p.PackageVersion != nil {
+		version = p.PackageVersion.Version
+	}
+	switch {
+	case deployer.ValidDigest(version) && tagDigest != "":
+		return version, fmt.Sprintf("the payload's tag digest %s is unusable (not sha256: and 64 hex digits); deploying its package_version.version %s instead", quote(tagDigest), version)
+	case deployer.ValidDigest(version):
+		return version, ""
+	case tagDigest != "":
+		return "", fmt.Sprintf("the payload's digest %s is unusable (not sha256: and 64 hex digits); the tag %s is resolved at the registry instead", quote(tagDigest), tag)
+	}
+	return "", ""
+}
+
 func (m *Matcher) matchPackage(event string, body []byte) (Decision, error) {
 	var p packagePayload
 	if err := json.Unmarshal(body, &p); err != nil {
@@ -302,7 +328,7 @@ func (m *Matcher) matchPackage(event string, body []byte) (Decision, error) {
 		d.Reason = fmt.Sprintf("package type %s is not a container", quote(pkg.PackageType))
 		return d, nil
 	}
-	tag, digest := pkg.tag()
+	tag, tagDigest := pkg.tag()
 	switch {
 	case tag == "":
 		d.Reason = "untagged package version (a platform manifest of a multi-arch push); only tagged versions deploy"
@@ -310,10 +336,8 @@ func (m *Matcher) matchPackage(event string, body []byte) (Decision, error) {
 	case !deployer.ValidTag(tag):
 		d.Reason = fmt.Sprintf("tag %s is not a valid image tag", quote(tag))
 		return d, nil
-	case digest != "" && !deployer.ValidDigest(digest):
-		d.Reason = fmt.Sprintf("digest %s is not a sha256 digest", quote(digest))
-		return d, nil
 	}
+	digest, note := pkg.digest(tag, tagDigest)
 	namespace := pkg.Namespace
 	if namespace == "" && pkg.Owner != nil {
 		namespace = pkg.Owner.Login
@@ -348,7 +372,7 @@ func (m *Matcher) matchPackage(event string, body []byte) (Decision, error) {
 		case !configs.MatchTag(s.tagGlobs, tag):
 			reasons = append(reasons, fmt.Sprintf("tag %s matches none of service %s's tags", quote(tag), s.name))
 		default:
-			d.Requests = append(d.Requests, deployer.Request{Service: s.name, Tag: tag, Digest: digest, Trigger: trigger})
+			d.Requests = append(d.Requests, deployer.Request{Service: s.name, Tag: tag, Digest: digest, Trigger: trigger, Note: note})
 		}
 	}
 	if len(d.Requests) == 0 {

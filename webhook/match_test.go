@@ -142,6 +142,22 @@ func variant(t testing.TB, name string, edits map[string]any) []byte {
 	return b
 }
 
+// withNote returns reqs with note set.
+func withNote(reqs []deployer.Request, note string) []deployer.Request {
+	for i := range reqs {
+		reqs[i].Note = note
+	}
+	return reqs
+}
+
+// tagOnly returns reqs without their digests.
+func tagOnly(reqs []deployer.Request) []deployer.Request {
+	for i := range reqs {
+		reqs[i].Digest = ""
+	}
+	return reqs
+}
+
 func webhookTrigger(event string, installation int64) deployer.Trigger {
 	return deployer.Trigger{Kind: deployer.TriggerWebhook, Event: event, InstallationID: installation}
 }
@@ -177,6 +193,15 @@ func TestMatch(t *testing.T) {
 		}
 		for k, v := range edits {
 			out[k] = v
+		}
+		return out
+	}
+	// except returns base without keys, for edits that delete what base sets
+	// (variant applies edits in no particular order).
+	except := func(base map[string]any, keys ...string) map[string]any {
+		out := with(base, nil)
+		for _, k := range keys {
+			delete(out, k)
 		}
 		return out
 	}
@@ -239,13 +264,24 @@ func TestMatch(t *testing.T) {
 			action: "published", want: []deployer.Request{{Service: "backend", Tag: "sha-abc1234", Digest: taggedDigest, Trigger: webhookTrigger(EventRegistryPackage, appInstallID)}}},
 		{name: "invalid tag", event: EventRegistryPackage, body: variant(t, rpTagged, map[string]any{"registry_package.package_version.container_metadata.tag.name": "-x;rm"}),
 			action: "published", reason: "not a valid image tag"},
-		{name: "invalid digest", event: EventRegistryPackage, body: variant(t, rpTagged, map[string]any{"registry_package.package_version.container_metadata.tag.digest": "sha256:6c62fb45"}),
-			action: "published", reason: "not a sha256 digest"},
-		{name: "no digest: tag only", event: EventRegistryPackage, body: variant(t, rpTagged, map[string]any{"registry_package.package_version.container_metadata.tag.digest": ""}),
-			action: "published", want: []deployer.Request{
-				{Service: "backend", Tag: "latest", Trigger: webhookTrigger(EventRegistryPackage, appInstallID)},
-				{Service: "local", Tag: "latest", Trigger: webhookTrigger(EventRegistryPackage, appInstallID)},
-			}},
+		{name: "invalid tag digest: package_version.version", event: EventRegistryPackage, body: variant(t, rpTagged, map[string]any{"registry_package.package_version.container_metadata.tag.digest": "sha256:6c62fb45"}),
+			action: "published", want: withNote(backendLatest(EventRegistryPackage, appInstallID),
+				`the payload's tag digest "sha256:6c62fb45" is unusable (not sha256: and 64 hex digits); deploying its package_version.version `+taggedDigest+` instead`)},
+		{name: "invalid tag digest and version: tag only", event: EventRegistryPackage, body: variant(t, rpTagged, map[string]any{
+			"registry_package.package_version.container_metadata.tag.digest": "sha256:6c62fb45", "registry_package.package_version.version": "1.0"}),
+			action: "published", want: withNote(tagOnly(backendLatest(EventRegistryPackage, appInstallID)),
+				`the payload's digest "sha256:6c62fb45" is unusable (not sha256: and 64 hex digits); the tag latest is resolved at the registry instead`)},
+		{name: "upper-case tag digest", event: EventRegistryPackage, body: variant(t, rpTagged, map[string]any{
+			"registry_package.package_version.container_metadata.tag.digest": strings.ToUpper(taggedDigest), "registry_package.package_version.version": nil}),
+			action: "published", want: withNote(tagOnly(backendLatest(EventRegistryPackage, appInstallID)),
+				`the payload's digest "SHA256:3F1C2A9BE0D44E67A1B9C5D8E7F60A21B3C4D5E6F708192A3B4C5D6E7F8091A2" is unusable (not sha256: and 64 hex digits); the tag latest is resolved at the registry instead`)},
+		{name: "no tag digest: package_version.version", event: EventRegistryPackage, body: variant(t, rpTagged, map[string]any{"registry_package.package_version.container_metadata.tag.digest": ""}),
+			action: "published", want: backendLatest(EventRegistryPackage, appInstallID)},
+		{name: "tag digest wins over package_version.version", event: EventRegistryPackage, body: variant(t, rpTagged, map[string]any{"registry_package.package_version.version": "sha256:" + strings.Repeat("0", 64)}),
+			action: "published", want: backendLatest(EventRegistryPackage, appInstallID)},
+		{name: "no digest: tag only", event: EventRegistryPackage, body: variant(t, rpTagged, map[string]any{
+			"registry_package.package_version.container_metadata.tag.digest": "", "registry_package.package_version.version": nil}),
+			action: "published", want: tagOnly(backendLatest(EventRegistryPackage, appInstallID))},
 		{name: "image of no service", event: EventRegistryPackage, body: variant(t, rpTagged, map[string]any{"registry_package.name": "v7/worker"}),
 			action: "published", reason: `no service deploys image path "acme-corp/v7/worker"`},
 		{name: "other owner", event: EventRegistryPackage, body: variant(t, rpTagged, map[string]any{"registry_package.namespace": "mallory"}),
@@ -278,7 +314,7 @@ func TestMatch(t *testing.T) {
 			action: "completed", reason: `the run built head repository "mallory/v7", not service backend's repository (runs of forks never deploy)`},
 		{name: "fork's pull request", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.head_repository.full_name": "mallory/v7", "workflow_run.event": "pull_request"})),
 			action: "completed", reason: `the run built head repository "mallory/v7", not service web's repository`},
-		{name: "no head repository", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.head_repository": nil})),
+		{name: "no head repository", event: EventWorkflowRun, body: variant(t, wrDone, with(except(acmeRun, "workflow_run.head_repository.full_name"), map[string]any{"workflow_run.head_repository": nil})),
 			action: "completed", reason: "the run names no head repository to prove it built service backend's repository"},
 		{name: "head repository without a name", event: EventWorkflowRun, body: variant(t, wrDone, with(acmeRun, map[string]any{"workflow_run.head_repository.full_name": ""})),
 			action: "completed", reason: "names no head repository"},
@@ -334,6 +370,50 @@ func TestMatch(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// GitHub's published package examples (the octokit fixtures) carry a
+// tag digest of 40 hex digits, which is no sha256 digest, and a valid digest
+// in package_version.version. A tagged push of that shape still deploys.
+func TestMatchGitHubExampleDigest(t *testing.T) {
+	const (
+		exampleTagDigest = "sha256:6c62fb45fe66bfb1ea9a66abc38f6a0cc974292b"
+		exampleVersion   = "sha256:3da1996a8115d7616457760d9920b815241d0a03b34cf5f04e9a0e9d8de37498"
+	)
+	cfg := testConfig()
+	cfg.Services["hello"] = &configs.Service{
+		Image:      "ghcr.io/codertocat/hello-world/hello-world-npm",
+		Repository: "Codertocat/hello-world-npm",
+		Tags:       []string{"latest"},
+	}
+	m := newTestMatcher(t, cfg)
+	for event, file := range map[string]string{EventRegistryPackage: "registry_package.published.json", EventPackage: "package.published.json"} {
+		tag := event + ".package_version.container_metadata.tag.name"
+		version := event + ".package_version.version"
+		tests := []struct {
+			name  string
+			edits map[string]any
+			want  deployer.Request
+		}{
+			{"tagged, version a digest", map[string]any{tag: "latest"}, deployer.Request{Digest: exampleVersion,
+				Note: `the payload's tag digest "` + exampleTagDigest + `" is unusable (not sha256: and 64 hex digits); deploying its package_version.version ` + exampleVersion + ` instead`}},
+			{"tagged, no version", map[string]any{tag: "latest", version: nil}, deployer.Request{
+				Note: `the payload's digest "` + exampleTagDigest + `" is unusable (not sha256: and 64 hex digits); the tag latest is resolved at the registry instead`}},
+		}
+		for _, tt := range tests {
+			t.Run(event+"/"+tt.name, func(t *testing.T) {
+				d, err := m.Match(event, variant(t, file, tt.edits))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := tt.want
+				want.Service, want.Tag, want.Trigger = "hello", "latest", webhookTrigger(event, 0)
+				if len(d.Requests) != 1 || !reflect.DeepEqual(d.Requests[0], want) {
+					t.Fatalf("Requests =\n%+v\nwant\n%+v\n(reason %q)", d.Requests, want, d.Reason)
+				}
+			})
+		}
 	}
 }
 

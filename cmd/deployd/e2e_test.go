@@ -336,6 +336,60 @@ func TestEndToEndWebhookDeploys(t *testing.T) {
 	s.assertNoTokenInArgv()
 }
 
+// GitHub's published registry_package example carries a tag digest of 40
+// hex digits, which is no digest. A tagged push of that shape still deploys:
+// by its package_version.version when that is a digest, else by its tag,
+// resolved at the registry; the step log says the payload's digest was unusable.
+func TestEndToEndUnusablePayloadDigest(t *testing.T) {
+	const exampleDigest = "sha256:6c62fb45fe66bfb1ea9a66abc38f6a0cc974292b"
+	s := newStack(t, stackOptions{})
+	d := startDeployd(t, s.config, nil)
+	// The example as published, pointed at the stack's service and tagged.
+	example := func(version string) []byte {
+		return edit(t, fixture(t, "registry_package.published.json"), func(m map[string]any) {
+			pkg := dig(m, "registry_package")
+			pkg["namespace"], pkg["name"] = "Acme-Corp", "v7/backend"
+			tag := dig(m, "registry_package", "package_version", "container_metadata", "tag")
+			if tag["digest"] != exampleDigest {
+				t.Fatalf("the example's tag digest is %v, not %s", tag["digest"], exampleDigest)
+			}
+			tag["name"] = "latest"
+			if version == "" {
+				delete(dig(m, "registry_package", "package_version"), "version")
+			} else {
+				dig(m, "registry_package", "package_version")["version"] = version
+			}
+			dig(m, "repository")["full_name"] = "Acme-Corp/v7"
+			m["installation"] = map[string]any{"id": float64(fixtureInstallation)}
+		})
+	}
+	check := func(dep deploymentJSON, digest, version, note, resolved string) {
+		t.Helper()
+		if dep.State != "succeeded" || dep.Tag != "latest" || dep.Digest != digest || s.version() != version {
+			t.Fatalf("deployment %s tag %s digest %s (%s %s), service %q; want succeeded latest %s, %s",
+				dep.State, dep.Tag, dep.Digest, dep.ErrorClass, dep.Error, s.version(), digest, version)
+		}
+		if len(dep.Steps) < 2 || dep.Steps[0].Name != "request" || !strings.Contains(dep.Steps[0].Message, note) ||
+			dep.Steps[1].Name != "resolve" || !strings.Contains(dep.Steps[1].Message, resolved) {
+			t.Errorf("steps %+v: want the note %q first, then resolve saying %q", dep.Steps, note, resolved)
+		}
+	}
+
+	// No package_version.version: the tag is resolved.
+	v1 := s.push("latest", "v1")
+	ids := d.queue(delivery{event: "registry_package", id: "example-1", body: example("")})
+	check(waitDeployment(t, d, ids[0]), v1, "v1",
+		`the payload's digest "`+exampleDigest+`" is unusable (not sha256: and 64 hex digits); the tag latest is resolved at the registry instead`,
+		s.image+":latest is "+v1)
+
+	// package_version.version is a digest: it is deployed.
+	v2 := s.push("latest", "v2")
+	ids = d.queue(delivery{event: "registry_package", id: "example-2", body: example(v2)})
+	check(waitDeployment(t, d, ids[0]), v2, "v2",
+		`the payload's tag digest "`+exampleDigest+`" is unusable (not sha256: and 64 hex digits); deploying its package_version.version `+v2+` instead`,
+		s.image+"@"+v2+" is at the registry")
+}
+
 func TestEndToEndRegistryRefusesCredential(t *testing.T) {
 	s := newStack(t, stackOptions{registryDeniesApp: true})
 	d := startDeployd(t, s.config, nil)
