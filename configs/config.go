@@ -2,7 +2,8 @@
 //
 // Loading is a pipeline: parse strictly (unknown keys are errors), expand
 // ${VAR} from the environment, apply defaults, read *_file secrets, then
-// Validate, which reports every problem at once with its YAML path and line.
+// Validate what could be read. The problems of every step are reported
+// together, each with its YAML path and line.
 package configs
 
 import (
@@ -46,6 +47,10 @@ type Config struct {
 	// lines maps the YAML path of every key read by Parse to its line, so
 	// that Validate can point at it. It is nil for a Config built in code.
 	lines map[string]int
+	// unread holds the YAML paths whose values Parse could not read and
+	// has already reported; Validate does not report them, or what only
+	// their absence causes, again.
+	unread map[string]bool
 }
 
 // Log configures deployd's own log.

@@ -419,6 +419,134 @@ services:
 	}
 }
 
+// TestDecodeAndValidationProblemsTogether checks that problems with the
+// file's shape (unknown keys, wrong types) do not hide problems with its
+// values: all are reported at once, in line order.
+func TestDecodeAndValidationProblemsTogether(t *testing.T) {
+	src := `services:
+  backend:
+    image: ghcr.io/acme/backend
+    repository: acme/app
+    tags: ["latest", "v["]
+    rollbak: false
+    strategy: docker
+registries:
+  ghcr.io:
+    insecure: maybe
+github:
+  webhook_secret: s3cret-value
+`
+	_, err := parse(t, src, nil)
+	ps := problems(t, err)
+	want := []struct {
+		path string
+		line int
+		msg  string
+	}{
+		{"services.backend.tags[1]", 5, `invalid pattern "v["`},
+		{"services.backend.rollbak", 6, `unknown key "rollbak" (did you mean "rollback"?)`},
+		{"services.backend.strategy", 7, `unknown strategy "docker"`},
+		{"registries.ghcr.io.insecure", 10, `expected true or false, got "maybe"`},
+	}
+	if len(ps) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%v", len(ps), len(want), err)
+	}
+	for i, w := range want {
+		if p := ps[i]; p.Path != w.path || p.Line != w.line || !strings.Contains(p.Message, w.msg) {
+			t.Errorf("problem %d = %v, want %s (line %d) containing %q", i, p, w.path, w.line, w.msg)
+		}
+	}
+	lines := strings.Split(err.Error(), "\n")
+	for i, w := range want {
+		if i < len(lines) && !strings.HasPrefix(lines[i], fmt.Sprintf("%s (line %d): ", w.path, w.line)) {
+			t.Errorf("Error() line %d = %q, want it to start with the path and line of %s", i+1, lines[i], w.path)
+		}
+	}
+}
+
+// TestNoFollowOnProblems checks that a value that could not be read is
+// reported once: validation does not also complain about it being missing,
+// nor about the settings that depend on it.
+func TestNoFollowOnProblems(t *testing.T) {
+	app := "github:\n  webhook_secret: s3cret-value\n  app: {id: abc, private_key_file: /k.pem}\n  deployments: true\n"
+	tests := []struct {
+		name, yaml, path string
+		line             int
+		msg              string
+	}{
+		{"secret file", strings.Replace(minimal, "webhook_secret: s3cret-value", "webhook_secret_file: [a, b]", 1),
+			"github.webhook_secret_file", 3, "expected a single value"},
+		{"secret variable", strings.Replace(minimal, "s3cret-value", "${UNSET_SECRET}", 1),
+			"github.webhook_secret", 3, "UNSET_SECRET is not set"},
+		{"misspelt secret", strings.Replace(minimal, "webhook_secret:", "webhok_secret:", 1),
+			"github.webhok_secret", 3, `did you mean "webhook_secret"?`},
+		{"app id", app + strings.Replace(strings.TrimPrefix(minimal, "\ngithub:\n  webhook_secret: s3cret-value\n"), "ghcr.io: {}", "ghcr.io: {credentials: [github_app]}", 1),
+			"github.app.id", 3, "expected a whole number"},
+		{"app id without key", strings.Replace(minimal, "webhook_secret: s3cret-value", "webhook_secret: s3cret-value\n  app: {id: abc}\n  deployments: true", 1),
+			"github.app.id", 4, "expected a whole number"},
+		{"image", strings.Replace(minimal, "image: ghcr.io/acme/backend", "image: {name: backend}", 1),
+			"services.backend.image", 8, "expected a single value"},
+		{"misspelt image", strings.Replace(minimal, "image:", "imag:", 1),
+			"services.backend.imag", 8, `did you mean "image"?`},
+		{"registry", strings.Replace(minimal, "ghcr.io: {}", "ghcr.io: 5", 1),
+			"registries.ghcr.io", 5, "expected a mapping"},
+		{"registries", strings.Replace(minimal, "  ghcr.io: {}", "  - ghcr.io", 1),
+			"registries", 5, "expected a mapping"},
+		{"token file", strings.Replace(minimal, "ghcr.io: {}", "ghcr.io: {credentials: [token_file], token_file: [x]}", 1),
+			"registries.ghcr.io.token_file", 5, "expected a single value"},
+		{"credentials item", strings.Replace(minimal, "ghcr.io: {}", "ghcr.io: {credentials: [{a: b}]}", 1),
+			"registries.ghcr.io.credentials[0]", 5, "expected a single value"},
+		{"service", strings.Replace(minimal, "  backend:\n    image: ghcr.io/acme/backend\n    repository: acme/app\n", "  backend: 5\n", 1),
+			"services.backend", 7, "expected a mapping"},
+		{"strategy", minimal + "    strategy: [systemd]\n    systemd: {unit: x.service}\n    container: {name: 'not used'}\n",
+			"services.backend.strategy", 10, "expected a single value"},
+		{"command", minimal + "    strategy: command\n    command: [[restart]]\n",
+			"services.backend.command[0]", 11, "expected a single value"},
+		{"first tag", minimal + "    tags: [[latest]]\n    on: {workflow_run: {workflows: [CI]}}\n",
+			"services.backend.tags[0]", 10, "expected a single value"},
+		{"tags", minimal + "    tags: latest\n",
+			"services.backend.tags", 10, "expected a list"},
+		{"keep images", minimal + "    keep_images: many\n",
+			"services.backend.keep_images", 10, "expected a whole number"},
+		{"health timeout", minimal + "    health: {timeout: soon}\n",
+			"services.backend.health.timeout", 10, `invalid duration "soon"`},
+		{"merged", "github: {webhook_secret: s3cret-value}\nregistries: {ghcr.io: {}}\nservices:\n" +
+			"  backend: &svc\n    image: ghcr.io/acme/backend\n    repository: [acme/app]\n" +
+			"  web:\n    <<: *svc\n    image: ghcr.io/acme/web\n",
+			"services.backend.repository", 6, "expected a single value"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parse(t, tt.yaml, nil)
+			ps := problems(t, err)
+			wantProblem(t, ps, tt.path, tt.line, tt.msg)
+			if len(ps) != 1 {
+				t.Errorf("got %d problems, want only the one at %s:\n%v", len(ps), tt.path, err)
+			}
+		})
+	}
+}
+
+// TestKeyProblemsStandWhenValueUnread checks that a bad registry host or
+// service name is still reported when the value under it cannot be read.
+func TestKeyProblemsStandWhenValueUnread(t *testing.T) {
+	src := `github: {webhook_secret: s3cret-value}
+registries:
+  ghcr: 5
+services:
+  'back end': [x]
+`
+	_, err := parse(t, src, nil)
+	ps := problems(t, err)
+	wantProblem(t, ps, "registries.ghcr", 3, "expected a mapping")
+	wantProblem(t, ps, "registries.ghcr", 3, "not a registry host")
+	wantProblem(t, ps, "services.back end", 5, "expected a mapping")
+	wantProblem(t, ps, "services.back end", 5, "service name")
+	if len(ps) != 4 {
+		t.Errorf("got %d problems, want 4:\n%v", len(ps), err)
+	}
+}
+
 func TestEnvExpansion(t *testing.T) {
 	src := `listen: ${HOST}:${PORT}
 data_dir: "${HOME}/deployd"
@@ -480,6 +608,24 @@ func TestEnvExpansionErrors(t *testing.T) {
 			_, err := parse(t, tt.yaml+strings.TrimPrefix(minimal, "\n"), map[string]string{"EMPTY": "", "HOME": "/home/x"})
 			wantProblem(t, problems(t, err), tt.path, tt.line, tt.msg)
 		})
+	}
+}
+
+// TestAnchoredVariableUnset checks that an anchored value whose variable is
+// not set is reported wherever it is used, and not validated as written.
+func TestAnchoredVariableUnset(t *testing.T) {
+	src := minimal + `    health: {url: &health "${HEALTH_URL}"}
+  web:
+    image: ghcr.io/acme/web
+    repository: acme/web
+    health: {url: *health}
+`
+	_, err := parse(t, src, nil)
+	ps := problems(t, err)
+	wantProblem(t, ps, "services.backend.health.url", 10, "HEALTH_URL is not set")
+	wantProblem(t, ps, "services.web.health.url", 10, "HEALTH_URL is not set")
+	if len(ps) != 2 {
+		t.Errorf("got %d problems, want 2:\n%v", len(ps), err)
 	}
 }
 
@@ -794,6 +940,11 @@ services:
 	if r := c.Registries["ghcr.io"]; r == nil || r.Username != "x-access-token" {
 		t.Errorf("null registry entry = %+v", r)
 	}
+	// yaml cannot merge null: that is one more problem, not the end.
+	_, err = parse(t, minimal+"    <<: ~\n    keep_images: 0\n", nil)
+	ps := problems(t, err)
+	wantProblem(t, ps, "services.backend", 10, `expected a mapping to merge, got "~"`)
+	wantProblem(t, ps, "services.backend.keep_images", 11, "at least 1")
 }
 
 func TestParseRefusesNonConfig(t *testing.T) {

@@ -17,6 +17,9 @@ func FuzzParse(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte(minimal))
+	// Unreadable values under anchors and merges.
+	f.Add([]byte("services: {a: &s {tags: [[1], x], keep_images: x}, b: {<<: [*s, ~]}, c: *s}\n"))
+	f.Add([]byte("registries: {<<: [5, {}], x: 1, ? [a] : 1}\nservices: {a: {<<: ~, strategy: [x]}}\n"))
 	getenv := func(k string) string {
 		if k == "UNSET" {
 			return ""

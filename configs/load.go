@@ -40,10 +40,12 @@ func Load(path string, getenv func(string) string) (*Config, error) {
 // Parse reads a YAML configuration from r: it expands ${VAR} in values with
 // getenv ("$${" stands for a literal "${"), refuses unknown keys and values of
 // the wrong type, applies defaults, reads github.webhook_secret_file into
-// GitHub.WebhookSecret, and validates. All problems found are returned at
-// once as a *ValidationError, each with its YAML path and line; a file that
-// is not YAML at all gives a plain error. Error messages never contain
-// secret values.
+// GitHub.WebhookSecret, and validates what could be read. All problems found,
+// in the file's shape and in its values, are returned at once as a
+// *ValidationError, each with its YAML path and line, in line order; a value
+// that could not be read is reported once, without the problems that its
+// absence would cause. A file that is not YAML at all gives a plain error.
+// Error messages never contain secret values.
 func Parse(r io.Reader, getenv func(string) string) (*Config, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxConfigSize+1))
 	if err != nil {
@@ -62,33 +64,42 @@ func Parse(r io.Reader, getenv func(string) string) (*Config, error) {
 		return nil, errors.New("parse config: more than one YAML document")
 	}
 
-	w := &walker{getenv: getenv, lines: map[string]int{}, expanded: map[*yaml.Node]bool{}}
-	c := &Config{lines: w.lines}
+	w := &walker{
+		getenv:       getenv,
+		lines:        map[string]int{},
+		unread:       map[string]bool{},
+		expanded:     map[*yaml.Node]error{},
+		placeholders: map[*yaml.Node]bool{},
+	}
+	c := &Config{lines: w.lines, unread: w.unread}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
 	}
 	if root.Kind != 0 {
-		w.walk(root, reflect.TypeFor[Config](), "")
-	}
-	if len(w.problems) > 0 {
-		return nil, newValidationError(w.problems)
-	}
-	if root.Kind != 0 {
+		if !w.walk(root, reflect.TypeFor[Config](), "") || w.nodes > maxNodes {
+			return nil, newValidationError(w.problems) // nothing worth validating
+		}
+		// The walk left only what decodes: values that could not be read
+		// are placeholders now, so that the rest can still be validated.
 		if err := root.Decode(c); err != nil {
+			if len(w.problems) > 0 {
+				return nil, newValidationError(w.problems)
+			}
 			return nil, fmt.Errorf("decode config: %w", err)
 		}
 	}
 
 	c.applyDefaults(func(path string) bool { _, ok := w.lines[path]; return ok })
-	problems := c.readSecretFiles()
+	fileProblems := c.readSecretFiles()
+	problems := append(w.problems, fileProblems...)
 	if err := c.Validate(); err != nil {
 		var ve *ValidationError
 		if !errors.As(err, &ve) {
 			return nil, err
 		}
 		for _, p := range ve.Problems {
-			if !slices.ContainsFunc(problems, func(q Problem) bool { return q.Path == p.Path }) {
+			if !slices.ContainsFunc(fileProblems, func(q Problem) bool { return q.Path == p.Path }) {
 				problems = append(problems, p)
 			}
 		}
@@ -131,13 +142,23 @@ func describeFileError(err error) string {
 // walker checks a YAML node tree against the Config type before it is
 // decoded: it expands ${VAR} in scalar values, refuses unknown and duplicate
 // keys and values of the wrong type, drops null struct fields (so null means
-// "unset"), and records the line of every path.
+// "unset"), and records the line of every path. It leaves a tree that
+// decodes: refused keys are dropped and values that cannot be read are
+// replaced by placeholders (see unreadable).
 type walker struct {
-	getenv   func(string) string
-	lines    map[string]int
+	getenv func(string) string
+	lines  map[string]int
+	// unread holds the paths whose values could not be read (a problem
+	// says why) and those a misspelt key probably meant; validation does
+	// not check them again.
+	unread   map[string]bool
 	problems []Problem
-	expanded map[*yaml.Node]bool
-	nodes    int
+	// expanded holds the scalars whose ${VAR} were expanded, with the
+	// error if that failed: an anchored scalar is expanded once.
+	expanded map[*yaml.Node]error
+	// placeholders are the nodes put in place of unreadable values.
+	placeholders map[*yaml.Node]bool
+	nodes        int
 }
 
 func (w *walker) add(path string, line int, format string, args ...any) {
@@ -152,68 +173,90 @@ func displayPath(path string) string {
 	return path
 }
 
-func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
+// walk checks n against type t at path. It returns false when n itself
+// cannot be decoded into t (a problem says why): the caller then puts a
+// placeholder in its place. Unreadable values deeper down are replaced in
+// place.
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) bool {
+	if w.placeholders[n] {
+		w.unread[path] = true // met again through an alias or a merge
+		return true
+	}
 	w.nodes++
 	if w.nodes > maxNodes {
 		if w.nodes == maxNodes+1 {
 			w.add(path, n.Line, "document too large (more than %d nodes, aliases expanded)", maxNodes)
 		}
-		return
+		return false
 	}
 	if n.Kind == yaml.AliasNode {
-		if n.Alias != nil {
-			w.walk(n.Alias, t, path)
-		}
-		return
+		return n.Alias == nil || w.walk(n.Alias, t, path)
 	}
 	if isNull(n) {
-		return
+		return true
 	}
 	if t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
-		w.scalar(n, t, path)
-		return
+		return w.scalar(n, t, path)
 	}
 	switch t.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
 			w.add(path, n.Line, "expected a mapping, got %s", kindName(n))
-			return
+			return false
 		}
 		w.structFields(n, t, path)
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
 			w.add(path, n.Line, "expected a mapping, got %s", kindName(n))
-			return
+			return false
 		}
 		w.mapEntries(n, t, path)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			w.add(path, n.Line, "expected a list, got %s", kindName(n))
-			return
+			return false
 		}
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
 			w.lines[p] = item.Line
-			w.walk(item, t.Elem(), p)
+			if !w.walk(item, t.Elem(), p) {
+				n.Content[i] = w.unreadable(item, t.Elem(), p)
+			}
 		}
 	default:
-		w.scalar(n, t, path)
+		return w.scalar(n, t, path)
 	}
+	return true
+}
+
+// unreadable records that the value n at path could not be read and returns
+// the placeholder that takes its place: it decodes to the zero value of t,
+// so that the rest of the document can still be decoded and validated.
+func (w *walker) unreadable(n *yaml.Node, t reflect.Type, path string) *yaml.Node {
+	w.unread[path] = true
+	ph := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: n.Line, Column: n.Column}
+	if t.Kind() == reflect.String {
+		ph.Tag = "!!str" // a list drops null items, which would shift the indexes of the rest
+	}
+	w.placeholders[ph] = true
+	return ph
 }
 
 // structFields checks the keys of mapping n against struct type t.
 func (w *walker) structFields(n *yaml.Node, t reflect.Type, path string) {
 	fields := yamlFields(t)
 	seen := map[string]int{}
+	var meant []string // keys that misspelt ones probably meant
 	kept := n.Content[:0:0]
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if isMerge(k) {
-			w.merge(v, t, path)
-			kept = append(kept, k, v)
+			if w.merge(v, t, path) {
+				kept = append(kept, k, v)
+			}
 			continue
 		}
 		if k.Kind != yaml.ScalarNode {
@@ -226,6 +269,7 @@ func (w *walker) structFields(n *yaml.Node, t reflect.Type, path string) {
 			msg := fmt.Sprintf("unknown key %q", k.Value)
 			if s := suggest(k.Value, fields); s != "" {
 				msg += fmt.Sprintf(" (did you mean %q?)", s)
+				meant = append(meant, s)
 			}
 			w.add(p, k.Line, "%s", msg)
 			continue
@@ -235,12 +279,20 @@ func (w *walker) structFields(n *yaml.Node, t reflect.Type, path string) {
 			continue
 		}
 		seen[k.Value] = k.Line
-		if isNull(v) {
+		if isNull(v) && !w.placeholders[v] {
 			continue // null means unset: drop it so that defaults apply
 		}
 		w.lines[p] = k.Line
-		w.walk(v, f.Type, p)
+		if !w.walk(v, f.Type, p) {
+			v = w.unreadable(v, f.Type, p)
+		}
 		kept = append(kept, k, v)
+	}
+	for _, name := range meant {
+		if _, ok := seen[name]; !ok {
+			// "required" for the key meant would repeat the problem.
+			w.unread[joinPath(path, name)] = true
+		}
 	}
 	n.Content = kept
 }
@@ -248,10 +300,13 @@ func (w *walker) structFields(n *yaml.Node, t reflect.Type, path string) {
 // mapEntries checks the entries of mapping n against map type t.
 func (w *walker) mapEntries(n *yaml.Node, t reflect.Type, path string) {
 	seen := map[string]int{}
+	kept := n.Content[:0:0]
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if isMerge(k) {
-			w.merge(v, t, path)
+			if w.merge(v, t, path) {
+				kept = append(kept, k, v)
+			}
 			continue
 		}
 		if k.Kind != yaml.ScalarNode || isNull(k) {
@@ -265,35 +320,57 @@ func (w *walker) mapEntries(n *yaml.Node, t reflect.Type, path string) {
 		}
 		seen[k.Value] = k.Line
 		w.lines[p] = k.Line
-		w.walk(v, t.Elem(), p)
+		if !w.walk(v, t.Elem(), p) {
+			v = w.unreadable(v, t.Elem(), p) // keep the key: it exists
+		}
+		kept = append(kept, k, v)
 	}
+	n.Content = kept
 }
 
 // merge checks the value of a "<<" merge key: a mapping, or a list of them.
-func (w *walker) merge(v *yaml.Node, t reflect.Type, path string) {
+// It returns false when the value cannot be merged; list items that cannot
+// be merged are dropped.
+func (w *walker) merge(v *yaml.Node, t reflect.Type, path string) bool {
 	if v.Kind == yaml.SequenceNode {
+		kept := v.Content[:0:0]
 		for _, item := range v.Content {
-			w.walk(item, t, path)
+			if w.mergeItem(item, t, path) {
+				kept = append(kept, item)
+			}
 		}
-		return
+		v.Content = kept
+		return true
 	}
-	w.walk(v, t, path)
+	return w.mergeItem(v, t, path)
 }
 
-// scalar expands ${VAR} in n and checks that it decodes into type t.
-func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string) {
+// mergeItem checks one mapping to merge. Unlike a value, it may not be null.
+func (w *walker) mergeItem(v *yaml.Node, t reflect.Type, path string) bool {
+	n := v
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if isNull(n) {
+		w.add(path, v.Line, "expected a mapping to merge, got %s", kindName(n))
+		return false
+	}
+	return w.walk(v, t, path)
+}
+
+// scalar expands ${VAR} in n and checks that it decodes into type t; it
+// returns false when it does not.
+func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string) bool {
 	if n.Kind != yaml.ScalarNode {
 		w.add(path, n.Line, "expected a single value, got %s", kindName(n))
-		return
+		return false
 	}
-	if !w.expanded[n] {
-		w.expanded[n] = true
-		v, err := expand(n.Value, w.getenv)
-		if err != nil {
-			w.add(path, n.Line, "%v", err)
-			return
-		}
-		if v != n.Value {
+	err, done := w.expanded[n]
+	if !done {
+		var v string
+		v, err = expand(n.Value, w.getenv)
+		w.expanded[n] = err
+		if err == nil && v != n.Value {
 			n.Value = v
 			if t.Kind() == reflect.String {
 				n.Tag = "!!str" // an expanded value is text, whatever it looks like
@@ -304,17 +381,23 @@ func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string) {
 			}
 		}
 	}
+	if err != nil {
+		w.add(path, n.Line, "%v", err)
+		return false
+	}
 	if t.Kind() == reflect.String && !reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
-		return // any scalar decodes into a string
+		return true // any scalar decodes into a string
 	}
 	if err := n.Decode(reflect.New(t).Interface()); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
 			w.add(path, n.Line, "expected %s, got %q", typeName(t), truncate(n.Value, 40))
-			return
+			return false
 		}
 		w.add(path, n.Line, "%v", err)
+		return false
 	}
+	return true
 }
 
 // expand replaces ${NAME} in s with getenv(NAME); "$${" is a literal "${".

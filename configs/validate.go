@@ -93,8 +93,38 @@ type validator struct {
 	problems []Problem
 }
 
+// add adds a problem at path, unless the value there could not be read:
+// that was reported already.
 func (v *validator) add(path, format string, args ...any) {
+	if v.unread(path) {
+		return
+	}
 	v.problems = append(v.problems, v.c.problem(path, fmt.Sprintf(format, args...)))
+}
+
+// addKey adds a problem with the key at path itself, which stands even when
+// its value could not be read.
+func (v *validator) addKey(path, format string, args ...any) {
+	v.problems = append(v.problems, v.c.problem(path, fmt.Sprintf(format, args...)))
+}
+
+// unread reports whether the value at one of paths, or at a key above it,
+// could not be read from the file, so that checks that depend on it would
+// only repeat that problem.
+func (v *validator) unread(paths ...string) bool {
+	for _, p := range paths {
+		for {
+			if v.c.unread[p] {
+				return true
+			}
+			i := strings.LastIndexAny(p, ".[")
+			if i < 0 {
+				break
+			}
+			p = p[:i]
+		}
+	}
+	return false
 }
 
 // problem returns a Problem at path with the line of path or its nearest
@@ -153,7 +183,7 @@ func (v *validator) github() {
 	case gh.WebhookSecret != "":
 	case gh.WebhookSecretFile != "":
 		v.add("github.webhook_secret_file", "the file %s is empty or was not read: deployd refuses to accept unsigned webhooks", gh.WebhookSecretFile)
-	default:
+	case !v.unread("github.webhook_secret_file"):
 		v.add("github.webhook_secret", "required: set github.webhook_secret or github.webhook_secret_file (deployd refuses to accept unsigned webhooks)")
 	}
 	app := gh.App
@@ -168,7 +198,7 @@ func (v *validator) github() {
 	if app.InstallationID < 0 {
 		v.add("github.app.installation_id", "must not be negative (0: from the webhook payload or looked up)")
 	}
-	if gh.Deployments && !app.configured() {
+	if gh.Deployments && !app.configured() && !v.unread("github.app.id", "github.app.private_key_file") {
 		v.add("github.deployments", "reporting to GitHub's Deployments API needs github.app")
 	}
 }
@@ -181,7 +211,7 @@ func (v *validator) registries() {
 			continue // ApplyDefaults replaces nil entries
 		}
 		if !validRegistryHost(host) {
-			v.add(p, "%q is not a registry host (HOST or HOST:PORT, e.g. ghcr.io or 127.0.0.1:5000)", host)
+			v.addKey(p, "%q is not a registry host (HOST or HOST:PORT, e.g. ghcr.io or 127.0.0.1:5000)", host)
 		}
 		if r.Username == "" {
 			v.add(p+".username", "required")
@@ -197,9 +227,10 @@ func (v *validator) registries() {
 				v.add(cp, "unknown credential source %q (one of %s)", src, strings.Join(credentials, ", "))
 			case seen[src]:
 				v.add(cp, "%s listed twice", src)
-			case src == CredentialTokenFile && r.TokenFile == "":
+			case src == CredentialTokenFile && r.TokenFile == "" && !v.unread(p+".token_file"):
 				v.add(cp, "token_file source needs %s.token_file", p)
-			case src == CredentialGitHubApp && (v.c.GitHub.App.ID <= 0 || v.c.GitHub.App.PrivateKeyFile == ""):
+			case src == CredentialGitHubApp && (v.c.GitHub.App.ID <= 0 || v.c.GitHub.App.PrivateKeyFile == "") &&
+				!v.unread("github.app.id", "github.app.private_key_file"):
 				v.add(cp, "github_app source needs github.app.id and github.app.private_key_file")
 			}
 			seen[src] = true
@@ -214,13 +245,13 @@ func (v *validator) service(name string, s *Service) {
 		return
 	}
 	if !serviceNameRE.MatchString(name) {
-		v.add(p, "service name %q must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", name)
+		v.addKey(p, "service name %q must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit", name)
 	}
 	if s.Image == "" {
 		v.add(p+".image", "required: the image repository, e.g. ghcr.io/OWNER/NAME")
 	} else if img, err := ParseImage(s.Image); err != nil {
 		v.add(p+".image", "%v", err)
-	} else if _, ok := v.c.Registries[img.Host]; !ok {
+	} else if _, ok := v.c.Registries[img.Host]; !ok && !v.unread("registries") {
 		v.add(p+".image", "registry %s is not configured: add it under registries (only images on configured registries are pulled)", img.Host)
 	}
 	if s.Repository == "" {
@@ -230,9 +261,11 @@ func (v *validator) service(name string, s *Service) {
 	}
 	v.tags(p, s)
 	if w := s.On.WorkflowRun; w != nil {
-		v.workflowRun(p+".on.workflow_run", w)
+		v.workflowRun(p+".on.workflow_run", w, p+".tags[0]")
 	}
-	v.strategy(p, s)
+	if !v.unread(p + ".strategy") {
+		v.strategy(p, s)
+	}
 	if s.Health.URL != "" {
 		if err := checkHTTPURL(s.Health.URL); err != nil {
 			v.add(p+".health.url", "%v", err)
@@ -263,7 +296,9 @@ func (v *validator) tags(p string, s *Service) {
 	}
 }
 
-func (v *validator) workflowRun(p string, w *WorkflowRun) {
+// workflowRun checks w at path p; defaultTag is the path of the tag that an
+// empty w.Tag stands for.
+func (v *validator) workflowRun(p string, w *WorkflowRun, defaultTag string) {
 	if len(w.Workflows) == 0 {
 		v.add(p+".workflows", "list at least one workflow name or path (.github/workflows/FILE.yml)")
 	}
@@ -282,6 +317,9 @@ func (v *validator) workflowRun(p string, w *WorkflowRun) {
 	}
 	v.runEvents(p+".events", w.Events)
 	if w.Tag == "" {
+		if v.unread(defaultTag) {
+			return
+		}
 		v.add(p+".tag", "required: a template such as sha-{{.ShortSHA}} (or make the service's first tag a plain tag)")
 		return
 	}
@@ -312,7 +350,7 @@ func (v *validator) strategy(p string, s *Service) {
 			v.add(p+".systemd.unit", "%q is not a unit name", u)
 		}
 	case StrategyCommand:
-		if len(s.Command) == 0 || s.Command[0] == "" {
+		if (len(s.Command) == 0 || s.Command[0] == "") && !v.unread(p+".command[0]") {
 			v.add(p+".command", "required for strategy command: the program and its arguments, e.g. [\"/usr/local/bin/restart-backend\"]")
 		}
 	default:

@@ -62,9 +62,10 @@ func TestCommandCheckConfig(t *testing.T) {
 	}
 }
 
-// TestCommandCheckConfigListsEveryProblem checks both stages of loading:
-// the file's shape (unknown keys, wrong types), then its values. Each stage
-// reports all of its problems at once, with YAML path and line.
+// TestCommandCheckConfigListsEveryProblem checks that check-config reports
+// every problem in one run, with YAML path and line, in line order: problems
+// with the file's shape (unknown keys, wrong types) do not hide problems with
+// its values.
 func TestCommandCheckConfigListsEveryProblem(t *testing.T) {
 	for _, tc := range []struct {
 		name, body string
@@ -81,8 +82,30 @@ services:
     tags: ["latest"]
     colour: blue
 `, []string{
-			"log.level (line 3)",
-			"services.backend.colour (line 10)",
+			"log.level (line 3): expected a single value",
+			"services.backend.repository (line 7): required",
+			"services.backend.image (line 8): registry ghcr.io is not configured",
+			`services.backend.colour (line 10): unknown key "colour"`,
+		}},
+		{"shape and values", `listen: 127.0.0.1:0
+data_dir: %s
+github:
+  webhook_secret: s3cret-value-that-must-not-leak
+registries:
+  ghcr.io:
+    insecure: maybe
+services:
+  backend:
+    image: ghcr.io/acme/backend
+    repository: acme/app
+    tags: ["latest", "v["]
+    strategy: docker
+    helth: {url: "http://127.0.0.1:8081/healthz"}
+`, []string{
+			`registries.ghcr.io.insecure (line 7): expected true or false, got "maybe"`,
+			`services.backend.tags[1] (line 12): invalid pattern "v["`,
+			`services.backend.strategy (line 13): unknown strategy "docker"`,
+			`services.backend.helth (line 14): unknown key "helth" (did you mean "health"?)`,
 		}},
 		{"values", `listen: 127.0.0.1:0
 data_dir: %s
@@ -118,10 +141,17 @@ services:
 			if !strings.Contains(msg, cfg) {
 				t.Errorf("error does not name the file %s:\n%s", cfg, msg)
 			}
+			at := 0
 			for _, want := range tc.want {
-				if !strings.Contains(msg, want) {
+				i := strings.Index(msg, want)
+				if i < 0 {
 					t.Errorf("error lacks %q:\n%s", want, msg)
+					continue
 				}
+				if i < at {
+					t.Errorf("%q is out of line order:\n%s", want, msg)
+				}
+				at = i
 			}
 			if lines := strings.Count(msg, "\n") + 1; lines != len(tc.want) {
 				t.Errorf("error has %d lines, want one per problem (%d):\n%s", lines, len(tc.want), msg)
