@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -31,8 +32,12 @@ const (
 const DefaultUsername = "x-access-token"
 
 // DefaultPutAsideFor is how long a source that a registry denied for an
-// image is skipped for that image.
-const DefaultPutAsideFor = 15 * time.Minute
+// image is first put aside for that image; each refusal in a row doubles
+// it, up to DefaultMaxPutAsideFor.
+const DefaultPutAsideFor = time.Minute
+
+// DefaultMaxPutAsideFor is the longest put-aside.
+const DefaultMaxPutAsideFor = 15 * time.Minute
 
 // ErrNoCredential is matched (errors.Is) by the *ChainError returned when no
 // source could give a credential for an image.
@@ -56,9 +61,13 @@ type ChainConfig struct {
 	// App mints installation tokens; required when a registry lists
 	// SourceGitHubApp.
 	App *App
-	// PutAsideFor is how long a denied source is skipped for an image;
-	// 0 means DefaultPutAsideFor.
+	// PutAsideFor is how long a denied source is first put aside for an
+	// image; 0 means DefaultPutAsideFor. Each refusal in a row doubles
+	// it, up to MaxPutAsideFor; an acceptance starts it over.
 	PutAsideFor time.Duration
+	// MaxPutAsideFor caps the put-aside; 0 means DefaultMaxPutAsideFor
+	// (or PutAsideFor, when that is longer).
+	MaxPutAsideFor time.Duration
 	// Clock tells the time; nil means time.Now.
 	Clock func() time.Time
 	// Logger receives fallbacks and denials (never a secret).
@@ -79,6 +88,13 @@ type CredentialRequest struct {
 	// InstallationID is the installation named by the webhook delivery; 0
 	// means the configured one, else the one covering Repository.
 	InstallationID int64
+	// Refused lists the sources the registry already refused for this
+	// pull (reported with Denied): they are not offered again, so that a
+	// caller asking after each refusal reaches the end of the chain.
+	Refused []string
+	// IgnorePutAside tries every source in order, put aside or not: for a
+	// deploy an operator asked for, which is a deliberate retry.
+	IgnorePutAside bool
 }
 
 // Credential is what to log in to a registry with. A Source of SourceNone
@@ -96,7 +112,13 @@ func (c Credential) Anonymous() bool { return c.Source == SourceNone }
 // Chain hands out registry credentials from each host's ordered sources and
 // learns from the caller which ones the registry accepts: a source that the
 // registry denied for an image is put aside for that image for a while, and
-// the next source is used. All methods are safe for concurrent use.
+// the other sources are tried first. Putting sources aside reorders the
+// chain but never empties it: when every source left is put aside, they
+// are all tried again in order. A put-aside starts short and doubles with
+// each refusal in a row; it ends early when the source's credential changes
+// (new token_file content, a freshly minted App token) and is ignored for
+// requests with IgnorePutAside. Put-asides live in memory only. All methods
+// are safe for concurrent use.
 //
 // The deployer's loop for one image:
 //
@@ -104,16 +126,19 @@ func (c Credential) Anonymous() bool { return c.Source == SourceNone }
 //	... login and pull with cred ...
 //	on success:            chain.Accepted(host, image, cred.Source)
 //	on 401/403 (1st time): chain.Invalidate(host, image); ask again
-//	on 401/403 again:      chain.Denied(host, image, cred.Source, reason); ask again
+//	on 401/403 again:      chain.Denied(host, image, cred.Source, reason);
+//	                       add cred.Source to req.Refused; ask again
 type Chain struct {
 	app         *App
 	registries  map[string]*registry
 	putAsideFor time.Duration
+	maxPutAside time.Duration
 	clock       func() time.Time
 	log         zerolog.Logger
 
 	mu      sync.Mutex
-	aside   map[imageSource]putAside
+	aside   map[imageSource]*putAside
+	given   map[imageSource]fingerprint
 	health  map[hostSource]*sourceState
 	lastApp map[hostImage]appGrant
 }
@@ -131,9 +156,23 @@ type hostSource struct{ host, source string }
 
 type imageSource struct{ host, image, source string }
 
+// putAside is what the chain remembers of refusals of a source for an
+// image. It outlives the put-aside itself, to count refusals in a row.
 type putAside struct {
 	reason string
-	until  time.Time
+	// until ends the put-aside; zero or past when none is in force.
+	until time.Time
+	// strikes counts refusals since the source was last accepted.
+	strikes int
+	// refused identifies the credential refused; zero when unknown.
+	refused fingerprint
+}
+
+// fingerprint identifies a credential without keeping its secret.
+type fingerprint [sha256.Size]byte
+
+func fingerprintOf(c Credential) fingerprint {
+	return sha256.Sum256([]byte(c.Username + "\x00" + c.Password.Reveal()))
 }
 
 type sourceState struct {
@@ -157,9 +196,11 @@ func NewChain(cfg ChainConfig) (*Chain, error) {
 		app:         cfg.App,
 		registries:  make(map[string]*registry, len(cfg.Registries)),
 		putAsideFor: cfg.PutAsideFor,
+		maxPutAside: cfg.MaxPutAsideFor,
 		clock:       cfg.Clock,
 		log:         cfg.Logger,
-		aside:       make(map[imageSource]putAside),
+		aside:       make(map[imageSource]*putAside),
+		given:       make(map[imageSource]fingerprint),
 		health:      make(map[hostSource]*sourceState),
 		lastApp:     make(map[hostImage]appGrant),
 	}
@@ -169,6 +210,10 @@ func NewChain(cfg ChainConfig) (*Chain, error) {
 	if c.putAsideFor <= 0 {
 		c.putAsideFor = DefaultPutAsideFor
 	}
+	if c.maxPutAside <= 0 {
+		c.maxPutAside = DefaultMaxPutAsideFor
+	}
+	c.maxPutAside = max(c.maxPutAside, c.putAsideFor)
 	files := make(map[string]*tokenFile)
 	var problems []string
 	for host, rc := range cfg.Registries {
@@ -240,10 +285,15 @@ func (c *Chain) String() string {
 func (c *Chain) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, c.String()) }
 
 // Credential returns a credential for req.Image from the first source of
-// the host that is not put aside for that image and that can produce one. A
-// source that fails to produce one (GitHub unreachable, token file missing)
-// is skipped for this call only and logged. Images on hosts without
-// configuration get an anonymous credential.
+// the host, in configured order, that is neither in req.Refused nor put
+// aside for that image and that can produce one. A source that fails to
+// produce one (GitHub unreachable, token file missing) is skipped for this
+// call only and logged. When every source left is put aside, the first of
+// them that produces a credential is returned: a put-aside reorders the
+// chain, it never empties it. A put-aside source whose credential changed
+// since the refusal (new token_file content, a freshly minted App token)
+// is no longer put aside. With req.IgnorePutAside, put-asides are ignored.
+// Images on hosts without configuration get an anonymous credential.
 //
 // When no source is left, the error is a *ChainError (errors.Is
 // ErrNoCredential) that lists each source with why it was refused and a hint.
@@ -253,18 +303,11 @@ func (c *Chain) Credential(ctx context.Context, req CredentialRequest) (Credenti
 	if r == nil {
 		return Credential{Source: SourceNone}, nil
 	}
-	now := c.clock()
 	var attempts []Attempt
+	var aside []Credential // produced, but put aside: the last resort
 	for _, src := range r.sources {
-		c.mu.Lock()
-		pa, aside := c.aside[imageSource{host, image, src}]
-		if aside && !now.Before(pa.until) {
-			delete(c.aside, imageSource{host, image, src})
-			aside = false
-		}
-		c.mu.Unlock()
-		if aside {
-			attempts = append(attempts, Attempt{Source: src, Denied: true, Reason: pa.reason, Until: pa.until})
+		if contains(req.Refused, src) {
+			attempts = append(attempts, c.refusedAttempt(host, image, src))
 			continue
 		}
 		cred, err := c.produce(ctx, r, image, req, src)
@@ -277,14 +320,64 @@ func (c *Chain) Credential(ctx context.Context, req CredentialRequest) (Credenti
 			attempts = append(attempts, Attempt{Source: src, Reason: err.Error(), Err: err})
 			continue
 		}
-		if len(attempts) > 0 {
-			c.log.Info().Str("registry", host).Str("image", image).Str("source", src).
-				Strs("skipped", attemptSources(attempts)).
+		if !req.IgnorePutAside && c.putAside(host, image, cred) {
+			aside = append(aside, cred)
+			continue
+		}
+		if len(attempts) > 0 || len(aside) > 0 {
+			c.log.Info().Str("registry", host).Str("image", image).Str("source", cred.Source).
+				Strs("skipped", append(attemptSources(attempts), credentialSources(aside)...)).
 				Msg("using a fallback registry credential source")
 		}
 		return cred, nil
 	}
+	if len(aside) > 0 {
+		c.log.Info().Str("registry", host).Str("image", image).Str("source", aside[0].Source).
+			Strs("put_aside", credentialSources(aside)).
+			Msg("every registry credential source left is put aside; trying them again in order")
+		return aside[0], nil
+	}
 	return Credential{}, newChainError(r, image, attempts)
+}
+
+// putAside reports whether cred's source is put aside for image. A
+// put-aside ends when its time is up or when cred differs from the
+// credential that was refused.
+func (c *Chain) putAside(host, image string, cred Credential) bool {
+	k := imageSource{host, image, cred.Source}
+	now := c.clock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pa := c.aside[k]
+	if pa == nil || !now.Before(pa.until) {
+		return false
+	}
+	if cred.Source == SourceNone {
+		return true
+	}
+	fp := fingerprintOf(cred)
+	switch pa.refused {
+	case fingerprint{}: // refused before the chain handed anything out
+		pa.refused = fp
+	case fp:
+	default:
+		pa.until = time.Time{}
+		c.log.Info().Str("registry", host).Str("image", image).Str("source", cred.Source).
+			Msg("the credential of a source put aside changed; trying it again")
+		return false
+	}
+	return true
+}
+
+// refusedAttempt describes a source the caller reports as refused.
+func (c *Chain) refusedAttempt(host, image, src string) Attempt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a := Attempt{Source: src, Denied: true, Reason: "refused"}
+	if pa := c.aside[imageSource{host, image, src}]; pa != nil {
+		a.Reason, a.Until = pa.reason, pa.until
+	}
+	return a
 }
 
 // SourceCredential returns a credential from one named source of req's host,
@@ -336,6 +429,7 @@ func (c *Chain) produce(ctx context.Context, r *registry, image string, req Cred
 		}
 		return Credential{}, err
 	}
+	c.given[imageSource{r.host, image, src}] = fingerprintOf(cred)
 	if !cred.Expires.IsZero() {
 		st.expires = cred.Expires
 	}
@@ -357,16 +451,25 @@ func (c *Chain) state(host, src string) *sourceState {
 }
 
 // Denied reports that the registry refused the credential of source for
-// image (at login, at the token endpoint or at the pull). The source is put
-// aside for that image for the chain's put-aside time; reason (the
-// registry's answer, never the credential) is kept for the error, Health and
-// the log.
+// image (at login, at the token endpoint or at the pull): the credential
+// the chain last handed out for it. The source is put aside for that image,
+// first for the chain's PutAsideFor, twice as long with each refusal in a
+// row, at most MaxPutAsideFor; reason (the registry's answer, never the
+// credential) is kept for the error, Health and the log.
 func (c *Chain) Denied(host, image, source, reason string) {
 	host, image = splitImage(host, image)
+	k := imageSource{host, image, source}
 	now := c.clock()
-	until := now.Add(c.putAsideFor)
 	c.mu.Lock()
-	c.aside[imageSource{host, image, source}] = putAside{reason: reason, until: until}
+	pa := c.aside[k]
+	if pa == nil {
+		pa = &putAside{}
+		c.aside[k] = pa
+	}
+	pa.strikes++
+	pa.reason, pa.refused = reason, c.given[k]
+	pa.until = now.Add(c.putAsideTime(pa.strikes))
+	until := pa.until
 	st := c.state(host, source)
 	st.state, st.reason, st.image, st.updated = HealthDenied, reason, image, now
 	c.mu.Unlock()
@@ -375,8 +478,18 @@ func (c *Chain) Denied(host, image, source, reason string) {
 		Msg("registry denied the credential; putting this source aside for the image")
 }
 
+// putAsideTime is the put-aside after strikes refusals in a row.
+func (c *Chain) putAsideTime(strikes int) time.Duration {
+	d := c.putAsideFor
+	for i := 1; i < strikes && d < c.maxPutAside; i++ {
+		d *= 2
+	}
+	return min(d, c.maxPutAside)
+}
+
 // Accepted reports that the registry accepted the credential of source for
-// image. It ends any put-aside of that source for the image.
+// image. It ends any put-aside of that source for the image, and the next
+// refusal is put aside for the shortest time again.
 func (c *Chain) Accepted(host, image, source string) {
 	host, image = splitImage(host, image)
 	c.mu.Lock()
@@ -584,6 +697,14 @@ func newChainError(r *registry, image string, attempts []Attempt) *ChainError {
 	}
 	e.Hint = strings.Join(hints, "; ")
 	return e
+}
+
+func credentialSources(cs []Credential) []string {
+	out := make([]string, len(cs))
+	for i, c := range cs {
+		out[i] = c.Source
+	}
+	return out
 }
 
 func attemptSources(as []Attempt) []string {

@@ -146,7 +146,7 @@ func TestChainGHCRDeniesAppToken(t *testing.T) {
 		t.Errorf("token_file health = %+v", file)
 	}
 
-	// The put-aside ends after 15 minutes: the App is tried again.
+	// The put-aside ends after DefaultPutAsideFor: the App is tried again.
 	e.clock.Add(auth.DefaultPutAsideFor - time.Second)
 	if c := e.credential(t, backendReq); c.Source != auth.SourceTokenFile {
 		t.Fatalf("put-aside ended early: %s", c.Source)
@@ -178,7 +178,9 @@ func TestChainAllSourcesRefused(t *testing.T) {
 	e := newChainEnv(t)
 	e.chain.Denied(ghcr, backend, auth.SourceGitHubApp, "403 Forbidden at the token endpoint")
 	e.chain.Denied(ghcr, backend, auth.SourceTokenFile, "403 Forbidden at the token endpoint")
-	_, err := e.chain.Credential(context.Background(), backendReq)
+	req := backendReq
+	req.Refused = []string{auth.SourceGitHubApp, auth.SourceTokenFile}
+	_, err := e.chain.Credential(context.Background(), req)
 	var ce *auth.ChainError
 	if !errors.As(err, &ce) || !errors.Is(err, auth.ErrNoCredential) {
 		t.Fatalf("error %v (%T), want *ChainError", err, err)
@@ -203,9 +205,11 @@ func TestChainAllSourcesRefused(t *testing.T) {
 func TestChainAppDeniedWithoutTokenFileSaysAddOne(t *testing.T) {
 	e := newChainEnv(t, auth.SourceGitHubApp)
 	e.chain.Denied(ghcr, backend, auth.SourceGitHubApp, "403 DENIED")
-	_, err := e.chain.Credential(context.Background(), backendReq)
+	req := backendReq
+	req.Refused = []string{auth.SourceGitHubApp}
+	_, err := e.chain.Credential(context.Background(), req)
 	for _, want := range []string{
-		"no registry credential left for ghcr.io/acme/v7/backend: registry denied the GitHub App token (403 DENIED), put aside until 2026-03-01T12:15:00Z",
+		"no registry credential left for ghcr.io/acme/v7/backend: registry denied the GitHub App token (403 DENIED), put aside until 2026-03-01T12:01:00Z",
 		"GitHub App installation tokens cannot read the private package ghcr.io/acme/v7/backend",
 		"add token_file to the credentials of ghcr.io with a classic personal access token that has read:packages",
 	} {
@@ -423,5 +427,176 @@ func TestChainExplain(t *testing.T) {
 	}
 	if got := both.chain.Explain(ghcr, backend, auth.SourceTokenFile, "403"); !strings.Contains(got, both.patFile) || !strings.Contains(got, "read:packages") {
 		t.Errorf("Explain = %s", got)
+	}
+}
+
+// deny hands out a credential for backend, requires it to come from
+// source, and reports it refused.
+func (e *chainEnv) deny(t *testing.T, source string) auth.Credential {
+	t.Helper()
+	c := e.credential(t, backendReq)
+	if c.Source != source {
+		t.Fatalf("credential from %s, want %s to deny", c.Source, source)
+	}
+	e.chain.Denied(ghcr, backend, source, "403 Forbidden")
+	return c
+}
+
+func TestChainEverySourceAsideTriesAllAgainInOrder(t *testing.T) {
+	e := newChainEnv(t)
+	e.deny(t, auth.SourceGitHubApp)
+	e.deny(t, auth.SourceTokenFile)
+	// Both are put aside: the chain is reordered, never empty.
+	c := e.credential(t, backendReq)
+	if c.Source != auth.SourceGitHubApp || !e.gh.ValidToken(c.Password.Reveal()) {
+		t.Fatalf("with every source put aside: %+v, want the App token first", c)
+	}
+	// The caller reports the App refused again: the next one in order.
+	req := backendReq
+	req.Refused = []string{auth.SourceGitHubApp}
+	if c := e.credential(t, req); c.Source != auth.SourceTokenFile || c.Password.Reveal() != pat {
+		t.Fatalf("after the App was refused again: %+v, want the token file", c)
+	}
+	// Both refused in this pull: nothing is left.
+	req.Refused = append(req.Refused, auth.SourceTokenFile)
+	_, err := e.chain.Credential(context.Background(), req)
+	var ce *auth.ChainError
+	if !errors.As(err, &ce) || len(ce.Attempts) != 2 || !ce.Attempts[0].Denied || !ce.Attempts[1].Denied ||
+		ce.Attempts[1].Reason != "403 Forbidden" || ce.Attempts[1].Until.IsZero() {
+		t.Fatalf("every source refused: %v (%+v), want a ChainError with both refusals", err, ce)
+	}
+	if !strings.Contains(e.logs.String(), "trying them again in order") {
+		t.Errorf("the log does not say the put-aside sources are tried again: %s", e.logs)
+	}
+
+	// A source aside is tried after those that are not.
+	e.chain.Accepted(ghcr, backend, auth.SourceTokenFile)
+	if c := e.credential(t, backendReq); c.Source != auth.SourceTokenFile {
+		t.Errorf("with only the App put aside: %s, want the token file", c.Source)
+	}
+}
+
+func TestChainChangedTokenFileEndsItsPutAside(t *testing.T) {
+	e := newChainEnv(t, auth.SourceTokenFile, auth.SourceNone)
+	e.deny(t, auth.SourceTokenFile)
+	if c := e.credential(t, backendReq); c.Source != auth.SourceNone {
+		t.Fatalf("after the refusal: %s, want none", c.Source)
+	}
+	// Written again with the same content: still put aside.
+	later := time.Now().Add(time.Minute)
+	if err := os.WriteFile(e.patFile, []byte(pat+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(e.patFile, later, later); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.credential(t, backendReq); c.Source != auth.SourceNone {
+		t.Fatalf("same token written again: %s, want it still put aside", c.Source)
+	}
+	// A new token: its put-aside ends at once.
+	if err := os.WriteFile(e.patFile, []byte("ghp_restored\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := e.credential(t, backendReq)
+	if c.Source != auth.SourceTokenFile || c.Password.Reveal() != "ghp_restored" {
+		t.Fatalf("after the token file changed: %s, want the new token", c.Source)
+	}
+	if h := health(e.chain, ghcr)[auth.SourceTokenFile]; !h.PutAsideUntil.IsZero() {
+		t.Errorf("health still shows a put-aside: %+v", h)
+	}
+	// The new token refused too: put aside again, for longer.
+	e.chain.Denied(ghcr, backend, auth.SourceTokenFile, "403 Forbidden")
+	if h := health(e.chain, ghcr)[auth.SourceTokenFile]; !h.PutAsideUntil.Equal(e.clock.Now().Add(2 * auth.DefaultPutAsideFor)) {
+		t.Errorf("second refusal in a row put aside until %v, want %v", h.PutAsideUntil, e.clock.Now().Add(2*auth.DefaultPutAsideFor))
+	}
+	if c := e.credential(t, backendReq); c.Source != auth.SourceNone {
+		t.Errorf("the refused new token is offered again: %s", c.Source)
+	}
+	if strings.Contains(e.logs.String(), "ghp_") {
+		t.Errorf("token in the log: %s", e.logs)
+	}
+}
+
+func TestChainFreshAppTokenEndsItsPutAside(t *testing.T) {
+	e := newChainEnv(t)
+	refused := e.deny(t, auth.SourceGitHubApp)
+	if c := e.credential(t, backendReq); c.Source != auth.SourceTokenFile {
+		t.Fatalf("after the refusal: %s, want the token file", c.Source)
+	}
+	// The refused token is still cached: still put aside.
+	if c := e.credential(t, backendReq); c.Source != auth.SourceTokenFile || e.gh.MintCount() != 1 {
+		t.Fatalf("with the refused token cached: %s after %d mints, want the token file and no mint", c.Source, e.gh.MintCount())
+	}
+	// A token minted afresh (another job's retry, or the cache's refresh)
+	// ends the put-aside.
+	e.chain.Invalidate(ghcr, backend)
+	c := e.credential(t, backendReq)
+	if c.Source != auth.SourceGitHubApp || c.Password.Reveal() == refused.Password.Reveal() || e.gh.MintCount() != 2 {
+		t.Fatalf("after a fresh mint: %s (%d mints), want the fresh App token", c.Source, e.gh.MintCount())
+	}
+
+	// So does the cache's own refresh before expiry, with a put-aside
+	// long enough to still be in force then.
+	long, err := auth.NewChain(auth.ChainConfig{
+		Registries:  map[string]auth.RegistryCredentials{ghcr: {Sources: []string{auth.SourceGitHubApp, auth.SourceTokenFile}, TokenFile: e.patFile}},
+		App:         e.app,
+		PutAsideFor: 2 * time.Hour,
+		Clock:       e.clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := long.Credential(context.Background(), backendReq); err != nil || c.Source != auth.SourceGitHubApp {
+		t.Fatalf("long chain: %+v, %v", c, err)
+	}
+	long.Denied(ghcr, backend, auth.SourceGitHubApp, "403 DENIED")
+	e.clock.Add(time.Hour - auth.RefreshBefore - time.Second)
+	if c, _ := long.Credential(context.Background(), backendReq); c.Source != auth.SourceTokenFile || e.gh.MintCount() != 2 {
+		t.Fatalf("before the refresh: %s (%d mints), want the token file", c.Source, e.gh.MintCount())
+	}
+	e.clock.Add(time.Second)
+	if c, _ := long.Credential(context.Background(), backendReq); c.Source != auth.SourceGitHubApp || e.gh.MintCount() != 3 {
+		t.Fatalf("after the cached token was refreshed: %s (%d mints), want the new App token", c.Source, e.gh.MintCount())
+	}
+}
+
+func TestChainIgnorePutAsideTriesEverySource(t *testing.T) {
+	e := newChainEnv(t)
+	e.deny(t, auth.SourceGitHubApp)
+	manual := backendReq
+	manual.IgnorePutAside = true
+	if c := e.credential(t, manual); c.Source != auth.SourceGitHubApp {
+		t.Fatalf("manual request: %s, want the App first despite its put-aside", c.Source)
+	}
+	manual.Refused = []string{auth.SourceGitHubApp}
+	if c := e.credential(t, manual); c.Source != auth.SourceTokenFile {
+		t.Fatalf("manual request after the App was refused: %s, want the token file", c.Source)
+	}
+	if c := e.credential(t, backendReq); c.Source != auth.SourceTokenFile {
+		t.Errorf("a request without IgnorePutAside: %s, want the token file", c.Source)
+	}
+}
+
+func TestChainPutAsideGrowsAndStartsOverOnSuccess(t *testing.T) {
+	e := newChainEnv(t)
+	for i, want := range []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 15 * time.Minute, 15 * time.Minute} {
+		e.chain.Denied(ghcr, backend, auth.SourceGitHubApp, "403 DENIED")
+		until := health(e.chain, ghcr)[auth.SourceGitHubApp].PutAsideUntil
+		if got := until.Sub(e.clock.Now()); got != want {
+			t.Fatalf("refusal %d in a row: put aside for %v, want %v", i+1, got, want)
+		}
+		e.clock.Add(want - time.Second)
+		if c := e.credential(t, backendReq); c.Source != auth.SourceTokenFile {
+			t.Fatalf("refusal %d: %s a second before the put-aside ends, want the token file", i+1, c.Source)
+		}
+		e.clock.Add(time.Second)
+		if c := e.credential(t, backendReq); c.Source != auth.SourceGitHubApp {
+			t.Fatalf("refusal %d: %s when the put-aside ends, want the App", i+1, c.Source)
+		}
+	}
+	e.chain.Accepted(ghcr, backend, auth.SourceGitHubApp)
+	e.chain.Denied(ghcr, backend, auth.SourceGitHubApp, "403 DENIED")
+	if got := health(e.chain, ghcr)[auth.SourceGitHubApp].PutAsideUntil.Sub(e.clock.Now()); got != auth.DefaultPutAsideFor {
+		t.Errorf("after an acceptance the next refusal puts aside for %v, want %v", got, auth.DefaultPutAsideFor)
 	}
 }

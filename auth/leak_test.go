@@ -83,10 +83,12 @@ func TestNoSecretLeaks(t *testing.T) {
 
 	chain.Denied(ghcr, backend, auth.SourceGitHubApp, "403 DENIED") // the first put-aside has ended
 	chain.Denied(ghcr, backend, auth.SourceTokenFile, "403 DENIED")
-	_, chainErr := chain.Credential(ctx, backendReq)
+	refused := backendReq
+	refused.Refused = []string{auth.SourceGitHubApp, auth.SourceTokenFile}
+	_, chainErr := chain.Credential(ctx, refused)
 	keep(chainErr)
 	if chainErr == nil {
-		t.Fatal("no error with every source denied")
+		t.Fatal("no error with every source refused")
 	}
 
 	other, _ := authtest.NewKey(t)

@@ -91,7 +91,8 @@ func prepareAuthFile(path string) error {
 // not nil; the pull logs podman in there). When the registry refuses the
 // credential (class auth), a login that was reused is written afresh once,
 // a GitHub App token is minted afresh and tried once more, then the source
-// is put aside and op runs again with the next one. Transient failures
+// is put aside, joins the job's refused sources (never offered again in
+// this deployment), and op runs again with the next one. Transient failures
 // (network, 5xx, 429) are retried with backoff within the deployment's
 // retry budget. Every attempt is a step in the log.
 func withCredentials(ctx context.Context, j *job, name string, prepare, op func(context.Context) (string, error), okMsg func(string) string) (string, error) {
@@ -150,6 +151,7 @@ func withCredentials(ctx context.Context, j *job, name string, prepare, op func(
 		case f.Class == ClassAuth:
 			j.step(ctx, stepName, start, f, "registry refused credential "+j.cred.Source+"; putting it aside and trying the next source")
 			j.p.creds.Denied(j.req, j.cred.Source, f.Error())
+			j.req.Refused = append(j.req.Refused, j.cred.Source)
 			j.passedOver = append(j.passedOver, j.cred.Source+": "+f.Error())
 			last = &sourceError{source: j.cred.Source, err: f}
 			j.cred = Credential{}

@@ -145,7 +145,10 @@ func (p *Pipeline) Execute(ctx context.Context, d Deployment) Deployment {
 			fmt.Errorf("service %q is not configured", d.Service)))
 	}
 	j := &job{p: p, d: d, spec: spec, log: *log,
-		req: CredentialRequest{Host: spec.Host, Image: spec.Image, Repository: spec.Repository, InstallationID: d.Trigger.InstallationID}}
+		req: CredentialRequest{Host: spec.Host, Image: spec.Image, Repository: spec.Repository, InstallationID: d.Trigger.InstallationID,
+			// An operator's deploy or rollback is a deliberate retry: every
+			// source gets its chance, put aside or not.
+			IgnorePutAside: d.Trigger.Kind == TriggerManual || d.Trigger.Kind == TriggerRollback}}
 	st, err := p.store.ServiceStatus(ctx, spec.Name)
 	if err != nil {
 		return finish(d, StateFailed, fail(ClassConfig, "check deployd's data directory", fmt.Errorf("read service status: %w", err)))

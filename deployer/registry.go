@@ -45,13 +45,20 @@ type CredentialRequest struct {
 	Image          string // host/path, "ghcr.io/acme/v7/backend"
 	Repository     string // the service's GitHub repository, OWNER/NAME
 	InstallationID int64  // from the webhook delivery, 0 if unknown
+	// Refused lists the sources the registry already refused during this
+	// deployment; the chain does not offer them again.
+	Refused []string
+	// IgnorePutAside asks for every source in order, even those put aside
+	// after earlier refusals: set for deployments an operator asked for.
+	IgnorePutAside bool
 }
 
 // Credentials is the registry credential chain the pipeline uses. The
 // pipeline reports back whether the registry accepted what it got, so the
 // chain can put a refused source aside and offer the next one.
 type Credentials interface {
-	// Credential returns the first usable credential for the image.
+	// Credential returns the first usable credential for the image that
+	// is not in req.Refused.
 	Credential(ctx context.Context, req CredentialRequest) (Credential, error)
 	// Denied puts the source aside for the image, with the reason.
 	Denied(req CredentialRequest, source, reason string)

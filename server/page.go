@@ -68,7 +68,7 @@ type CredentialSource struct {
 	Updated time.Time
 	// Expires is when the last credential handed out expires; zero if unknown.
 	Expires time.Time
-	// PutAsideUntil is when a denied source will be tried again; zero if not put aside.
+	// PutAsideUntil is until when a denied source is tried after the others; zero if not put aside.
 	PutAsideUntil time.Time
 }
 

@@ -52,6 +52,7 @@ type chainCredentials struct{ chain *auth.Chain }
 func (c chainCredentials) Credential(ctx context.Context, req deployer.CredentialRequest) (deployer.Credential, error) {
 	cred, err := c.chain.Credential(ctx, auth.CredentialRequest{
 		Host: req.Host, Image: req.Image, Repository: req.Repository, InstallationID: req.InstallationID,
+		Refused: req.Refused, IgnorePutAside: req.IgnorePutAside,
 	})
 	if err != nil {
 		return deployer.Credential{}, err

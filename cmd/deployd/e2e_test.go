@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +39,8 @@ type stack struct {
 	config  string
 	argvLog string
 	podmanW string // the podman wrapper deployd runs
+	// refusePAT, while set, makes the token endpoint refuse the PAT too.
+	refusePAT *atomic.Bool
 }
 
 type stackOptions struct {
@@ -57,8 +60,9 @@ func newStack(t testing.TB, opts stackOptions) *stack {
 	key, pemBytes := authtest.NewKey(t)
 	gh := authtest.NewFakeGitHub(t, 4242, &key.PublicKey)
 	gh.AddInstallation(authtest.Installation{ID: fixtureInstallation, Account: "Acme-Corp"})
+	refusePAT := new(atomic.Bool)
 	reg := registrytest.Start(t, registrytest.Options{Authorize: func(user, pass string, scope registrytest.Scope) ([]string, bool) {
-		if pass == e2ePAT {
+		if pass == e2ePAT && !refusePAT.Load() {
 			return []string{"pull"}, true
 		}
 		if gh.ValidToken(pass) && !opts.registryDeniesApp {
@@ -72,7 +76,7 @@ func newStack(t testing.TB, opts stackOptions) *stack {
 		t.Setenv(k, v)
 	}
 	s := &stack{t: t, github: gh, reg: reg, podman: pm, image: reg.Image("acme-corp/v7/backend"),
-		port: podmantest.FreePort(t), dataDir: t.TempDir()}
+		port: podmantest.FreePort(t), dataDir: t.TempDir(), refusePAT: refusePAT}
 	dir := t.TempDir()
 	s.argvLog = filepath.Join(dir, "argv.log")
 	s.podmanW = writeFile(t, dir, "podman", fmt.Sprintf(
@@ -526,6 +530,60 @@ func TestEndToEndKilledDuringPullResumes(t *testing.T) {
 		t.Errorf("after restart: %s %s (delivery %s), service %q; want succeeded %s from e2e-kill, v1",
 			resumed.State, resumed.Digest, resumed.Trigger.DeliveryID, s.version(), v1)
 	}
+}
+
+// TestEndToEndRefusedCredentialsDoNotLockDeploysOut: the registry refuses
+// every credential source (the App token, as ghcr.io does for a private
+// package, and the PAT), so a deploy fails with class auth. Once the PAT is
+// restored, the next deploy succeeds at once, after a SIGKILL and restart
+// on the same data_dir and without one: a source put aside never leaves
+// the chain empty.
+func TestEndToEndRefusedCredentialsDoNotLockDeploysOut(t *testing.T) {
+	bin := buildDeployd(t)
+	s := newStack(t, stackOptions{registryDeniesApp: true, credentials: "[github_app, token_file]"})
+
+	// refused pushes version and fails to deploy it while the registry
+	// refuses the PAT too, then restores the PAT.
+	refused := func(d *instance, id, version string) {
+		t.Helper()
+		s.refusePAT.Store(true)
+		digest := s.push("latest", version)
+		ids := d.queue(delivery{event: "registry_package", id: id, body: s.packageEvent("latest", digest)})
+		if dep := waitDeployment(t, d, ids[0]); dep.State != "failed" || dep.ErrorClass != "auth" {
+			t.Fatalf("deploy %s with every credential refused: %s %s (%s), want failed auth", version, dep.State, dep.ErrorClass, dep.Error)
+		}
+		s.refusePAT.Store(false)
+	}
+	// deploys pushes version and requires the next deploy to succeed.
+	deploys := func(d *instance, id, version string) {
+		t.Helper()
+		digest := s.push("latest", version)
+		ids := d.queue(delivery{event: "registry_package", id: id, body: s.packageEvent("latest", digest)})
+		dep := waitDeployment(t, d, ids[0])
+		if dep.State != "succeeded" || dep.Digest != digest || s.version() != version {
+			t.Fatalf("deploy %s after the PAT was restored: %s %s (%s; hint %q), service %q; want succeeded at once",
+				version, dep.State, dep.ErrorClass, dep.Error, dep.Hint, s.version())
+		}
+		var usedPAT bool
+		for _, st := range dep.Steps {
+			usedPAT = usedPAT || (st.Name == "login" && st.Outcome == "ok" && strings.Contains(st.Message, "(token_file)"))
+		}
+		if !usedPAT {
+			t.Errorf("deploy %s: the step log shows no login with the restored token_file: %+v", version, dep.Steps)
+		}
+	}
+
+	p := startProcess(t, bin, s.config)
+	refused(&instance{t: t, addr: p.addr}, "e2e-lockout-1", "v1")
+	p.kill()
+	p2 := startProcess(t, bin, s.config)
+	d := &instance{t: t, addr: p2.addr}
+	deploys(d, "e2e-lockout-2", "v2")
+
+	// The same without a restart: both sources were refused moments ago.
+	refused(d, "e2e-lockout-3", "v3")
+	deploys(d, "e2e-lockout-4", "v4")
+	s.assertNoTokenInArgv()
 }
 
 // waitNewest waits until the newest deployment of backend is one other
