@@ -12,6 +12,9 @@
 // waits.
 // Reads use a separate pool of read-only connections and never wait for the
 // writer (WAL mode).
+//
+// The database and the files SQLite keeps next to it are mode 0600 whatever
+// the umask.
 package sqlite
 
 import (
@@ -20,11 +23,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/deployer"
 
@@ -60,6 +67,7 @@ type Store struct {
 	maxBatch    int
 	commitDelay time.Duration
 	onCommit    func(items int)
+	log         zerolog.Logger
 
 	mu      sync.RWMutex // guards closed and sends on ops against Close
 	closed  bool
@@ -90,6 +98,7 @@ type options struct {
 	busy        time.Duration
 	onCommit    func(items int)
 	migrations  fs.FS
+	log         zerolog.Logger
 }
 
 // WithClock makes the store read the time from now instead of time.Now. The
@@ -122,6 +131,12 @@ func WithCommitHook(fn func(items int)) Option {
 	return func(o *options) { o.onCommit = fn }
 }
 
+// WithLogger makes the store log to log (default: nowhere): the files whose
+// mode it tightened at Open.
+func WithLogger(log zerolog.Logger) Option {
+	return func(o *options) { o.log = log }
+}
+
 // withMigrations replaces the embedded migrations; tests use it.
 func withMigrations(fsys fs.FS) Option {
 	return func(o *options) { o.migrations = fsys }
@@ -130,6 +145,10 @@ func withMigrations(fsys fs.FS) Option {
 // Open opens (creating if needed) the database at path, applies the pending
 // schema migrations and starts the writer. ctx bounds the migrations; the
 // returned Store lives until Close whatever becomes of ctx.
+//
+// The database file is created mode 0600, and an existing one, or its -wal,
+// -shm or -journal file, that group or others may read is made 0600 (and
+// logged).
 func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	o := options{
 		now:         time.Now,
@@ -138,6 +157,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		readers:     4,
 		busy:        5 * time.Second,
 		migrations:  embeddedMigrations(),
+		log:         zerolog.Nop(),
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -145,6 +165,14 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	tightened, err := privateFiles(abs)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	for _, p := range slices.Sorted(maps.Keys(tightened)) {
+		o.log.Warn().Str("file", p).Str("mode", fmt.Sprintf("%04o", tightened[p])).
+			Msg("store file was readable by group or others; made it 0600")
 	}
 
 	// Every connection gets these on open; _txlock=immediate makes the
@@ -211,6 +239,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		maxBatch:     o.maxBatch,
 		commitDelay:  o.commitDelay,
 		onCommit:     o.onCommit,
+		log:          o.log,
 		ops:          make(chan *writeOp, o.maxBatch),
 		stopped:      make(chan struct{}),
 		dirty:        make(chan struct{}, 1),

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bufio"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// logLine is the part of a deployd log line the tests read.
+type logLine struct {
+	Level   string `json:"level"`
+	Message string `json:"message"`
+	File    string `json:"file"`
+	DataDir string `json:"data_dir"`
+	Mode    string `json:"mode"`
+}
+
+// logLines returns the JSON log lines at level whose message contains msg.
+func logLines(t *testing.T, logs, level, msg string) []logLine {
+	t.Helper()
+	var out []logLine
+	sc := bufio.NewScanner(strings.NewReader(logs))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l logLine
+		if jsonUnmarshal(sc.Text(), &l) == nil && l.Level == level && strings.Contains(l.Message, msg) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// wantMode fails the test unless every path exists with mode want.
+func wantMode(t *testing.T, want fs.FileMode, paths ...string) {
+	t.Helper()
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Errorf("%s: %v", filepath.Base(p), err)
+			continue
+		}
+		if got := fi.Mode().Perm(); got != want {
+			t.Errorf("%s has mode %04o, want %04o", filepath.Base(p), got, want)
+		}
+	}
+}
+
+// TestServeKeepsItsFilesPrivate runs deployd in a data_dir that everyone
+// may list (0755, systemd's StateDirectory default) under umask 0: the
+// database, its WAL and shared-memory files and the registry auth file are
+// 0600 all the same, and deployd warns about the directory. Files that an
+// earlier deployd left readable are made 0600 and logged. Not parallel:
+// the umask is the process's.
+func TestServeKeepsItsFilesPrivate(t *testing.T) {
+	s := newStack(t, stackOptions{})
+	if err := os.Chmod(s.dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	old := syscall.Umask(0)
+	t.Cleanup(func() { syscall.Umask(old) })
+
+	d := startDeployd(t, s.config, nil)
+	warned := logLines(t, d.logs.String(), "warn", "data_dir lets group or others in")
+	if len(warned) != 1 || warned[0].DataDir != s.dataDir || warned[0].Mode != "0755" ||
+		!strings.Contains(warned[0].Message, "chmod 700 "+s.dataDir) {
+		t.Errorf("start-up warnings about data_dir: %+v, want one naming %s, mode 0755 and the chmod", warned, s.dataDir)
+	}
+	db := filepath.Join(s.dataDir, "deployd.db")
+	auth := filepath.Join(s.dataDir, "auth.json")
+	wantMode(t, 0o600, db, db+"-wal", db+"-shm")
+
+	v1 := s.push("latest", "v1")
+	ids := d.queue(delivery{event: "registry_package", id: "private-1", body: s.packageEvent("latest", v1)})
+	if dep := waitDeployment(t, d, ids[0]); dep.State != "succeeded" {
+		t.Fatalf("deployment: %s (%s %s), want succeeded", dep.State, dep.ErrorClass, dep.Error)
+	}
+	wantMode(t, 0o600, auth, db, db+"-wal", db+"-shm")
+
+	// Files left readable by group and others (by an earlier deployd, or
+	// an operator's copy) are made 0600 and logged.
+	if err := d.stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{db, auth} {
+		if err := os.Chmod(p, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d = startDeployd(t, s.config, nil)
+	wantMode(t, 0o600, db, db+"-wal", db+"-shm")
+	if got := logLines(t, d.logs.String(), "warn", "store file was readable by group or others"); len(got) != 1 || got[0].File != db || got[0].Mode != "0644" {
+		t.Errorf("warnings about the database's mode: %+v, want one for %s, mode 0644", got, db)
+	}
+	v2 := s.push("latest", "v2")
+	ids = d.queue(delivery{event: "registry_package", id: "private-2", body: s.packageEvent("latest", v2)})
+	if dep := waitDeployment(t, d, ids[0]); dep.State != "succeeded" {
+		t.Fatalf("deployment after the restart: %s (%s %s), want succeeded", dep.State, dep.ErrorClass, dep.Error)
+	}
+	wantMode(t, 0o600, auth)
+	if got := logLines(t, d.logs.String(), "warn", "registry auth file was readable by group or others"); len(got) != 1 || got[0].File != auth || got[0].Mode != "0644" {
+		t.Errorf("warnings about the auth file's mode: %+v, want one for %s, mode 0644", got, auth)
+	}
+}
+
+// The data_dir check of doctor: a directory that group or others may
+// enter is a warning with the fix.
+func TestDoctorDataDir(t *testing.T) {
+	f := newDoctorFixture(t)
+	path := f.write(doctorConfig{noApp: true, credentials: []string{"none"}})
+	dataDir := filepath.Join(filepath.Dir(path), "data")
+
+	out, _ := f.doctor(path)
+	wantLine(t, out, "OK", "data_dir", dataDir+" does not exist yet")
+
+	if err := os.Mkdir(dataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = f.doctor(path)
+	wantLine(t, out, "OK", "data_dir", dataDir+", mode 0700")
+
+	if err := os.Chmod(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = f.doctor(path)
+	wantLine(t, out, "WARN", "data_dir", dataDir+" lets group or others in (mode 0755)",
+		"fix: chmod 700 "+dataDir+" (under systemd: StateDirectoryMode=0700)")
+}
