@@ -2,12 +2,20 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+
+	_ "modernc.org/sqlite" // the "sqlite" driver, to make other programs' databases
 )
 
 // logLine is the part of a deployd log line the tests read.
@@ -103,6 +111,101 @@ func TestServeKeepsItsFilesPrivate(t *testing.T) {
 	wantMode(t, 0o600, auth)
 	if got := logLines(t, d.logs.String(), "warn", "registry auth file was readable by group or others"); len(got) != 1 || got[0].File != auth || got[0].Mode != "0644" {
 		t.Errorf("warnings about the auth file's mode: %+v, want one for %s, mode 0644", got, auth)
+	}
+}
+
+// TestServeExplainsAnUnusableDatabase starts deployd on a database file
+// that is not a SQLite database, on another program's SQLite database and
+// on a truncated deployd database: each time deployd refuses to start with
+// an error that names the file, says what is wrong with it and how to start
+// afresh, and leaves the file as it was.
+func TestServeExplainsAnUnusableDatabase(t *testing.T) {
+	notSQLite := func(t *testing.T, db string) {
+		if err := os.WriteFile(db, []byte("deployd.db: not a database but notes\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	foreign := func(t *testing.T, db string) {
+		other, err := sql.Open("sqlite", db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		if _, err := other.Exec(`CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); INSERT INTO notes (body) VALUES ('keep me')`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	truncated := func(t *testing.T, db string) {
+		// A database deployd made and used, cut in half.
+		d := startDeployd(t, intakeConfig(t, filepath.Dir(db)), nil)
+		for i := range 200 {
+			id := fmt.Sprintf("before-%d", i)
+			if status, body := d.post(testSecret, delivery{event: "issues", id: id, body: fmt.Appendf(nil, `{"action":"opened","id":%q}`, id)}); status != http.StatusOK {
+				t.Fatalf("delivery: %d %s", status, body)
+			}
+		}
+		if err := d.stop(); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(db, fi.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		name    string
+		make    func(t *testing.T, db string)
+		problem string
+		hint    string
+	}{
+		{"not a SQLite database", notSQLite, "not a deployd database: the file is not a SQLite database", "to start afresh, stop deployd and move the file aside"},
+		{"another program's database", foreign, "not a deployd database: it is a SQLite database of something else (tables notes)", "if the file belongs to another program, give deployd a data_dir of its own"},
+		{"truncated deployd database", truncated, "the database is damaged", "to start afresh, stop deployd and move the file aside"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dataDir := t.TempDir()
+			db := filepath.Join(dataDir, "deployd.db")
+			c.make(t, db)
+			before, err := os.ReadFile(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			var logs syncBuffer
+			err = run(ctx, []string{"serve", "--config", intakeConfig(t, dataDir)}, func(string) string { return "" }, io.Discard, &logs)
+			if err == nil {
+				t.Fatal("deployd started on an unusable database")
+			}
+			msg := err.Error()
+			broken := filepath.Join(dataDir, "broken")
+			for _, want := range []string{
+				"open store " + db + ": " + c.problem,
+				"\nhint: " + c.hint,
+				"mkdir " + broken + " && mv " + db + "* " + broken + "/",
+				"deployd creates an empty database at the next start",
+				"the services are defined in the configuration and are not lost",
+				"the deployment history, the memory of webhook deliveries",
+			} {
+				if !strings.Contains(msg, want) {
+					t.Errorf("error lacks %q:\n%s", want, msg)
+				}
+			}
+			if strings.Contains(logs.String(), `"listening"`) {
+				t.Error("deployd listened although its database is unusable")
+			}
+			after, err := os.ReadFile(db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(after) != string(before) {
+				t.Error("deployd changed the unusable database file")
+			}
+		})
 	}
 }
 

@@ -3,6 +3,8 @@ package sqlite
 import (
 	"bytes"
 	"context"
+	"database/sql"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -67,6 +69,73 @@ func TestStoreFilesArePrivate(t *testing.T) {
 	} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %s:\n%s", want, logs.String())
+		}
+	}
+}
+
+func TestOpenRefusesUnusableDatabases(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+
+	text := filepath.Join(dir, "text.db")
+	if err := os.WriteFile(text, []byte("not a database\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	other := filepath.Join(dir, "other.db")
+	db, err := sql.Open("sqlite", other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("CREATE TABLE notes (id INTEGER PRIMARY KEY); CREATE TABLE tags (name TEXT)"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	// A table called schema_migrations is not enough: deployd's has
+	// version, name and applied_at.
+	migrateTool := filepath.Join(dir, "migrate-tool.db")
+	if db, err = sql.Open("sqlite", migrateTool); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("CREATE TABLE schema_migrations (version INTEGER, dirty INTEGER)"); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	for _, c := range []struct {
+		path    string
+		foreign bool
+		problem string
+	}{
+		{text, false, "the file is not a SQLite database"},
+		{other, true, "a SQLite database of something else (tables notes, tags)"},
+		{migrateTool, true, "a SQLite database of something else (tables schema_migrations)"},
+	} {
+		s, err := Open(ctx, c.path)
+		if err == nil {
+			s.Close()
+			t.Errorf("%s: opened", filepath.Base(c.path))
+			continue
+		}
+		var de *DatabaseError
+		if !errors.As(err, &de) || de.Path != c.path || de.Foreign != c.foreign || !strings.Contains(de.Problem, c.problem) {
+			t.Errorf("%s: %v, want a DatabaseError for the file with problem %q (foreign %v)", filepath.Base(c.path), err, c.problem, c.foreign)
+		}
+		if _, err := os.Stat(c.path + "-wal"); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s: Open made a WAL (%v)", filepath.Base(c.path), err)
+		}
+	}
+
+	// A database deployd made opens again.
+	path := filepath.Join(dir, "deployd.db")
+	for range 2 {
+		s, err := Open(ctx, path)
+		if err != nil {
+			t.Fatalf("open deployd's own database: %v", err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -148,7 +148,9 @@ func withMigrations(fsys fs.FS) Option {
 //
 // The database file is created mode 0600, and an existing one, or its -wal,
 // -shm or -journal file, that group or others may read is made 0600 (and
-// logged).
+// logged). When the file is not a SQLite database, is another program's
+// database or is damaged, Open fails with a *DatabaseError that says how
+// to start afresh.
 func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	o := options{
 		now:         time.Now,
@@ -173,6 +175,9 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	for _, p := range slices.Sorted(maps.Keys(tightened)) {
 		o.log.Warn().Str("file", p).Str("mode", fmt.Sprintf("%04o", tightened[p])).
 			Msg("store file was readable by group or others; made it 0600")
+	}
+	if err := checkDatabase(ctx, abs); err != nil {
+		return nil, unusable(abs, path, err)
 	}
 
 	// Every connection gets these on open; _txlock=immediate makes the
@@ -200,13 +205,13 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 
 	if err := migrate(ctx, wdb, o.migrations, o.now); err != nil {
 		wdb.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, unusable(abs, path, err)
 	}
 
 	hot, err := prepareHot(ctx, wdb)
 	if err != nil {
 		wdb.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, unusable(abs, path, err)
 	}
 
 	rdb, err := sql.Open("sqlite", dsn(abs, rq))
@@ -221,14 +226,14 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		rdb.Close()
 		hot.close()
 		wdb.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, unusable(abs, path, err)
 	}
 	replaced, err := loadReplaced(ctx, rdb)
 	if err != nil {
 		rdb.Close()
 		hot.close()
 		wdb.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, unusable(abs, path, err)
 	}
 
 	s := &Store{
