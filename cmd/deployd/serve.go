@@ -146,6 +146,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	srv, err := server.New(server.Config{
 		Webhook:  mets.Webhook(hook),
 		Store:    store,
+		Writes:   store,
 		Drainer:  queue,
 		Services: serverServices(cfg),
 		Logger:   log,

@@ -4,16 +4,21 @@ import (
 	"bufio"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/deployd/deployd/internal/e2e"
 
 	_ "modernc.org/sqlite" // the "sqlite" driver, to make other programs' databases
 )
@@ -112,6 +117,135 @@ func TestServeKeepsItsFilesPrivate(t *testing.T) {
 	if got := logLines(t, d.logs.String(), "warn", "registry auth file was readable by group or others"); len(got) != 1 || got[0].File != auth || got[0].Mode != "0644" {
 		t.Errorf("warnings about the auth file's mode: %+v, want one for %s, mode 0644", got, auth)
 	}
+}
+
+// TestServeReadinessFollowsStoreWrites fills the file system under
+// data_dir (a small tmpfs) until deliveries are refused: /readyz then says
+// not ready and why, /metrics counts the failed writes, and once space is
+// freed the next successful write makes deployd ready again.
+func TestServeReadinessFollowsStoreWrites(t *testing.T) {
+	mnt := t.TempDir()
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=4m,mode=0700"); err != nil {
+		e2e.Missing(t, fmt.Sprintf("cannot mount a tmpfs to fill (needs root or CAP_SYS_ADMIN): %v", err))
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(mnt, 0); err != nil {
+			t.Errorf("unmount %s: %v", mnt, err)
+		}
+	})
+	d := startDeployd(t, intakeConfig(t, filepath.Join(mnt, "data")), nil)
+	d.getJSON("/readyz", http.StatusOK, nil)
+	if n, ok := metricValue(t, d, "deployd_store_write_errors_total"); ok && n != 0 {
+		t.Errorf("deployd_store_write_errors_total = %v before any failure, want 0", n)
+	}
+
+	filler := filepath.Join(mnt, "filler")
+	fillDisk(t, filler)
+	// The WAL may still have room for a few deliveries; each one is
+	// recorded (200) until one cannot be (503).
+	post := func(id string) (int, string) {
+		return d.post(testSecret, delivery{event: "issues", id: id, body: fmt.Appendf(nil, `{"action":"opened","id":%q}`, id)})
+	}
+	refused := ""
+	for i := 0; refused == "" && i < 5000; i++ {
+		switch status, body := post(fmt.Sprintf("full-%d", i)); status {
+		case http.StatusOK:
+		case http.StatusServiceUnavailable:
+			refused = body
+			t.Logf("delivery %d on the full disk refused: %s", i+1, body)
+		default:
+			t.Fatalf("delivery on a full disk: %d %s, want 200 or 503", status, body)
+		}
+	}
+	if refused == "" {
+		t.Fatal("deliveries were still recorded after 5000 on a full disk")
+	}
+	var ready struct {
+		Status string `json:"status"`
+		Reason string `json:"reason"`
+		Since  string `json:"since"`
+	}
+	d.getJSON("/readyz", http.StatusServiceUnavailable, &ready)
+	if ready.Status != "store writes fail" || ready.Reason != "database or disk is full" {
+		t.Errorf("/readyz after a refused delivery: %+v, want status %q with reason %q", ready, "store writes fail", "database or disk is full")
+	}
+	if _, err := time.Parse(time.RFC3339, ready.Since); err != nil {
+		t.Errorf("/readyz since %q: %v", ready.Since, err)
+	}
+	if n, ok := metricValue(t, d, "deployd_store_write_errors_total"); ok && n < 1 {
+		t.Errorf("deployd_store_write_errors_total = %v after a refused delivery, want at least 1", n)
+	}
+	if got := logLines(t, d.logs.String(), "error", "store writes fail"); len(got) != 1 {
+		t.Errorf("%d error lines saying the store writes fail, want 1 (at the first failure)", len(got))
+	}
+
+	// Freeing space is not enough: readiness waits for a write to succeed.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	d.getJSON("/readyz", http.StatusServiceUnavailable, nil)
+	if status, body := post("after-free"); status != http.StatusOK || !strings.Contains(body, "ignored") {
+		t.Fatalf("delivery after freeing space: %d %s, want 200 ignored", status, body)
+	}
+	d.getJSON("/readyz", http.StatusOK, &ready)
+	if ready.Status != "ready" {
+		t.Errorf("/readyz after a successful write: %+v, want ready", ready)
+	}
+	if got := logLines(t, d.logs.String(), "info", "store writes succeed again"); len(got) != 1 {
+		t.Errorf("%d lines saying the store writes succeed again, want 1", len(got))
+	}
+	if got := listDeliveries(d)["after-free"]; !slices.Equal(got, []string{"ignored"}) {
+		t.Errorf("delivery after freeing space listed as %q, want ignored", got)
+	}
+}
+
+// fillDisk writes path until its file system is full.
+func fillDisk(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("fill the disk: %v", err)
+			}
+			break
+		}
+	}
+	// The last pages a partial write left room for.
+	for {
+		if _, err := f.Write(buf[:512]); err != nil {
+			return
+		}
+	}
+}
+
+// metricValue scrapes /metrics and returns the value of the metric without
+// labels called name; ok is false, and the test marked failed, when there
+// is none.
+func metricValue(t *testing.T, d *instance, name string) (v float64, ok bool) {
+	t.Helper()
+	resp, err := http.Get(d.url("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", l, err)
+			}
+			return f, true
+		}
+	}
+	t.Errorf("no metric %s in /metrics", name)
+	return 0, false
 }
 
 // TestServeExplainsAnUnusableDatabase starts deployd on a database file

@@ -14,7 +14,9 @@
 // writer (WAL mode).
 //
 // The database and the files SQLite keeps next to it are mode 0600 whatever
-// the umask.
+// the umask. A write that fails because of the storage (a full disk, an I/O
+// error) marks the store's writes failing until a write succeeds again;
+// see WriteFailure.
 package sqlite
 
 import (
@@ -68,6 +70,11 @@ type Store struct {
 	commitDelay time.Duration
 	onCommit    func(items int)
 	log         zerolog.Logger
+
+	// failure is why writes fail, nil while they succeed; only the writer
+	// goroutine stores it. writeErrors counts the calls that failed so.
+	failure     atomic.Pointer[writeFailure]
+	writeErrors atomic.Int64
 
 	mu      sync.RWMutex // guards closed and sends on ops against Close
 	closed  bool
@@ -132,7 +139,8 @@ func WithCommitHook(fn func(items int)) Option {
 }
 
 // WithLogger makes the store log to log (default: nowhere): the files whose
-// mode it tightened at Open.
+// mode it tightened at Open, and when writes begin to fail and succeed
+// again.
 func WithLogger(log zerolog.Logger) Option {
 	return func(o *options) { o.log = log }
 }
@@ -401,6 +409,9 @@ func (s *Store) await(batch *[]*writeOp, n int, timeout <-chan time.Time) {
 func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 	defer func() {
 		for _, op := range batch {
+			if op.err != nil {
+				s.noteFailure(op.err)
+			}
 			op.done <- op.err
 		}
 	}()
@@ -433,6 +444,12 @@ func (s *Store) apply(ctx context.Context, batch []*writeOp, savepoints bool) bo
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return failAll(fmt.Errorf("begin: %w", err))
+	}
+	// While writes fail, only a transaction that changes rows can show
+	// that they work again; see totalChanges.
+	changesBefore := int64(-1)
+	if s.failure.Load() != nil {
+		changesBefore = totalChanges(ctx, tx)
 	}
 	exec := func(stmt *sql.Stmt) error {
 		_, err := tx.StmtContext(ctx, stmt).ExecContext(ctx)
@@ -477,10 +494,12 @@ func (s *Store) apply(ctx context.Context, batch []*writeOp, savepoints bool) bo
 		tx.Rollback()
 		return true
 	}
+	changed := changesBefore >= 0 && totalChanges(ctx, tx) > changesBefore
 	if err := tx.Commit(); err != nil {
 		return failAll(fmt.Errorf("commit: %w", err))
 	}
 	s.commits.Add(1)
+	s.noteSuccess(changed)
 	if applied > 1 {
 		select {
 		case s.dirty <- struct{}{}:
