@@ -28,8 +28,13 @@ func (j *job) ensureLogin(ctx context.Context) error {
 	j.loginReused = false
 	delete(p.logins, j.spec.Host)
 	start := time.Now()
-	if err := prepareAuthFile(p.podman.AuthFile); err != nil {
+	was, err := prepareAuthFile(p.podman.AuthFile)
+	if err != nil {
 		return fail(ClassConfig, "check that deployd can write its data directory", err)
+	}
+	if was != 0 {
+		j.log.Warn().Str("file", p.podman.AuthFile).Str("mode", fmt.Sprintf("%04o", was)).
+			Msg("registry auth file was readable by group or others; made it 0600")
 	}
 	if j.cred.Anonymous() {
 		_, err := j.podmanRun(ctx, p.stepTimeout, "logout", "--authfile", p.podman.AuthFile, j.spec.Host)
@@ -65,8 +70,9 @@ func loginKey(c Credential) [sha256.Size]byte {
 }
 
 // prepareAuthFile creates the registry auth file (mode 0600) when it is
-// missing, as podman refuses a missing one, and tightens a looser mode.
-func prepareAuthFile(path string) error {
+// missing, as podman refuses a missing one, and makes an existing one 0600.
+// It returns the mode before when that let group or others in, else 0.
+func prepareAuthFile(path string) (was os.FileMode, err error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	switch {
 	case err == nil:
@@ -75,16 +81,26 @@ func prepareAuthFile(path string) error {
 			werr = cerr
 		}
 		if werr != nil {
-			return fmt.Errorf("create auth file: %w", werr)
+			return 0, fmt.Errorf("create auth file: %w", werr)
 		}
-		return nil
+		return 0, nil
 	case !errors.Is(err, os.ErrExist):
-		return fmt.Errorf("create auth file: %w", err)
+		return 0, fmt.Errorf("create auth file: %w", err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, fmt.Errorf("auth file mode: %w", err)
+	}
+	if fi.Mode().Perm() == 0o600 {
+		return 0, nil
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
-		return fmt.Errorf("auth file mode: %w", err)
+		return 0, fmt.Errorf("auth file mode: %w", err)
 	}
-	return nil
+	if fi.Mode().Perm()&0o077 == 0 {
+		return 0, nil
+	}
+	return fi.Mode().Perm(), nil
 }
 
 // withCredentials runs op with the chain's credential, after prepare (when

@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/rs/zerolog"
@@ -14,10 +15,23 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyz answers 200 when deployd can take deliveries: not draining, the
+// store answers and its last write succeeded. A failed write (a full disk)
+// makes it 503 with the reason until a write succeeds again.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	if s.drainer.Draining() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
 		return
+	}
+	if s.writes != nil {
+		if reason, since := s.writes.WriteFailure(); reason != "" {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{
+				"status": "store writes fail",
+				"reason": reason,
+				"since":  since.UTC().Format(time.RFC3339),
+			})
+			return
+		}
 	}
 	if err := s.store.Ping(r.Context()); err != nil {
 		zerolog.Ctx(r.Context()).Warn().Err(err).Msg("readiness: store unreachable")

@@ -26,6 +26,15 @@ type Reader interface {
 	Ping(ctx context.Context) error
 }
 
+// WriteHealth reports whether the store's writes succeed; the sqlite
+// store satisfies it.
+type WriteHealth interface {
+	// WriteFailure returns why the store's last write failed, in words
+	// that are safe to show (no file names, no data), and since when
+	// writes fail; reason is "" when the last write succeeded.
+	WriteFailure() (reason string, since time.Time)
+}
+
 // Drainer reports whether deployd is shutting down.
 type Drainer interface {
 	Draining() bool
@@ -47,6 +56,9 @@ type Config struct {
 	// Webhook handles POST /webhooks/github.
 	Webhook http.Handler
 	Store   Reader
+	// Writes, if set, makes /readyz answer not ready while the store's
+	// writes fail, with the reason.
+	Writes  WriteHealth
 	Drainer Drainer
 	// Services lists the configured services, in display order.
 	Services []Service
@@ -78,6 +90,7 @@ type Config struct {
 type Server struct {
 	webhook  http.Handler
 	store    Reader
+	writes   WriteHealth
 	drainer  Drainer
 	services []Service
 	byName   map[string]Service
@@ -112,6 +125,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		webhook:  cfg.Webhook,
 		store:    cfg.Store,
+		writes:   cfg.Writes,
 		drainer:  cfg.Drainer,
 		services: cfg.Services,
 		byName:   make(map[string]Service, len(cfg.Services)),

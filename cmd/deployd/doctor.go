@@ -104,6 +104,7 @@ func (d *doctor) run(ctx context.Context, path string) doctorCounts {
 	cfg := d.checkConfig(path)
 	if cfg != nil {
 		d.checkWebhookSecret(cfg)
+		d.checkDataDir(cfg)
 		st := d.checkApp(ctx, cfg)
 		d.checkRegistries(ctx, cfg, st)
 	}
@@ -165,6 +166,24 @@ func (d *doctor) checkWebhookSecret(cfg *configs.Config) {
 		return
 	}
 	d.report(statusOK, check, fmt.Sprintf("set from %s (%d characters)", from, n), "")
+}
+
+// checkDataDir checks that data_dir, which holds the database and the
+// registry auth file, lets neither group nor others in.
+func (d *doctor) checkDataDir(cfg *configs.Config) {
+	const check = "data_dir"
+	fi, err := os.Stat(cfg.DataDir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		d.report(statusOK, check, cfg.DataDir+" does not exist yet; deployd serve creates it with mode 0700", "")
+	case err != nil:
+		d.report(statusFail, check, err.Error(), "check that deployd's user can reach "+cfg.DataDir)
+	case fi.Mode().Perm()&0o077 != 0:
+		d.report(statusWarn, check, fmt.Sprintf("%s lets group or others in (mode %04o); deployd's files in it are 0600, but the directory should be private too",
+			cfg.DataDir, fi.Mode().Perm()), dataDirFix(cfg.DataDir))
+	default:
+		d.report(statusOK, check, fmt.Sprintf("%s, mode %04o", cfg.DataDir, fi.Mode().Perm()), "")
+	}
 }
 
 // appState is what the GitHub App checks leave for the registry checks.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/deployd/deployd/auth"
 	"github.com/deployd/deployd/configs"
+	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/server"
 	"github.com/deployd/deployd/server/metrics"
 )
@@ -44,8 +45,9 @@ func newAPITokens(cfg *configs.Config, log zerolog.Logger) (server.TokenVerifier
 
 // newMetrics registers deployd's metrics on a registry of their own. app
 // may be nil (no GitHub App configured), and so may chain.
-func newMetrics(cfg *configs.Config, history metrics.History, app *auth.App, chain *auth.Chain) (*metrics.Metrics, error) {
-	mc := metrics.Config{Registry: prometheus.NewRegistry(), History: history, Services: slices.Sorted(maps.Keys(cfg.Services))}
+func newMetrics(cfg *configs.Config, store *sqlite.Store, app *auth.App, chain *auth.Chain) (*metrics.Metrics, error) {
+	mc := metrics.Config{Registry: prometheus.NewRegistry(), History: store, Services: slices.Sorted(maps.Keys(cfg.Services)),
+		StoreWriteErrors: store.WriteErrors}
 	if chain != nil {
 		mc.Credentials = func() []metrics.CredentialState {
 			hs := chain.Health()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -63,7 +64,14 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data_dir: %w", err)
 	}
-	store, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "deployd.db"))
+	if mode, err := dataDirOpenMode(cfg.DataDir); err != nil {
+		return err
+	} else if mode != 0 {
+		log.Warn().Str("data_dir", cfg.DataDir).Str("mode", fmt.Sprintf("%04o", mode)).
+			Msg("data_dir lets group or others in; deployd's files in it are 0600, but the directory should be private too: " + dataDirFix(cfg.DataDir))
+	}
+	store, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "deployd.db"),
+		sqlite.WithLogger(log.With().Str("component", "store").Logger()))
 	if err != nil {
 		return err
 	}
@@ -138,6 +146,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	srv, err := server.New(server.Config{
 		Webhook:  mets.Webhook(hook),
 		Store:    store,
+		Writes:   store,
 		Drainer:  queue,
 		Services: serverServices(cfg),
 		Logger:   log,
@@ -207,6 +216,27 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	drainQueue(ctx, queue, log)
 	log.Info().Msg("stopped")
 	return nil
+}
+
+// dataDirOpenMode returns the permission bits of data_dir when they let
+// group or others in, 0 when they do not or dir does not exist yet.
+func dataDirOpenMode(dir string) (fs.FileMode, error) {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("check data_dir: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 == 0 {
+		return 0, nil
+	}
+	return fi.Mode().Perm(), nil
+}
+
+// dataDirFix says how to make data_dir private.
+func dataDirFix(dir string) string {
+	return "chmod 700 " + dir + " (under systemd: StateDirectoryMode=0700)"
 }
 
 // drainQueue waits for running deployments, at most drainShutdownTimeout;

@@ -12,6 +12,11 @@
 // waits.
 // Reads use a separate pool of read-only connections and never wait for the
 // writer (WAL mode).
+//
+// The database and the files SQLite keeps next to it are mode 0600 whatever
+// the umask. A write that fails because of the storage (a full disk, an I/O
+// error) marks the store's writes failing until a write succeeds again;
+// see WriteFailure.
 package sqlite
 
 import (
@@ -20,11 +25,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/deployer"
 
@@ -60,6 +69,12 @@ type Store struct {
 	maxBatch    int
 	commitDelay time.Duration
 	onCommit    func(items int)
+	log         zerolog.Logger
+
+	// failure is why writes fail, nil while they succeed; only the writer
+	// goroutine stores it. writeErrors counts the calls that failed so.
+	failure     atomic.Pointer[writeFailure]
+	writeErrors atomic.Int64
 
 	mu      sync.RWMutex // guards closed and sends on ops against Close
 	closed  bool
@@ -90,6 +105,7 @@ type options struct {
 	busy        time.Duration
 	onCommit    func(items int)
 	migrations  fs.FS
+	log         zerolog.Logger
 }
 
 // WithClock makes the store read the time from now instead of time.Now. The
@@ -122,6 +138,13 @@ func WithCommitHook(fn func(items int)) Option {
 	return func(o *options) { o.onCommit = fn }
 }
 
+// WithLogger makes the store log to log (default: nowhere): the files whose
+// mode it tightened at Open, and when writes begin to fail and succeed
+// again.
+func WithLogger(log zerolog.Logger) Option {
+	return func(o *options) { o.log = log }
+}
+
 // withMigrations replaces the embedded migrations; tests use it.
 func withMigrations(fsys fs.FS) Option {
 	return func(o *options) { o.migrations = fsys }
@@ -130,6 +153,12 @@ func withMigrations(fsys fs.FS) Option {
 // Open opens (creating if needed) the database at path, applies the pending
 // schema migrations and starts the writer. ctx bounds the migrations; the
 // returned Store lives until Close whatever becomes of ctx.
+//
+// The database file is created mode 0600, and an existing one, or its -wal,
+// -shm or -journal file, that group or others may read is made 0600 (and
+// logged). When the file is not a SQLite database, is another program's
+// database or is damaged, Open fails with a *DatabaseError that says how
+// to start afresh.
 func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	o := options{
 		now:         time.Now,
@@ -138,6 +167,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		readers:     4,
 		busy:        5 * time.Second,
 		migrations:  embeddedMigrations(),
+		log:         zerolog.Nop(),
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -145,6 +175,17 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	tightened, err := privateFiles(abs)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	for _, p := range slices.Sorted(maps.Keys(tightened)) {
+		o.log.Warn().Str("file", p).Str("mode", fmt.Sprintf("%04o", tightened[p])).
+			Msg("store file was readable by group or others; made it 0600")
+	}
+	if err := checkDatabase(ctx, abs); err != nil {
+		return nil, unusable(abs, path, err)
 	}
 
 	// Every connection gets these on open; _txlock=immediate makes the
@@ -172,13 +213,13 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 
 	if err := migrate(ctx, wdb, o.migrations, o.now); err != nil {
 		wdb.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, unusable(abs, path, err)
 	}
 
 	hot, err := prepareHot(ctx, wdb)
 	if err != nil {
 		wdb.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, unusable(abs, path, err)
 	}
 
 	rdb, err := sql.Open("sqlite", dsn(abs, rq))
@@ -193,14 +234,14 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		rdb.Close()
 		hot.close()
 		wdb.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, unusable(abs, path, err)
 	}
 	replaced, err := loadReplaced(ctx, rdb)
 	if err != nil {
 		rdb.Close()
 		hot.close()
 		wdb.Close()
-		return nil, fmt.Errorf("open store %s: %w", path, err)
+		return nil, unusable(abs, path, err)
 	}
 
 	s := &Store{
@@ -211,6 +252,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		maxBatch:     o.maxBatch,
 		commitDelay:  o.commitDelay,
 		onCommit:     o.onCommit,
+		log:          o.log,
 		ops:          make(chan *writeOp, o.maxBatch),
 		stopped:      make(chan struct{}),
 		dirty:        make(chan struct{}, 1),
@@ -367,6 +409,9 @@ func (s *Store) await(batch *[]*writeOp, n int, timeout <-chan time.Time) {
 func (s *Store) commit(ctx context.Context, batch []*writeOp) {
 	defer func() {
 		for _, op := range batch {
+			if op.err != nil {
+				s.noteFailure(op.err)
+			}
 			op.done <- op.err
 		}
 	}()
@@ -399,6 +444,12 @@ func (s *Store) apply(ctx context.Context, batch []*writeOp, savepoints bool) bo
 	tx, err := s.wdb.BeginTx(ctx, nil)
 	if err != nil {
 		return failAll(fmt.Errorf("begin: %w", err))
+	}
+	// While writes fail, only a transaction that changes rows can show
+	// that they work again; see totalChanges.
+	changesBefore := int64(-1)
+	if s.failure.Load() != nil {
+		changesBefore = totalChanges(ctx, tx)
 	}
 	exec := func(stmt *sql.Stmt) error {
 		_, err := tx.StmtContext(ctx, stmt).ExecContext(ctx)
@@ -443,10 +494,12 @@ func (s *Store) apply(ctx context.Context, batch []*writeOp, savepoints bool) bo
 		tx.Rollback()
 		return true
 	}
+	changed := changesBefore >= 0 && totalChanges(ctx, tx) > changesBefore
 	if err := tx.Commit(); err != nil {
 		return failAll(fmt.Errorf("commit: %w", err))
 	}
 	s.commits.Add(1)
+	s.noteSuccess(changed)
 	if applied > 1 {
 		select {
 		case s.dirty <- struct{}{}:

@@ -13,6 +13,7 @@
 //	deployd_credential_source{host,source,state}           gauge (always 1)
 //	deployd_installation_token_expiry_seconds{installation_id} gauge
 //	deployd_installation_token_mints_total{result}         counter
+//	deployd_store_write_errors_total                       counter
 //
 // plus the Go runtime (go_*) and process (process_*) collectors.
 package metrics
@@ -77,6 +78,9 @@ type Config struct {
 	Credentials func() []CredentialState
 	// Tokens, if set, reports installation token stats at scrape time.
 	Tokens func() TokenStats
+	// StoreWriteErrors, if set, reports at scrape time how many writes
+	// to the store have failed (a full disk, an I/O error).
+	StoreWriteErrors func() int64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -150,7 +154,7 @@ func New(cfg Config) (*Metrics, error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.deliveries, m.deployments, m.steps, m.lastSuccess,
-		&scrapeCollector{m: m, credentials: cfg.Credentials, tokens: cfg.Tokens, now: now},
+		&scrapeCollector{m: m, credentials: cfg.Credentials, tokens: cfg.Tokens, writeErrors: cfg.StoreWriteErrors, now: now},
 	}
 	for _, c := range cs {
 		if err := cfg.Registry.Register(c); err != nil {
@@ -223,6 +227,7 @@ type scrapeCollector struct {
 	m           *Metrics
 	credentials func() []CredentialState
 	tokens      func() TokenStats
+	writeErrors func() int64
 	now         func() time.Time
 }
 
@@ -237,6 +242,9 @@ var (
 		[]string{"installation_id"}, nil)
 	mintsDesc = prometheus.NewDesc(namespace+"_installation_token_mints_total",
 		"GitHub App installation tokens requested, by result (ok, failed).", []string{"result"}, nil)
+	storeWriteErrorsDesc = prometheus.NewDesc(namespace+"_store_write_errors_total",
+		"Writes to the store that failed because of the storage: a full disk, an I/O error, a read-only, locked or damaged database.",
+		nil, nil)
 )
 
 // Describe sends the descriptors of the metrics read at scrape time.
@@ -245,9 +253,11 @@ func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- credentialDesc
 	ch <- tokenExpiryDesc
 	ch <- mintsDesc
+	ch <- storeWriteErrorsDesc
 }
 
-// Collect reads queue depth, credential health and token expiry now.
+// Collect reads queue depth, credential health, token expiry and store
+// write errors now.
 func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()
@@ -271,6 +281,9 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, s := range c.credentials() {
 			ch <- prometheus.MustNewConstMetric(credentialDesc, prometheus.GaugeValue, 1, s.Host, s.Source, s.State)
 		}
+	}
+	if c.writeErrors != nil {
+		ch <- prometheus.MustNewConstMetric(storeWriteErrorsDesc, prometheus.CounterValue, float64(c.writeErrors()))
 	}
 	if c.tokens != nil {
 		st := c.tokens()

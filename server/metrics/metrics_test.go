@@ -94,7 +94,8 @@ func TestMetrics(t *testing.T) {
 				{InstallationID: 77, ExpiresAt: now.Add(20 * time.Minute)},
 			}}
 		},
-		Now: func() time.Time { return now },
+		StoreWriteErrors: func() int64 { return 5 },
+		Now:              func() time.Time { return now },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +158,7 @@ func TestMetrics(t *testing.T) {
 		`deployd_installation_token_expiry_seconds{installation_id="77"} 1200`,
 		`deployd_installation_token_mints_total{result="ok"} 3`,
 		`deployd_installation_token_mints_total{result="failed"} 1`,
+		`deployd_store_write_errors_total 5`,
 		`deployd_last_success_timestamp_seconds{service="backend"} 1.7723628e+09`,
 		`process_`,
 		`go_goroutines`,
