@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -25,10 +26,17 @@ import (
 // MaxBodyBytes is the largest delivery body accepted (GitHub caps payloads at 25 MiB).
 const MaxBodyBytes = 25 << 20
 
-// preallocBodyBytes bounds the buffer reserved for a body from its declared
+// preallocBodyBytes bounds the buffer allocated for a body from its declared
 // length, before any of it is read. Buffers up to this size are reused for
-// later deliveries; larger ones are left to the garbage collector.
+// later deliveries; larger bodies move to the large buffers of budget.go.
 const preallocBodyBytes = 256 << 10
+
+// minBodyChunk is the first buffer of a body of unknown length (chunked).
+const minBodyChunk = 16 << 10
+
+// busyRetryAfter is the Retry-After of a delivery refused because the body
+// budget was taken: about the time a large body takes to arrive.
+const busyRetryAfter = "10"
 
 // Limits on the unsigned headers that name a delivery.
 const (
@@ -48,8 +56,13 @@ const (
 	keyDuration    = "duration"
 )
 
-// resultError is the logged result of a delivery that could not be recorded.
-const resultError = "error"
+// Logged results of deliveries that are neither recorded nor rejected.
+const (
+	// resultError: the delivery could not be recorded.
+	resultError = "error"
+	// resultBusy: the body did not fit in the body budget.
+	resultBusy = "busy"
+)
 
 // Recorder commits a delivery and queues its requests in one step.
 // deployer.Store satisfies it. Implementations must be safe for concurrent use.
@@ -74,6 +87,17 @@ type HandlerConfig struct {
 	Logger zerolog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// BodyBudget is how many bytes the bodies over 256 KiB being read may
+	// hold in total, before their signature is checked; 0 means
+	// DefaultBodyBudget. It must be at least MaxBodyBytes, so that the
+	// largest delivery fits.
+	BodyBudget int64
+	// SmallBodyReserve is how many bytes the bodies of at most 256 KiB
+	// being read may hold in total, apart from BodyBudget, so that large
+	// bodies in flight never refuse a typical delivery; 0 means
+	// DefaultSmallBodyReserve. A small body that does not fit in it draws
+	// on BodyBudget.
+	SmallBodyReserve int64
 }
 
 // Handler is the http.Handler for POST /webhooks/github. It is safe for
@@ -88,6 +112,14 @@ type HandlerConfig struct {
 // before, 202 {"deployments":[ids]} when it queued deployments, 200
 // {"ignored":reason} otherwise, and 503 when recording failed.
 //
+// Bodies are read into memory before their signature can be checked, so
+// what they may hold in total is bounded (HandlerConfig.BodyBudget and
+// SmallBodyReserve): a body whose declared length does not fit is refused
+// at once, without reading it, and one of unknown length as soon as it
+// outgrows what is left; both with 503 and a Retry-After header, the only
+// answers that carry one, and not recorded. A request gives back its share
+// when it ends, however it ends.
+//
 // The recorded BodySHA256 is the hash of the event JSON: the body itself, or
 // the payload field of a form-encoded body, so that the same event sent
 // either way is the same delivery.
@@ -97,18 +129,34 @@ type Handler struct {
 	recorder Recorder
 	log      zerolog.Logger
 	now      func() time.Time
+	budget   *bodyBudget
 
 	// bodies recycles the buffers that bodies are read into, which are
-	// most of what a delivery allocates. Nothing taken from a body
-	// outlives its request: the payload is decoded into copies.
-	bodies sync.Pool // of *bytes.Buffer
+	// most of what a delivery allocates, and large the buffers of large
+	// bodies. Nothing taken from a body outlives its request: the payload
+	// is decoded into copies.
+	bodies sync.Pool // of *[]byte
+	large  largeBuffers
 }
 
 // NewHandler checks cfg and returns a Handler, which keeps its own copy of
-// the secret. It fails, naming every problem, when the secret is empty or the
-// Matcher or Recorder is missing.
+// the secret. It fails, naming every problem, when the secret is empty, the
+// Matcher or Recorder is missing, BodyBudget is below MaxBodyBytes or
+// SmallBodyReserve is negative.
 func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	var errs []error
+	if cfg.BodyBudget == 0 {
+		cfg.BodyBudget = DefaultBodyBudget
+	}
+	if cfg.SmallBodyReserve == 0 {
+		cfg.SmallBodyReserve = DefaultSmallBodyReserve
+	}
+	if cfg.BodyBudget < MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("body budget of %d bytes is below the %d-byte body limit: the largest deliveries could never be read", cfg.BodyBudget, MaxBodyBytes))
+	}
+	if cfg.SmallBodyReserve < 0 {
+		errs = append(errs, fmt.Errorf("small-body reserve of %d bytes is negative", cfg.SmallBodyReserve))
+	}
 	if len(cfg.Secret) == 0 {
 		errs = append(errs, errors.New("webhook secret is empty"))
 	}
@@ -127,6 +175,7 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 		recorder: cfg.Recorder,
 		log:      cfg.Logger,
 		now:      cfg.Now,
+		budget:   newBodyBudget(cfg.SmallBodyReserve, cfg.BodyBudget),
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -141,6 +190,8 @@ type problem struct {
 	hint   string
 	// cause is logged, never sent.
 	cause error
+	// busy marks a refusal for want of body budget: 503 with Retry-After.
+	busy bool
 }
 
 // outcome is one delivery's log line.
@@ -155,18 +206,28 @@ type outcome struct {
 // ServeHTTP handles one delivery; see Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := h.now()
-	body := h.bodyBuffer()
-	defer h.recycle(body) // last, after everything else is done with it
 	log := h.logger(r)
 	o := outcome{id: clip(github.DeliveryID(r), maxDeliveryIDLen), event: clip(github.WebHookType(r), maxEventLen)}
 	defer func() { h.logOutcome(log, &o, start) }()
+	// The buffers go back before the lease, so that the large body the
+	// lease admits next finds this one's buffer, and the lease before
+	// the log line, so that once a delivery is logged its share of the
+	// budget is back. The log line holds nothing of the body.
+	l := lease{b: h.budget}
+	defer l.release()
+	body := bodyMemory{small: h.bodyBuffer()}
+	defer h.recycle(&body) // after everything else is done with it
 
-	d, reqs, p := h.intake(w, r, start, body)
+	d, reqs, p := h.intake(w, r, start, &body, &l)
 	if p != nil {
-		if p.status == http.StatusMethodNotAllowed {
-			w.Header().Set("Allow", http.MethodPost)
-		}
 		o.status, o.result, o.reason, o.err = p.status, deployer.ResultRejected, p.msg, p.cause
+		switch {
+		case p.status == http.StatusMethodNotAllowed:
+			w.Header().Set("Allow", http.MethodPost)
+		case p.busy:
+			w.Header().Set("Retry-After", busyRetryAfter)
+			o.result = resultBusy
+		}
 		writeError(w, r, p.status, p.msg, p.hint)
 		return
 	}
@@ -210,27 +271,36 @@ type accepted struct {
 	Zen  string
 }
 
-// bodyBuffer returns an empty buffer to read a body into.
-func (h *Handler) bodyBuffer() *bytes.Buffer {
-	if b, ok := h.bodies.Get().(*bytes.Buffer); ok {
-		return b
-	}
-	return new(bytes.Buffer)
+// bodyMemory is what one request reads its body into: a small buffer, and
+// a large one (from Handler.large) once the body outgrows the small one.
+type bodyMemory struct {
+	small *[]byte
+	large []byte
 }
 
-// recycle keeps b for a later delivery unless it grew too large to keep.
-func (h *Handler) recycle(b *bytes.Buffer) {
-	if b.Cap() > preallocBodyBytes+bytes.MinRead {
-		return
+// bodyBuffer returns an empty buffer to read a body into.
+func (h *Handler) bodyBuffer() *[]byte {
+	if b, ok := h.bodies.Get().(*[]byte); ok {
+		return b
 	}
-	b.Reset()
-	h.bodies.Put(b)
+	return new([]byte)
+}
+
+// recycle keeps m's buffers for later deliveries.
+func (h *Handler) recycle(m *bodyMemory) {
+	if m.large != nil {
+		h.large.put(m.large)
+	}
+	if cap(*m.small) <= preallocBodyBytes {
+		*m.small = (*m.small)[:0]
+		h.bodies.Put(m.small)
+	}
 }
 
 // intake runs every check before recording: method, signature, size,
-// headers and payload, reading the body into buf. It returns the delivery
-// and its requests, or the problem that refuses it.
-func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time, buf *bytes.Buffer) (accepted, []deployer.Request, *problem) {
+// headers and payload, reading the body into m under the lease l. It
+// returns the delivery and its requests, or the problem that refuses it.
+func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time, m *bodyMemory, l *lease) (accepted, []deployer.Request, *problem) {
 	if r.Method != http.MethodPost {
 		return accepted{}, nil, &problem{status: http.StatusMethodNotAllowed, msg: "method not allowed", hint: "GitHub delivers webhooks with POST"}
 	}
@@ -240,7 +310,7 @@ func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time, 
 			msg:  "missing " + github.SHA256SignatureHeader + " signature",
 			hint: "set a secret on the GitHub webhook so that it signs deliveries with SHA-256; unsigned and SHA-1-only deliveries are refused"}
 	}
-	raw, p := readBody(w, r, buf)
+	raw, p := h.readBody(w, r, m, l)
 	if p != nil {
 		return accepted{}, nil, p
 	}
@@ -290,29 +360,116 @@ func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time, 
 	return d, dec.Requests, nil
 }
 
-// readBody reads the body, at most MaxBodyBytes of it, into the empty buf
-// and returns buf's bytes.
-func readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) ([]byte, *problem) {
-	tooLarge := &problem{status: http.StatusRequestEntityTooLarge, msg: "body too large",
-		hint: fmt.Sprintf("deliveries are limited to %d bytes", MaxBodyBytes)}
-	if r.ContentLength > MaxBodyBytes {
-		return nil, tooLarge
+// readBody reads the body, at most MaxBodyBytes of it, into m, whose small
+// buffer is empty, and returns the bytes read. The lease l covers a buffer
+// before any byte is read into it: a body whose declared length does not
+// fit in the budget is refused before anything is read, one of unknown
+// length when its buffer would outgrow what the budget has left.
+//
+// A declared length alone allocates at most preallocBodyBytes; once that
+// much has arrived, a larger body moves to a large buffer of its class for
+// the declared length. A body of unknown length doubles the small buffer
+// up to smallBodyBytes, then moves to a large buffer of MaxBodyBytes. So a
+// large body is copied once at most, into a buffer that the next large
+// body can reuse.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, m *bodyMemory, l *lease) ([]byte, *problem) {
+	declared := r.ContentLength
+	if declared > MaxBodyBytes {
+		return nil, tooLarge()
 	}
-	if r.ContentLength > 0 {
-		// Size the buffer from the declared length, but only up to what a
-		// typical delivery needs: before the signature is checked, a
-		// client must not make deployd reserve 25 MiB per request by
-		// declaring it. Larger bodies grow the buffer as bytes arrive.
-		buf.Grow(int(min(r.ContentLength, preallocBodyBytes)) + bytes.MinRead)
+	if declared >= 0 && !l.grow(leaseSize(declared)) {
+		return nil, busy(l, leaseSize(declared))
 	}
-	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxBodyBytes)); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, tooLarge
+	src := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	b := (*m.small)[:0]
+	room := min(cap(b), int(l.held)) // how far b may be filled
+	for {
+		if len(b) == room {
+			switch {
+			case declared >= 0 && int64(len(b)) == declared:
+				return b, nil // HTTP reads no further than the declared length
+			case len(b) == MaxBodyBytes:
+				return b, readEnd(src)
+			}
+			next := nextBodySize(len(b), declared)
+			switch {
+			case !l.grow(leaseSize(int64(next))):
+				return nil, busy(l, leaseSize(int64(next)))
+			case next > smallBodyBytes:
+				m.large = append(h.large.get(next), b...)
+				b = m.large
+			case next > cap(b):
+				b = append(make([]byte, 0, next), b...)
+				*m.small = b
+			}
+			room = next
 		}
-		return nil, &problem{status: http.StatusBadRequest, msg: "could not read the body", hint: "send the whole body", cause: err}
+		n, err := src.Read(b[len(b):room])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, readProblem(err)
+		}
 	}
-	return buf.Bytes(), nil
+}
+
+// nextBodySize is the size a body's buffer grows to once n bytes fill it:
+// for a declared length, first at most preallocBodyBytes, then the whole
+// length; for an unknown length, twice n (at least minBodyChunk) up to
+// smallBodyBytes, then MaxBodyBytes.
+func nextBodySize(n int, declared int64) int {
+	switch {
+	case declared >= 0 && n < preallocBodyBytes:
+		return int(min(declared, preallocBodyBytes))
+	case declared >= 0:
+		return int(declared)
+	case n < smallBodyBytes:
+		return min(max(2*n, minBodyChunk), smallBodyBytes)
+	}
+	return MaxBodyBytes
+}
+
+// readEnd reads on after MaxBodyBytes of a body of unknown length, which
+// must end there, and returns the problem if it does not.
+func readEnd(src io.Reader) *problem {
+	var one [1]byte
+	for {
+		n, err := src.Read(one[:])
+		switch {
+		case n > 0:
+			return tooLarge()
+		case err == io.EOF:
+			return nil
+		case err != nil:
+			return readProblem(err)
+		}
+	}
+}
+
+// readProblem is the problem of a body that could not be read.
+func readProblem(err error) *problem {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return tooLarge()
+	}
+	return &problem{status: http.StatusBadRequest, msg: "could not read the body", hint: "send the whole body", cause: err}
+}
+
+// tooLarge is the problem of a body over MaxBodyBytes.
+func tooLarge() *problem {
+	return &problem{status: http.StatusRequestEntityTooLarge, msg: "body too large",
+		hint: fmt.Sprintf("deliveries are limited to %d bytes", MaxBodyBytes)}
+}
+
+// busy is the problem of a body that needs n bytes that l's budget cannot spare.
+func busy(l *lease, n int64) *problem {
+	return &problem{status: http.StatusServiceUnavailable, busy: true,
+		msg: "too many large webhook bodies are being received at once",
+		hint: "deployd bounds the memory that webhook bodies may hold before their signature is checked, and this one did not fit; nothing was recorded. " +
+			"Redeliver it from the webhook's Recent Deliveries page once the large deliveries in flight are done",
+		cause: fmt.Errorf("a body of %d bytes or more does not fit in the body budget (bodies over %d bytes may hold %d bytes in all)", n, smallBodyBytes, l.b.largeLimit)}
 }
 
 // payloadOf returns the event JSON of a raw body: the body itself, or the
@@ -374,6 +531,8 @@ func (h *Handler) logger(r *http.Request) *zerolog.Logger {
 func (h *Handler) logOutcome(log *zerolog.Logger, o *outcome, start time.Time) {
 	var e *zerolog.Event
 	switch {
+	case o.result == resultBusy: // shedding load, not failing
+		e = log.Warn()
 	case o.status >= 500:
 		e = log.Error()
 	case o.status >= 400:

@@ -16,6 +16,8 @@ import (
 	"net/url"
 	"reflect"
 	"runtime"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -148,6 +150,9 @@ func TestNewHandlerRefuses(t *testing.T) {
 		{"empty secret", HandlerConfig{Secret: nil, Matcher: m, Recorder: rec}},
 		{"no matcher", HandlerConfig{Secret: []byte("x"), Recorder: rec}},
 		{"no recorder", HandlerConfig{Secret: []byte("x"), Matcher: m}},
+		{"body budget below the body limit", HandlerConfig{Secret: []byte("x"), Matcher: m, Recorder: rec, BodyBudget: MaxBodyBytes - 1}},
+		{"negative body budget", HandlerConfig{Secret: []byte("x"), Matcher: m, Recorder: rec, BodyBudget: -1}},
+		{"negative small-body reserve", HandlerConfig{Secret: []byte("x"), Matcher: m, Recorder: rec, SmallBodyReserve: -1}},
 	}
 	for _, tt := range tests {
 		if h, err := NewHandler(tt.cfg); err == nil {
@@ -603,6 +608,174 @@ func TestHandlerRecordsOutliveTheBody(t *testing.T) {
 		for _, r := range rec.reqs[i] {
 			if r.Tag != fmt.Sprintf("sha-%02d", i) || r.Digest != fmt.Sprintf("sha256:%064x", i) {
 				t.Errorf("delivery %d: request for %s has tag %q, digest %q", i, r.Service, r.Tag, r.Digest)
+			}
+		}
+	}
+}
+
+// heldBody is a request body fed through a pipe, to keep a request in
+// flight with part of its body read.
+type heldBody struct {
+	*io.PipeWriter
+	done chan *http.Response
+}
+
+// hold starts serving r, whose body is fed by the returned heldBody, and
+// writes first to it: once that returns, the handler has read it, and so
+// has taken the body's share of the budget.
+func hold(t *testing.T, h http.Handler, r *http.Request, first []byte) *heldBody {
+	t.Helper()
+	pr, pw := io.Pipe()
+	r.Body = pr
+	hb := &heldBody{PipeWriter: pw, done: make(chan *http.Response, 1)}
+	go func() { hb.done <- serve(h, r).Result() }()
+	if _, err := pw.Write(first); err != nil {
+		t.Fatalf("write to a held body: %v", err)
+	}
+	return hb
+}
+
+// abort cuts the body off as a client that goes away does, and returns
+// the answer.
+func (hb *heldBody) abort() *http.Response {
+	hb.CloseWithError(errors.New("client went away"))
+	return <-hb.done
+}
+
+// unsignedRequest is a delivery with a well-formed but wrong signature that
+// declares length (-1: unknown, chunked).
+func unsignedRequest(id string, length int64) *http.Request {
+	r := delivery(EventRegistryPackage, id, nil)
+	r.Header.Set("X-Hub-Signature-256", sign("not-the-secret", nil))
+	r.ContentLength = length
+	return r
+}
+
+// wantBusy checks a refusal for want of budget: 503 with a Retry-After in
+// seconds and an error and hint that say what happened and what to do.
+func wantBusy(t *testing.T, w *httptest.ResponseRecorder, what string) {
+	t.Helper()
+	if w.Code != http.StatusServiceUnavailable {
+		t.Fatalf("%s: %d %s, want 503", what, w.Code, w.Body)
+	}
+	if s, err := strconv.Atoi(w.Header().Get("Retry-After")); err != nil || s <= 0 {
+		t.Errorf("%s: Retry-After %q, want seconds", what, w.Header().Get("Retry-After"))
+	}
+	m := decodeBody(t, w)
+	if e, _ := m["error"].(string); !strings.Contains(e, "large webhook bodies") {
+		t.Errorf("%s: error %q", what, e)
+	}
+	if h, _ := m["hint"].(string); !strings.Contains(h, "Redeliver") {
+		t.Errorf("%s: hint %q", what, h)
+	}
+}
+
+// paddedDelivery is the tagged fixture padded with JSON whitespace to size
+// bytes: a valid delivery that large.
+func paddedDelivery(t *testing.T, size int) []byte {
+	t.Helper()
+	body := fixture(t, "registry_package.published.container-tagged.json")
+	return append(body, bytes.Repeat([]byte(" "), size-len(body))...)
+}
+
+// TestHandlerBodyBudgetDeclaredLength: while one large body is read, a
+// second large body is refused with 503 and Retry-After without being read
+// and is not recorded, a typical signed delivery is still accepted, and
+// once the first body's client goes away the budget is whole again.
+func TestHandlerBodyBudgetDeclaredLength(t *testing.T) {
+	var logs bytes.Buffer
+	rec := &fakeRecorder{}
+	h := newTestHandler(t, rec, &logs)
+
+	held := hold(t, h, unsignedRequest("big-1", 24<<20), make([]byte, 1<<20))
+
+	r := unsignedRequest("big-2", 24<<20)
+	spy := &readSpy{r: strings.NewReader("never read")}
+	r.Body = io.NopCloser(spy)
+	wantBusy(t, serve(h, r), "second large body")
+	if spy.read != 0 {
+		t.Errorf("read %d bytes of a body refused for want of budget", spy.read)
+	}
+
+	small := fixture(t, "registry_package.published.container-tagged.json")
+	wantStatus(t, serve(h, delivery(EventRegistryPackage, "small-1", small)), http.StatusAccepted)
+
+	if resp := held.abort(); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("aborted body answered %d, want 400", resp.StatusCode)
+	}
+	// The budget is back, whole, after the aborted body and after each of
+	// two deliveries of the largest size.
+	for i, id := range []string{"big-3", "big-4"} {
+		body := paddedDelivery(t, MaxBodyBytes-i) // distinct bodies
+		wantStatus(t, serve(h, delivery(EventRegistryPackage, id, body)), http.StatusAccepted)
+	}
+	if rec.count() != 3 || rec.got[0].ID != "small-1" || rec.got[1].ID != "big-3" || rec.got[2].ID != "big-4" {
+		t.Errorf("recorded %+v, want small-1, big-3 and big-4", rec.got)
+	}
+
+	var line map[string]any
+	for l := range strings.SplitSeq(strings.TrimSpace(logs.String()), "\n") {
+		var e map[string]any
+		if json.Unmarshal([]byte(l), &e) == nil && e[keyDeliveryID] == "big-2" {
+			line = e
+		}
+	}
+	if line[keyResult] != "busy" || line["level"] != "warn" || !strings.Contains(fmt.Sprint(line["error"]), "body budget") {
+		t.Errorf("log line of the refused body: %v, want result busy at warn with the cause", line)
+	}
+}
+
+// TestHandlerBodyBudgetUnknownLength: a body without a declared length
+// that outgrows a small one takes what the largest needs, so that a second
+// one is refused as soon as it outgrows a small one too.
+func TestHandlerBodyBudgetUnknownLength(t *testing.T) {
+	rec := &fakeRecorder{}
+	h := newTestHandler(t, rec, nil)
+
+	held := hold(t, h, unsignedRequest("chunked-1", -1), make([]byte, 1<<20))
+
+	src := &endless{}
+	r := unsignedRequest("chunked-2", -1)
+	r.Body = io.NopCloser(src)
+	wantBusy(t, serve(h, r), "second chunked body")
+	if src.n > 256<<10 {
+		t.Errorf("read %d bytes of a chunked body before refusing it, want at most 256 KiB", src.n)
+	}
+
+	small := delivery(EventRegistryPackage, "small-1", fixture(t, "registry_package.published.container-tagged.json"))
+	small.ContentLength = -1
+	wantStatus(t, serve(h, small), http.StatusAccepted)
+
+	if resp := held.abort(); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("aborted body answered %d, want 400", resp.StatusCode)
+	}
+	big := delivery(EventRegistryPackage, "chunked-3", paddedDelivery(t, MaxBodyBytes))
+	big.ContentLength = -1
+	wantStatus(t, serve(h, big), http.StatusAccepted)
+	if rec.count() != 2 {
+		t.Errorf("recorded %+v, want small-1 and chunked-3", rec.got)
+	}
+}
+
+// TestHandlerReusesLargeBuffers: a large body reads into the buffer of the
+// large body before it rather than allocating its own, whether its length
+// is declared or not, so that a stream of large unsigned bodies leaves
+// little garbage behind.
+func TestHandlerReusesLargeBuffers(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // the spare buffer lives until a collection
+	h := newTestHandler(t, &fakeRecorder{}, nil)
+	body := bytes.Repeat([]byte(" "), 24<<20)
+	for _, length := range []int64{int64(len(body)), -1} {
+		for i := range 3 {
+			r := unsignedRequest("big", length)
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			w := serve(h, r)
+			runtime.ReadMemStats(&after)
+			wantError(t, w, http.StatusUnauthorized)
+			if grown := after.TotalAlloc - before.TotalAlloc; i > 0 && grown > 1<<20 {
+				t.Errorf("length %d, body %d: allocated %d bytes for a body of %d", length, i+1, grown, len(body))
 			}
 		}
 	}

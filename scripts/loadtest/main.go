@@ -22,6 +22,14 @@
 //	go run ./scripts/loadtest
 //	go run ./scripts/loadtest -duration 5s -rss-after 0
 //
+// The flood mode measures instead what unsigned bodies cost: it keeps
+// 16 unsigned 24 MiB bodies in flight at once, trickled so that they are
+// read concurrently, sends signed deliveries meanwhile, and reports
+// deployd's peak RSS and how many signed deliveries were accepted
+// (go run ./scripts/loadtest flood -help):
+//
+//	go run ./scripts/loadtest flood
+//
 // All traffic goes to 127.0.0.1. The client and both servers share the
 // machine's CPUs, so absolute figures are lower than on a dedicated server;
 // the ratios compare like with like.
@@ -60,6 +68,16 @@ const secret = "loadtest-webhook-secret-0123456789"
 const fixturePath = "webhook/testdata/registry_package.published.container-tagged.json"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "flood" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := runFlood(ctx, os.Args[2:], os.Stdout)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "loadtest flood:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "serve-bare" {
 		if err := serveBare(); err != nil {
 			fmt.Fprintln(os.Stderr, "loadtest serve-bare:", err)
@@ -147,14 +165,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	bin := o.deployd
-	if bin == "" {
-		bin = filepath.Join(tmp, "deployd")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/deployd")
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/deployd: %v\n%s", err, out)
-		}
+	bin, err := deploydBinary(ctx, o.deployd, root, tmp)
+	if err != nil {
+		return err
 	}
 	bare, err := startBare(ctx)
 	if err != nil {

@@ -129,7 +129,7 @@ func New(cfg Config) (*Metrics, error) {
 		services: cfg.Services,
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "webhook_deliveries_total",
-			Help: "Webhook deliveries by event and result (queued, ignored, duplicate, rejected, error).",
+			Help: "Webhook deliveries by event and result (queued, ignored, duplicate, rejected, busy, error).",
 		}, []string{"event", "result"}),
 		deployments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "deployments_total",

@@ -186,3 +186,35 @@ func TestNewNeedsRegistryAndHistory(t *testing.T) {
 		t.Error("registering twice on one registry accepted")
 	}
 }
+
+// TestWebhookCountsBusy checks that a 503 with Retry-After (the handler's
+// body budget was taken) counts as busy, and that a 503 without it (the
+// store failed: counted by CountDeliveries) and a 2xx are not counted by
+// the wrapper.
+func TestWebhookCountsBusy(t *testing.T) {
+	m, err := metrics.New(metrics.Config{Registry: prometheus.NewRegistry(), History: history{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook := m.Webhook(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Header.Get("X-Test-Answer") {
+		case "busy":
+			w.Header().Set("Retry-After", "10")
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case "store down":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		default:
+			w.WriteHeader(http.StatusAccepted)
+		}
+	}))
+	for _, answer := range []string{"busy", "busy", "store down", "queued"} {
+		req := httptest.NewRequest(http.MethodPost, "/webhooks/github", nil)
+		req.Header.Set("X-GitHub-Event", "registry_package")
+		req.Header.Set("X-Test-Answer", answer)
+		hook.ServeHTTP(httptest.NewRecorder(), req)
+	}
+	out := grep(scrape(t, m), "deployd_webhook_deliveries_total")
+	if want := `deployd_webhook_deliveries_total{event="registry_package",result="busy"} 2`; out != want {
+		t.Errorf("deliveries counted:\n%s\nwant only\n%s", out, want)
+	}
+}

@@ -18,6 +18,10 @@ type Recorder interface {
 // resultError labels a delivery the recorder failed to store (answered 503).
 const resultError = "error"
 
+// resultBusy labels a delivery refused because the webhook handler's body
+// budget was taken (answered 503 with Retry-After).
+const resultBusy = "busy"
+
 // knownEvents are the event label values; any other event is "other", so
 // that the label's values stay few.
 var knownEvents = map[string]bool{
@@ -68,14 +72,18 @@ func (c countingRecorder) RecordDelivery(ctx context.Context, d deployer.Deliver
 
 // Webhook wraps the webhook handler so that deliveries it refuses with a
 // 4xx answer (bad signature, oversized or malformed body) are counted as
-// result "rejected". Those never reach the recorder, so no delivery is
-// counted twice.
+// result "rejected", and those it refuses with 503 and a Retry-After header
+// (too many bodies in flight; a store failure carries none) as "busy".
+// Those never reach the recorder, so no delivery is counted twice.
 func (m *Metrics) Webhook(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
 		next.ServeHTTP(sw, r)
-		if sw.status >= 400 && sw.status < 500 {
+		switch {
+		case sw.status >= 400 && sw.status < 500:
 			m.deliveries.WithLabelValues(eventLabel(github.WebHookType(r)), deployer.ResultRejected).Inc()
+		case sw.status == http.StatusServiceUnavailable && sw.Header().Get("Retry-After") != "":
+			m.deliveries.WithLabelValues(eventLabel(github.WebHookType(r)), resultBusy).Inc()
 		}
 	})
 }
