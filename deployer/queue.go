@@ -225,7 +225,7 @@ func (q *Queue) backwards(ctx context.Context, r Request) (string, error) {
 			return "", err
 		}
 		if replaced {
-			return shortDigest(r.Digest) + " already ran on this host and was replaced; webhooks never deploy backwards", nil
+			return ShortDigest(r.Digest) + " already ran on this host and was replaced; webhooks never deploy backwards", nil
 		}
 	}
 	if r.Trigger.RunID > 0 {

@@ -9,7 +9,7 @@ import (
 )
 
 // DigestResolver looks up the digest a service's tag points at now.
-// *Pipeline satisfies it.
+// deployer/podman's *Pipeline satisfies it.
 type DigestResolver interface {
 	Resolve(ctx context.Context, service, tag string) (string, error)
 }
