@@ -1,7 +1,8 @@
 // Package deployer owns deployments: the requests that ask for one, the
 // queue that orders them per service, the reconciler that catches up with
-// the registry, and the vocabulary every other package speaks about them
-// (Deployment, Delivery, State, Failure, Credential).
+// the registry, the never-backwards policy (Guard), and the vocabulary
+// every other package speaks about them (Deployment, Delivery, State,
+// Failure, Credential).
 //
 // It imports none of deployd's other packages. What it needs from outside
 // it declares as small interfaces that the command wires up: a Store

@@ -59,6 +59,7 @@ type PipelineConfig struct {
 type Pipeline struct {
 	services    map[string]deployer.ServiceSpec
 	store       deployer.Store
+	guard       deployer.Guard
 	creds       deployer.Credentials
 	resolver    Resolver
 	runner      *CommandRunner
@@ -98,6 +99,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	p := &Pipeline{
 		services:    cfg.Services,
 		store:       cfg.Store,
+		guard:       deployer.NewGuard(cfg.Store),
 		creds:       cfg.Credentials,
 		resolver:    cfg.Resolver,
 		runner:      cfg.Runner,
@@ -179,10 +181,10 @@ func (j *job) run(ctx context.Context) deployer.Deployment {
 		j.step(ctx, "resolve", time.Now(), nil, "already running "+deployer.ShortDigest(digest)+"; nothing to do")
 		return j.end(ctx, deployer.StateUnchanged, nil)
 	}
-	if reason, err := j.p.backwards(ctx, j.d.Service, j.d.Trigger, digest); err != nil {
+	if reason, err := j.p.guard.Digest(ctx, j.d.Service, j.d.Trigger, digest); err != nil {
 		return j.end(ctx, deployer.StateFailed, fail(deployer.ClassConfig, "check deployd's data directory", err))
 	} else if reason != "" {
-		j.step(ctx, "guard", time.Now(), nil, reason)
+		j.step(ctx, deployer.StepGuard, time.Now(), nil, reason)
 		return j.end(ctx, deployer.StateUnchanged, nil)
 	}
 	if j.d.DryRun || j.spec.DryRun {
@@ -207,22 +209,6 @@ func (j *job) run(ctx context.Context) deployer.Deployment {
 	}
 	j.prune(ctx)
 	return j.end(ctx, deployer.StateSucceeded, nil)
-}
-
-// backwards says why deploying digest for a trigger would move the service
-// back to a version this host already ran and replaced, or "" when it
-// would not. Only webhooks and reconcile are held back: an authenticated
-// manual deploy or rollback may go back on purpose.
-func (p *Pipeline) backwards(ctx context.Context, service string, t deployer.Trigger, digest string) (string, error) {
-	if t.Kind != deployer.TriggerWebhook && t.Kind != deployer.TriggerReconcile {
-		return "", nil
-	}
-	replaced, err := p.store.DigestReplaced(ctx, service, digest)
-	if err != nil || !replaced {
-		return "", err
-	}
-	return deployer.ShortDigest(digest) + " already ran on this host and was replaced; " + string(t.Kind) +
-		" triggers never deploy backwards (deploy it manually or roll back to go back)", nil
 }
 
 // Resolve looks up the digest of service's tag at the registry with the
