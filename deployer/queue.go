@@ -15,20 +15,6 @@ import (
 // ErrDraining is returned for new work while the deployer shuts down.
 var ErrDraining = errors.New("deployer is shutting down")
 
-// Executor carries out one deployment that the queue has marked running and
-// returns it in its final state (State, Digest, failure fields set). It
-// records its steps through the store itself. It must return when ctx ends,
-// with State interrupted if it could not finish.
-type Executor interface {
-	Execute(ctx context.Context, d Deployment) Deployment
-}
-
-// ExecutorFunc adapts a function to Executor.
-type ExecutorFunc func(ctx context.Context, d Deployment) Deployment
-
-// Execute calls f.
-func (f ExecutorFunc) Execute(ctx context.Context, d Deployment) Deployment { return f(ctx, d) }
-
 // Queue runs deployments: one worker per service, so that a service's
 // deployments never overlap while services deploy in parallel. The queue
 // itself lives in the Store; Queue only wakes workers. It is safe for
