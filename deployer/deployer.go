@@ -1,10 +1,13 @@
 // Package deployer owns deployments: the requests that ask for one, the
-// queue that orders them per service, the pipeline that carries them out and
-// the history that records them.
+// queue that orders them per service, the reconciler that catches up with
+// the registry, the never-backwards policy (Guard), and the vocabulary
+// every other package speaks about them (Deployment, Delivery, State,
+// Failure, Credential).
 //
 // It imports none of deployd's other packages. What it needs from outside
-// (a store, registry credentials) it declares as small interfaces that the
-// command wires up.
+// it declares as small interfaces that the command wires up: a Store
+// (deployer/sqlite), an Executor that carries deployments out on a host
+// (deployer/podman), registry Credentials (auth).
 package deployer
 
 import (
@@ -109,6 +112,16 @@ func ValidDigest(d string) bool {
 	return true
 }
 
+// ShortDigest returns the first 12 hex digits of a sha256 digest, as
+// step logs and messages show it.
+func ShortDigest(d string) string {
+	d = strings.TrimPrefix(d, "sha256:")
+	if len(d) > 12 {
+		return d[:12]
+	}
+	return d
+}
+
 // Errors returned by Request.Validate.
 var (
 	ErrNoService  = errors.New("request names no service")
@@ -173,6 +186,34 @@ type Deployment struct {
 	Hint       string `json:"hint,omitempty"`
 	Steps      []Step `json:"steps,omitempty"`
 }
+
+// Failure classes (SPEC §6). Transient classes are retried; the others are
+// reported with a hint.
+const (
+	ClassAuth     = "auth"
+	ClassNotFound = "not_found"
+	ClassNetwork  = "network"
+	ClassPodman   = "podman"
+	ClassHealth   = "health"
+	ClassConfig   = "config"
+)
+
+// Failure is why a deployment failed: a class to branch on, the cause, and
+// a hint a person can act on.
+type Failure struct {
+	Class string
+	Hint  string
+	Err   error
+}
+
+// Error returns the cause's message.
+func (f *Failure) Error() string { return f.Err.Error() }
+
+// Unwrap returns the cause.
+func (f *Failure) Unwrap() error { return f.Err }
+
+// Transient reports whether a failure may go away by itself (network, 5xx, 429).
+func (f *Failure) Transient() bool { return f.Class == ClassNetwork }
 
 // Delivery is one webhook delivery as received, and what came of it.
 type Delivery struct {

@@ -15,20 +15,6 @@ import (
 // ErrDraining is returned for new work while the deployer shuts down.
 var ErrDraining = errors.New("deployer is shutting down")
 
-// Executor carries out one deployment that the queue has marked running and
-// returns it in its final state (State, Digest, failure fields set). It
-// records its steps through the store itself. It must return when ctx ends,
-// with State interrupted if it could not finish.
-type Executor interface {
-	Execute(ctx context.Context, d Deployment) Deployment
-}
-
-// ExecutorFunc adapts a function to Executor.
-type ExecutorFunc func(ctx context.Context, d Deployment) Deployment
-
-// Execute calls f.
-func (f ExecutorFunc) Execute(ctx context.Context, d Deployment) Deployment { return f(ctx, d) }
-
 // Queue runs deployments: one worker per service, so that a service's
 // deployments never overlap while services deploy in parallel. The queue
 // itself lives in the Store; Queue only wakes workers. It is safe for
@@ -36,6 +22,7 @@ func (f ExecutorFunc) Execute(ctx context.Context, d Deployment) Deployment { re
 type Queue struct {
 	store    Store
 	executor Executor
+	guard    Guard
 	log      zerolog.Logger
 	notify   func(Deployment)
 
@@ -78,6 +65,7 @@ func NewQueue(cfg QueueConfig) (*Queue, error) {
 	q := &Queue{
 		store:    cfg.Store,
 		executor: cfg.Executor,
+		guard:    NewGuard(cfg.Store),
 		log:      cfg.Logger,
 		notify:   notify,
 		workers:  make(map[string]chan struct{}),
@@ -146,10 +134,10 @@ func (q *Queue) resumeInterrupted(ctx context.Context) error {
 
 // RecordDelivery records a webhook delivery with its requests (see
 // Store.RecordDelivery) and wakes the workers of the services it queued.
-// Requests that would move a service backwards (a digest this host ran and
-// replaced, a workflow run older than the one deployed) are held back; when
-// that leaves none, the delivery is recorded as ignored with the reason,
-// which Receipt.Ignored repeats.
+// Requests that would move a service backwards (see Guard.Request: a
+// digest this host ran and replaced, a workflow run older than the one
+// deployed) are held back; when that leaves none, the delivery is recorded
+// as ignored with the reason, which Receipt.Ignored repeats.
 //
 // Deliveries are recorded even while the queue drains: GitHub never
 // retries, and what is queued in the store runs at the next start.
@@ -157,7 +145,7 @@ func (q *Queue) RecordDelivery(ctx context.Context, d Delivery, reqs []Request) 
 	kept := make([]Request, 0, len(reqs))
 	var held []string
 	for _, r := range reqs {
-		reason, err := q.backwards(ctx, r)
+		reason, err := q.guard.Request(ctx, r)
 		if err != nil {
 			return Receipt{}, err
 		}
@@ -212,46 +200,6 @@ func (q *Queue) announceSuperseded(ctx context.Context, service string) {
 		q.shown[service] = append(still, q.shown[service]...)
 		q.mu.Unlock()
 	}
-}
-
-// backwards says why a webhook request would deploy backwards, or "".
-func (q *Queue) backwards(ctx context.Context, r Request) (string, error) {
-	if r.Trigger.Kind != TriggerWebhook {
-		return "", nil
-	}
-	if r.Digest != "" {
-		replaced, err := q.store.DigestReplaced(ctx, r.Service, r.Digest)
-		if err != nil {
-			return "", err
-		}
-		if replaced {
-			return shortDigest(r.Digest) + " already ran on this host and was replaced; webhooks never deploy backwards", nil
-		}
-	}
-	if r.Trigger.RunID > 0 {
-		// Run ids grow across all of the repository's workflows, so they
-		// order runs where run numbers (per workflow) cannot.
-		st, err := q.store.ServiceStatus(ctx, r.Service)
-		if err != nil {
-			return "", err
-		}
-		if r.Trigger.RunID < st.LastRunID {
-			return fmt.Sprintf("workflow run %d (#%d) is older than run %d (#%d), which is deployed",
-				r.Trigger.RunID, r.Trigger.RunNumber, st.LastRunID, st.LastRunNumber), nil
-		}
-		// Runs can complete out of order: a newer one queued or running wins.
-		recent, err := q.store.Deployments(ctx, r.Service, Page{Limit: 20})
-		if err != nil {
-			return "", err
-		}
-		for _, d := range recent {
-			if !d.State.Final() && d.Trigger.RunID > r.Trigger.RunID {
-				return fmt.Sprintf("workflow run %d (#%d) is older than run %d (#%d), which is being deployed",
-					r.Trigger.RunID, r.Trigger.RunNumber, d.Trigger.RunID, d.Trigger.RunNumber), nil
-			}
-		}
-	}
-	return "", nil
 }
 
 // Enqueue queues one request that comes from no delivery and wakes its worker.

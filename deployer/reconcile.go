@@ -9,7 +9,7 @@ import (
 )
 
 // DigestResolver looks up the digest a service's tag points at now.
-// *Pipeline satisfies it.
+// deployer/podman's *Pipeline satisfies it.
 type DigestResolver interface {
 	Resolve(ctx context.Context, service, tag string) (string, error)
 }
@@ -29,6 +29,7 @@ type Reconciler struct {
 	resolver DigestResolver
 	store    Store
 	queue    *Queue
+	guard    Guard
 	interval time.Duration
 	log      zerolog.Logger
 }
@@ -50,7 +51,7 @@ func NewReconciler(cfg ReconcilerConfig) (*Reconciler, error) {
 		return nil, errors.New("new reconciler: resolver, store and queue are required")
 	}
 	return &Reconciler{services: cfg.Services, resolver: cfg.Resolver, store: cfg.Store, queue: cfg.Queue,
-		interval: cfg.Interval, log: cfg.Logger.With().Str("component", "reconcile").Logger()}, nil
+		guard: NewGuard(cfg.Store), interval: cfg.Interval, log: cfg.Logger.With().Str("component", "reconcile").Logger()}, nil
 }
 
 // Run reconciles at once and then every interval until ctx ends. It
@@ -114,8 +115,9 @@ func (r *Reconciler) service(ctx context.Context, s ServiceSpec) (*Deployment, e
 	if digest == st.Digest {
 		return nil, nil
 	}
-	if replaced, err := r.store.DigestReplaced(ctx, s.Name, digest); err != nil || replaced {
-		return nil, err
+	trigger := Trigger{Kind: TriggerReconcile}
+	if reason, err := r.guard.Digest(ctx, s.Name, trigger, digest); err != nil || reason != "" {
+		return nil, err // the executor would hold it back: never undo a rollback
 	}
 	for _, d := range recent {
 		if d.Digest == digest && (d.State == StateRolledBack || d.State == StateFailed && d.ErrorClass == ClassHealth) {
@@ -124,7 +126,7 @@ func (r *Reconciler) service(ctx context.Context, s ServiceSpec) (*Deployment, e
 		}
 	}
 	d, err := r.queue.Enqueue(ctx, Request{Service: s.Name, Tag: s.DefaultTag, Digest: digest,
-		Trigger: Trigger{Kind: TriggerReconcile}})
+		Trigger: trigger})
 	if err != nil {
 		return nil, err
 	}

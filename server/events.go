@@ -97,7 +97,7 @@ func NewHub(cfg HubConfig) *Hub {
 }
 
 // Publish announces a deployment's new state or step. It has the signature
-// of deployer.QueueConfig.Notify and deployer.PipelineConfig.Notify.
+// of deployer.QueueConfig.Notify and podman.PipelineConfig.Notify.
 func (h *Hub) Publish(d deployer.Deployment) {
 	if !h.listened() {
 		return

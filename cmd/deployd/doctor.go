@@ -16,6 +16,7 @@ import (
 	"github.com/deployd/deployd/auth"
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/deployer/podman"
 )
 
 // doctorCheckTimeout bounds each live check of doctor (one GitHub call, one
@@ -37,7 +38,7 @@ func doctorCommand(ctx context.Context, e env, args []string) error {
 		w:        e.stdout,
 		getenv:   e.getenv,
 		timeout:  doctorCheckTimeout,
-		resolver: deployer.RegistryResolver{UserAgent: "deployd/" + version + " doctor"},
+		resolver: podman.RegistryResolver{UserAgent: "deployd/" + version + " doctor"},
 	}
 	counts := d.run(ctx, *configPath)
 	if err := ctx.Err(); err != nil {
@@ -74,8 +75,8 @@ type doctorCounts struct{ ok, warn, fail, skip int }
 type doctor struct {
 	w        io.Writer
 	getenv   func(string) string
-	timeout  time.Duration     // per check
-	resolver deployer.Resolver // the registry digest lookup the pipeline uses
+	timeout  time.Duration   // per check
+	resolver podman.Resolver // the registry digest lookup the pipeline uses
 	counts   doctorCounts
 }
 
@@ -580,7 +581,7 @@ func (d *doctor) trySource(ctx context.Context, chain *auth.Chain, st appState, 
 	}
 	digest, err := d.resolver.Digest(ctx, ref, dc, reg.Insecure)
 	if err != nil {
-		f := deployer.ClassifyRegistryError(req.Image, src, err)
+		f := podman.ClassifyRegistryError(req.Image, src, err)
 		switch f.Class {
 		case deployer.ClassAuth:
 			r.word = "denied"

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/deployd/deployd/auth/authtest"
-	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/deployer/podman"
 	"github.com/deployd/deployd/deployer/podmantest"
 	"github.com/deployd/deployd/deployer/registrytest"
 )
@@ -348,7 +348,7 @@ func TestDoctorGitHubFailures(t *testing.T) {
 		defer hang.Close()
 		path := f.write(doctorConfig{apiURL: hang.URL, credentials: []string{"github_app"}})
 		var out bytes.Buffer
-		d := &doctor{w: &out, getenv: func(string) string { return "" }, timeout: 300 * time.Millisecond, resolver: deployer.RegistryResolver{}}
+		d := &doctor{w: &out, getenv: func(string) string { return "" }, timeout: 300 * time.Millisecond, resolver: podman.RegistryResolver{}}
 		counts := d.run(context.Background(), path)
 		t.Logf("doctor:\n%s", out.String())
 		if counts.fail != 1 {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/deployer/podman"
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/server"
 	"github.com/deployd/deployd/webhook"
@@ -109,13 +110,13 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 		return err
 	}
 	defer ghDeploys.Close(ghDeploymentsCloseTimeout) // after the queue's drain: reports its interrupted ends
-	pipeline, err := deployer.NewPipeline(deployer.PipelineConfig{
+	pipeline, err := podman.NewPipeline(podman.PipelineConfig{
 		Services:    specs,
 		Store:       store,
 		Credentials: chainCredentials{creds},
-		Resolver:    deployer.RegistryResolver{UserAgent: "deployd/" + version},
-		Runner:      &deployer.CommandRunner{Env: deployer.ChildEnv(os.Environ())},
-		Podman: deployer.PodmanConfig{
+		Resolver:    podman.RegistryResolver{UserAgent: "deployd/" + version},
+		Runner:      &podman.CommandRunner{Env: podman.ChildEnv(os.Environ())},
+		Podman: podman.Config{
 			Command:    cfg.Podman.Command,
 			GlobalArgs: cfg.Podman.GlobalArgs,
 			AuthFile:   cfg.AuthFile(),

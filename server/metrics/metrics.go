@@ -191,7 +191,7 @@ func (m *Metrics) Deployment(d deployer.Deployment) {
 }
 
 // Step observes the newest step of a deployment; pass it as
-// deployer.PipelineConfig.Notify, which is called once after every step.
+// podman.PipelineConfig.Notify, which is called once after every step.
 func (m *Metrics) Step(d deployer.Deployment) {
 	if len(d.Steps) == 0 {
 		return

@@ -1,4 +1,4 @@
-package deployer
+package podman
 
 import (
 	"context"
@@ -7,13 +7,15 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/deployd/deployd/deployer"
 )
 
 // prune removes the service's images beyond the newest keep_images, never
 // the running or the previous one. Failures are logged, not fatal: the
 // deployment itself succeeded.
 func (j *job) prune(ctx context.Context) {
-	if j.spec.KeepImages <= 0 || j.spec.Strategy == StrategyCommand {
+	if j.spec.KeepImages <= 0 || j.spec.Strategy == deployer.StrategyCommand {
 		return
 	}
 	start := time.Now()
@@ -41,7 +43,7 @@ func (j *job) prune(ctx context.Context) {
 			j.log.Warn().Err(err).Str("image", img.ID).Msg("prune: remove image")
 			continue
 		}
-		removed = append(removed, shortDigest(img.Digest))
+		removed = append(removed, deployer.ShortDigest(img.Digest))
 	}
 	if len(removed) > 0 {
 		j.step(ctx, "prune", start, nil, fmt.Sprintf("removed %d old image(s): %s; kept the newest %d",

@@ -1,10 +1,12 @@
-package deployer
+package podman
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/deployd/deployd/deployer"
 )
 
 // switchTo puts digest in place by the service's strategy and returns what
@@ -13,16 +15,16 @@ func (j *job) switchTo(ctx context.Context, digest string) (previous string, err
 	start := time.Now()
 	previous = j.status.Digest
 	switch j.spec.Strategy {
-	case StrategyContainer:
+	case deployer.StrategyContainer:
 		err = j.switchContainer(ctx, digest)
-	case StrategySystemd:
+	case deployer.StrategySystemd:
 		err = j.switchSystemd(ctx, digest, j.d.Tag)
-	case StrategyCommand:
+	case deployer.StrategyCommand:
 		err = j.switchCommand(ctx, digest, j.d.Tag)
 	default:
-		err = fail(ClassConfig, "use strategy container, systemd or command", fmt.Errorf("unknown strategy %q", j.spec.Strategy))
+		err = fail(deployer.ClassConfig, "use strategy container, systemd or command", fmt.Errorf("unknown strategy %q", j.spec.Strategy))
 	}
-	j.step(ctx, "switch", start, err, j.spec.Strategy+": now "+shortDigest(digest))
+	j.step(ctx, "switch", start, err, j.spec.Strategy+": now "+deployer.ShortDigest(digest))
 	return previous, err
 }
 
@@ -32,29 +34,29 @@ func (j *job) switchContainer(ctx context.Context, digest string) error {
 	name := j.spec.Container.Name
 	exists, err := j.containerExists(ctx, name)
 	if err != nil {
-		return fail(ClassPodman, "check that podman works for deployd's user", err)
+		return fail(deployer.ClassPodman, "check that podman works for deployd's user", err)
 	}
 	if exists {
 		if _, err := j.podmanRun(ctx, j.p.stepTimeout, "rm", "--force", "--ignore", j.previousName()); err != nil {
-			return fail(ClassPodman, "remove "+j.previousName()+" by hand", err)
+			return fail(deployer.ClassPodman, "remove "+j.previousName()+" by hand", err)
 		}
 		if _, err := j.podmanRun(ctx, j.p.stepTimeout, "stop", "--time", "10", name); err != nil {
-			return fail(ClassPodman, "stop "+name+" by hand and redeploy", err)
+			return fail(deployer.ClassPodman, "stop "+name+" by hand and redeploy", err)
 		}
 		if _, err := j.podmanRun(ctx, j.p.stepTimeout, "rename", name, j.previousName()); err != nil {
-			return fail(ClassPodman, "rename "+name+" by hand and redeploy", err)
+			return fail(deployer.ClassPodman, "rename "+name+" by hand and redeploy", err)
 		}
 	}
 	if err := j.runContainer(ctx, digest); err != nil {
 		if !exists {
-			return fail(ClassPodman, "check the service's container args", err)
+			return fail(deployer.ClassPodman, "check the service's container args", err)
 		}
 		if rerr := j.restorePrevious(ctx); rerr != nil {
 			j.markDegraded(ctx)
-			return fail(ClassPodman, "check the service's container args; restoring the previous container failed too ("+
+			return fail(deployer.ClassPodman, "check the service's container args; restoring the previous container failed too ("+
 				rerr.Error()+"): the service may be down", err)
 		}
-		return fail(ClassPodman, "check the service's container args; the previous container was restored", err)
+		return fail(deployer.ClassPodman, "check the service's container args; the previous container was restored", err)
 	}
 	return nil
 }
@@ -104,11 +106,11 @@ func (j *job) switchSystemd(ctx context.Context, digest, tag string) error {
 			continue
 		}
 		if _, err := j.podmanRun(ctx, j.p.stepTimeout, "tag", j.spec.Image+"@"+digest, j.spec.Image+":"+t); err != nil {
-			return fail(ClassPodman, "see podman's message", err)
+			return fail(deployer.ClassPodman, "see podman's message", err)
 		}
 	}
 	if j.spec.DefaultTag == "" && tag == "" {
-		return fail(ClassConfig, "give the service a plain first tag (the one its unit runs) so deploys by digest can move it",
+		return fail(deployer.ClassConfig, "give the service a plain first tag (the one its unit runs) so deploys by digest can move it",
 			fmt.Errorf("deploy of %s by digest: no tag to point at it", j.spec.Name))
 	}
 	argv := []string{"systemctl"}
@@ -117,7 +119,7 @@ func (j *job) switchSystemd(ctx context.Context, digest, tag string) error {
 	}
 	argv = append(argv, "restart", j.spec.Systemd.Unit)
 	if _, err := j.p.runner.Run(ctx, j.p.stepTimeout, nil, nil, argv...); err != nil {
-		return fail(ClassConfig, "check the unit with systemctl status "+j.spec.Systemd.Unit, err)
+		return fail(deployer.ClassConfig, "check the unit with systemctl status "+j.spec.Systemd.Unit, err)
 	}
 	return nil
 }
@@ -131,14 +133,14 @@ func (j *job) switchCommand(ctx context.Context, digest, tag string) error {
 		fmt.Sprintf("DEPLOY_ID=%d", j.d.ID),
 	}
 	if _, err := j.p.runner.Run(ctx, j.p.stepTimeout, nil, env, j.spec.Command...); err != nil {
-		return fail(ClassConfig, "the service's deploy command failed; run it by hand with the DEPLOY_* variables to see why", err)
+		return fail(deployer.ClassConfig, "the service's deploy command failed; run it by hand with the DEPLOY_* variables to see why", err)
 	}
 	return nil
 }
 
 // cleanupPrevious removes the replaced container once the new one is healthy.
 func (j *job) cleanupPrevious(ctx context.Context) {
-	if j.spec.Strategy != StrategyContainer {
+	if j.spec.Strategy != deployer.StrategyContainer {
 		return
 	}
 	if _, err := j.podmanRun(ctx, j.p.stepTimeout, "rm", "--force", "--ignore", j.previousName()); err != nil {

@@ -1,4 +1,4 @@
-package deployer_test
+package podman_test
 
 import (
 	"context"
@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/deployer/podman"
 	"github.com/deployd/deployd/deployer/podmantest"
 	"github.com/deployd/deployd/deployer/registrytest"
 	"github.com/deployd/deployd/deployer/sqlite"
@@ -64,7 +65,7 @@ type pipelineEnv struct {
 	podman *podmantest.Podman
 	store  *sqlite.Store
 	queue  *deployer.Queue
-	pipe   *deployer.Pipeline
+	pipe   *podman.Pipeline
 	spec   deployer.ServiceSpec
 	image  string
 	port   int
@@ -115,15 +116,15 @@ func newPipelineEnvWith(t *testing.T, creds deployer.Credentials, auth func(stri
 	if mutate != nil {
 		mutate(&spec)
 	}
-	p, err := deployer.NewPipeline(deployer.PipelineConfig{
+	p, err := podman.NewPipeline(podman.PipelineConfig{
 		Services:    map[string]deployer.ServiceSpec{"backend": spec},
 		Store:       store,
 		Credentials: creds,
-		Resolver:    deployer.RegistryResolver{UserAgent: "deployd-test"},
-		Runner:      &deployer.CommandRunner{Env: append(deployer.ChildEnv(os.Environ()), pm.Env()...)},
-		Podman:      deployer.PodmanConfig{Command: e.argv.wrap(pm.Binary()), GlobalArgs: pm.GlobalArgs(), AuthFile: filepath.Join(t.TempDir(), "auth.json")},
+		Resolver:    podman.RegistryResolver{UserAgent: "deployd-test"},
+		Runner:      &podman.CommandRunner{Env: append(podman.ChildEnv(os.Environ()), pm.Env()...)},
+		Podman:      podman.Config{Command: e.argv.wrap(pm.Binary()), GlobalArgs: pm.GlobalArgs(), AuthFile: filepath.Join(t.TempDir(), "auth.json")},
 		Logger:      zerolog.Nop(),
-		Retry:       deployer.Retry{Attempts: 3, Base: 20 * time.Millisecond},
+		Retry:       podman.Retry{Attempts: 3, Base: 20 * time.Millisecond},
 	})
 	if err != nil {
 		t.Fatal(err)

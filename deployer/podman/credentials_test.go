@@ -1,4 +1,4 @@
-package deployer_test
+package podman_test
 
 import (
 	"context"
@@ -13,7 +13,19 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/deployer/podman"
+	"github.com/deployd/deployd/deployer/sqlite"
 )
+
+func openStore(t *testing.T, dir string) *sqlite.Store {
+	t.Helper()
+	s, err := sqlite.Open(context.Background(), filepath.Join(dir, "deployd.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
 
 // recordingCredentials hands out the first of its sources that the request
 // has not had refused, and records every request.
@@ -64,7 +76,7 @@ func TestPipelineAsksForUntriedSourcesAndRetriesAllWhenAsked(t *testing.T) {
 		t.Run(string(tc.trigger.Kind), func(t *testing.T) {
 			store := openStore(t, t.TempDir())
 			creds := &recordingCredentials{sources: []string{"github_app", "token_file"}}
-			p, err := deployer.NewPipeline(deployer.PipelineConfig{
+			p, err := podman.NewPipeline(podman.PipelineConfig{
 				Services: map[string]deployer.ServiceSpec{"backend": {
 					Name: "backend", Host: "ghcr.io", Image: "ghcr.io/acme/v7/backend", Repository: "acme/v7",
 					DefaultTag: "latest", Strategy: deployer.StrategyContainer,
@@ -72,8 +84,8 @@ func TestPipelineAsksForUntriedSourcesAndRetriesAllWhenAsked(t *testing.T) {
 				Store:       store,
 				Credentials: creds,
 				Resolver:    refusingResolver{},
-				Runner:      &deployer.CommandRunner{},
-				Podman:      deployer.PodmanConfig{Command: "podman", AuthFile: filepath.Join(t.TempDir(), "auth.json")},
+				Runner:      &podman.CommandRunner{},
+				Podman:      podman.Config{Command: "podman", AuthFile: filepath.Join(t.TempDir(), "auth.json")},
 				Logger:      zerolog.Nop(),
 			})
 			if err != nil {

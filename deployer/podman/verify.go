@@ -1,4 +1,4 @@
-package deployer
+package podman
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/deployd/deployd/deployer"
 )
 
 // verify polls the health URL until it answers 2xx or the timeout passes,
@@ -23,9 +25,9 @@ func (j *job) verify(ctx context.Context) error {
 	deadline := time.Now().Add(timeout)
 	var last string
 	for {
-		if j.spec.Strategy == StrategyContainer {
+		if j.spec.Strategy == deployer.StrategyContainer {
 			if state, err := j.containerState(ctx); err == nil && state != "running" {
-				err := fail(ClassHealth, "the new container stopped; see podman logs "+j.spec.Container.Name,
+				err := fail(deployer.ClassHealth, "the new container stopped; see podman logs "+j.spec.Container.Name,
 					fmt.Errorf("container %s is %s%s", j.spec.Container.Name, state, j.logsTail(ctx)))
 				j.step(ctx, "verify", start, err, "")
 				return err
@@ -42,7 +44,7 @@ func (j *job) verify(ctx context.Context) error {
 		}
 		last = msg
 		if time.Now().Add(interval).After(deadline) {
-			err := fail(ClassHealth, "the new version did not become healthy within "+timeout.String()+"; check its logs and health endpoint",
+			err := fail(deployer.ClassHealth, "the new version did not become healthy within "+timeout.String()+"; check its logs and health endpoint",
 				fmt.Errorf("health check %s failed: %s", h.URL, last))
 			j.step(ctx, "verify", start, err, "")
 			return err
@@ -85,20 +87,20 @@ func (j *job) logsTail(ctx context.Context) string {
 }
 
 // recover handles a failed verify: roll back when the service allows it.
-func (j *job) recover(ctx context.Context, previous string, cause error) Deployment {
+func (j *job) recover(ctx context.Context, previous string, cause error) deployer.Deployment {
 	if !j.spec.Rollback || previous == "" {
 		// The unhealthy version stays in place: say so on the service.
 		j.markDegraded(ctx)
-		return j.end(ctx, StateFailed, cause)
+		return j.end(ctx, deployer.StateFailed, cause)
 	}
 	start := time.Now()
 	var err error
 	switch j.spec.Strategy {
-	case StrategyContainer:
+	case deployer.StrategyContainer:
 		err = j.restorePrevious(ctx)
-	case StrategySystemd:
+	case deployer.StrategySystemd:
 		err = j.switchSystemd(ctx, previous, j.status.Tag) // the tag that ran before
-	case StrategyCommand:
+	case deployer.StrategyCommand:
 		err = j.switchCommand(ctx, previous, j.status.Tag)
 	}
 	if err == nil {
@@ -109,10 +111,10 @@ func (j *job) recover(ctx context.Context, previous string, cause error) Deploym
 		j.markDegraded(ctx)
 		f := asFailure(cause)
 		f.Hint = "rollback failed too (" + err.Error() + "): the service may be down; " + f.Hint
-		return j.end(ctx, StateFailed, f)
+		return j.end(ctx, deployer.StateFailed, f)
 	}
-	j.step(ctx, "rollback", start, nil, "restored "+shortDigest(previous))
-	return j.end(ctx, StateRolledBack, cause)
+	j.step(ctx, "rollback", start, nil, "restored "+deployer.ShortDigest(previous))
+	return j.end(ctx, deployer.StateRolledBack, cause)
 }
 
 // markDegraded records that the service is not known to be healthy.

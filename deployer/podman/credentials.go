@@ -1,4 +1,4 @@
-package deployer
+package podman
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/deployd/deployd/deployer"
 )
 
 // ensureLogin makes podman's auth file hold the job's credential for the
@@ -30,7 +32,7 @@ func (j *job) ensureLogin(ctx context.Context) error {
 	start := time.Now()
 	was, err := prepareAuthFile(p.podman.AuthFile)
 	if err != nil {
-		return fail(ClassConfig, "check that deployd can write its data directory", err)
+		return fail(deployer.ClassConfig, "check that deployd can write its data directory", err)
 	}
 	if was != 0 {
 		j.log.Warn().Str("file", p.podman.AuthFile).Str("mode", fmt.Sprintf("%04o", was)).
@@ -65,7 +67,7 @@ func (j *job) forgetLogin() {
 }
 
 // loginKey identifies a credential without keeping its secret readable.
-func loginKey(c Credential) [sha256.Size]byte {
+func loginKey(c deployer.Credential) [sha256.Size]byte {
 	return sha256.Sum256([]byte(c.Source + "\x00" + c.Username + "\x00" + c.Password.Reveal()))
 }
 
@@ -124,7 +126,7 @@ func withCredentials(ctx context.Context, j *job, name string, prepare, op func(
 				if last != nil {
 					hint = authHint(j.spec.Image, lastSource(last))
 				}
-				f := fail(ClassAuth, hint, err)
+				f := fail(deployer.ClassAuth, hint, err)
 				j.step(ctx, "credentials", time.Now(), f, "")
 				return "", f
 			}
@@ -149,35 +151,35 @@ func withCredentials(ctx context.Context, j *job, name string, prepare, op func(
 			return out, nil
 		}
 		f := classifyRegistryError(j.spec.Image, j.cred.Source, err)
-		if f.Class == ClassAuth {
+		if f.Class == deployer.ClassAuth {
 			j.forgetLogin()
 		}
 		switch {
 		case ctx.Err() != nil:
 			j.step(ctx, stepName, start, f, "")
 			return "", f
-		case f.Class == ClassAuth && j.loginReused && !relogged:
+		case f.Class == deployer.ClassAuth && j.loginReused && !relogged:
 			relogged = true
 			j.step(ctx, stepName, start, f, "registry refused the credential in the auth file; logging in afresh")
-		case f.Class == ClassAuth && j.cred.Source == sourceGitHubApp && !refreshed[j.cred.Source]:
+		case f.Class == deployer.ClassAuth && j.cred.Source == sourceGitHubApp && !refreshed[j.cred.Source]:
 			refreshed[j.cred.Source] = true
 			j.step(ctx, stepName, start, f, "registry refused the GitHub App token; retrying once with a freshly minted one")
 			j.p.creds.Invalidate(j.req)
-			j.cred = Credential{}
-		case f.Class == ClassAuth:
+			j.cred = deployer.Credential{}
+		case f.Class == deployer.ClassAuth:
 			j.step(ctx, stepName, start, f, "registry refused credential "+j.cred.Source+"; putting it aside and trying the next source")
 			j.p.creds.Denied(j.req, j.cred.Source, f.Error())
 			j.req.Refused = append(j.req.Refused, j.cred.Source)
 			j.passedOver = append(j.passedOver, j.cred.Source+": "+f.Error())
 			last = &sourceError{source: j.cred.Source, err: f}
-			j.cred = Credential{}
+			j.cred = deployer.Credential{}
 		case f.Transient() && j.retries < j.p.retry.Attempts-1:
 			j.retries++
 			wait := j.p.retry.backoff(j.retries)
 			j.step(ctx, stepName, start, f, fmt.Sprintf("transient failure; retry %d of %d in %s", j.retries, j.p.retry.Attempts-1, wait.Round(time.Millisecond)))
 			select {
 			case <-ctx.Done():
-				return "", fail(ClassNetwork, f.Hint, ctx.Err())
+				return "", fail(deployer.ClassNetwork, f.Hint, ctx.Err())
 			case <-time.After(wait):
 			}
 		default:
@@ -186,7 +188,7 @@ func withCredentials(ctx context.Context, j *job, name string, prepare, op func(
 		}
 	}
 	if last == nil {
-		last = fail(ClassNetwork, "the registry kept failing; deployd will catch up on the next reconcile", errors.New("too many attempts"))
+		last = fail(deployer.ClassNetwork, "the registry kept failing; deployd will catch up on the next reconcile", errors.New("too many attempts"))
 	}
 	return "", last
 }
@@ -229,7 +231,7 @@ func (r Retry) backoff(n int) time.Duration {
 // sourceError remembers which credential source a failure belongs to.
 type sourceError struct {
 	source string
-	err    *Failure
+	err    *deployer.Failure
 }
 
 func (e *sourceError) Error() string { return e.source + ": " + e.err.Error() }

@@ -1,4 +1,4 @@
-package deployer
+package podman
 
 import (
 	"context"
@@ -9,36 +9,13 @@ import (
 	"strings"
 
 	"github.com/containers/image/v5/docker"
+
+	"github.com/deployd/deployd/deployer"
 )
 
-// Failure classes (SPEC §6). Transient classes are retried; the others are
-// reported with a hint.
-const (
-	ClassAuth     = "auth"
-	ClassNotFound = "not_found"
-	ClassNetwork  = "network"
-	ClassPodman   = "podman"
-	ClassHealth   = "health"
-	ClassConfig   = "config"
-)
-
-// Failure is why a deployment failed: a class to branch on, the cause, and
-// a hint a person can act on.
-type Failure struct {
-	Class string
-	Hint  string
-	Err   error
-}
-
-// Error returns the cause's message.
-func (f *Failure) Error() string { return f.Err.Error() }
-
-// Unwrap returns the cause.
-func (f *Failure) Unwrap() error { return f.Err }
-
-// fail wraps err as a Failure of class with hint.
-func fail(class, hint string, err error) *Failure {
-	return &Failure{Class: class, Hint: hint, Err: err}
+// fail wraps err as a deployer.Failure of class with hint.
+func fail(class, hint string, err error) *deployer.Failure {
+	return &deployer.Failure{Class: class, Hint: hint, Err: err}
 }
 
 // Signals in registry and podman error text. They are anchored on the
@@ -58,11 +35,11 @@ var (
 )
 
 // classifyRegistryError turns an error from the registry (resolve through
-// containers/image, or podman login/pull) into a Failure. The raw
+// containers/image, or podman login/pull) into a deployer.Failure. The raw
 // "Requesting bearer token: invalid status code from registry 403
 // (Forbidden)" of podman becomes an auth failure with a plain-words hint.
-func classifyRegistryError(image, source string, err error) *Failure {
-	var f *Failure
+func classifyRegistryError(image, source string, err error) *deployer.Failure {
+	var f *deployer.Failure
 	if errors.As(err, &f) {
 		return f
 	}
@@ -71,19 +48,19 @@ func classifyRegistryError(image, source string, err error) *Failure {
 	var ce *CommandError
 	switch {
 	case errors.As(err, &ce) && ce.ExitCode == -1 && errors.Is(err, exec.ErrNotFound):
-		return fail(ClassPodman, "podman was not found: install it or set podman.command", err)
+		return fail(deployer.ClassPodman, "podman was not found: install it or set podman.command", err)
 	case errors.As(err, &unauthorized), authSignal.MatchString(msg):
-		return fail(ClassAuth, authHint(image, source), errors.New(plainAuthError(source, msg)))
+		return fail(deployer.ClassAuth, authHint(image, source), errors.New(plainAuthError(source, msg)))
 	case notFoundSignal.MatchString(msg):
-		return fail(ClassNotFound, "the registry has no such tag or digest for "+image+
+		return fail(deployer.ClassNotFound, "the registry has no such tag or digest for "+image+
 			"; check that CI pushed it and that the service's image and tags are right", err)
 	case tlsSignal.MatchString(msg):
-		return fail(ClassConfig, "TLS with the registry failed: check the host's CA certificates and clock "+
+		return fail(deployer.ClassConfig, "TLS with the registry failed: check the host's CA certificates and clock "+
 			"(insecure: true is for local test registries only)", err)
 	case errors.Is(err, context.DeadlineExceeded), isNetError(err), transientSignal.MatchString(msg):
-		return fail(ClassNetwork, "the registry could not be reached or failed; deployd retries, and the reconcile loop catches up", err)
+		return fail(deployer.ClassNetwork, "the registry could not be reached or failed; deployd retries, and the reconcile loop catches up", err)
 	}
-	return fail(ClassPodman, "see the step log for podman's message", err)
+	return fail(deployer.ClassPodman, "see the step log for podman's message", err)
 }
 
 // authHint explains an auth refusal for the credential source that was used.
@@ -128,14 +105,11 @@ func isNetError(err error) bool {
 	return errors.As(err, &ne) || errors.As(err, &oe)
 }
 
-// Transient reports whether a failure may go away by itself (network, 5xx, 429).
-func (f *Failure) Transient() bool { return f.Class == ClassNetwork }
-
 // ClassifyRegistryError explains an error of [RegistryResolver.Digest] (or of
 // podman login or pull) made with the credential of source for image: a
-// *Failure whose Class says what went wrong (ClassAuth when the registry
+// *deployer.Failure whose Class says what went wrong (ClassAuth when the registry
 // refused the credential) and whose Hint says how to fix it. The pipeline
 // uses the same classification; doctor calls this to speak the same words.
-func ClassifyRegistryError(image, source string, err error) *Failure {
+func ClassifyRegistryError(image, source string, err error) *deployer.Failure {
 	return classifyRegistryError(image, source, err)
 }

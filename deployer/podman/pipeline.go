@@ -1,4 +1,13 @@
-package deployer
+// Package podman carries deployments out on the host deployd runs on: it
+// is the [deployer.Executor] for this host. It owns the pipeline's steps
+// (resolve the tag at the registry with containers/image, podman login
+// and pull, switch by strategy, verify, roll back, prune), the command
+// runner every external command goes through, and the reading of registry
+// and podman errors as deployer.Failure classes with hints.
+//
+// Of deployd's packages it imports only deployer. Only the command
+// (cmd/deployd) wires it up; everything else speaks deployer's vocabulary.
+package podman
 
 import (
 	"context"
@@ -11,10 +20,12 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/deployer"
 )
 
-// PodmanConfig says how the pipeline runs podman.
-type PodmanConfig struct {
+// Config says how the pipeline runs podman.
+type Config struct {
 	Command    string   // "podman"
 	GlobalArgs []string // before every subcommand, e.g. --root/--runroot or --remote
 	RunArgs    []string // after "run" and before the service's args (e.g. --runtime runc in tests)
@@ -23,17 +34,17 @@ type PodmanConfig struct {
 
 // PipelineConfig holds a Pipeline's dependencies.
 type PipelineConfig struct {
-	Services    map[string]ServiceSpec
-	Store       Store
-	Credentials Credentials
+	Services    map[string]deployer.ServiceSpec
+	Store       deployer.Store
+	Credentials deployer.Credentials
 	Resolver    Resolver
 	Runner      *CommandRunner
-	Podman      PodmanConfig
+	Podman      Config
 	// HTTPClient runs health checks; nil means a client without proxy settings.
 	HTTPClient *http.Client
 	Logger     zerolog.Logger
 	// Notify, if set, is called after every step.
-	Notify func(Deployment)
+	Notify func(deployer.Deployment)
 	// PullTimeout bounds a pull (default 10m); StepTimeout any other command (default 2m).
 	PullTimeout time.Duration
 	StepTimeout time.Duration
@@ -42,18 +53,20 @@ type PipelineConfig struct {
 }
 
 // Pipeline carries out deployments step by step: resolve, login, pull,
-// switch, verify, and roll back when verify fails. It is an Executor and is
-// safe for concurrent use by different services' workers.
+// switch, verify, and roll back when verify fails. It is a
+// deployer.Executor and is safe for concurrent use by different services'
+// workers.
 type Pipeline struct {
-	services    map[string]ServiceSpec
-	store       Store
-	creds       Credentials
+	services    map[string]deployer.ServiceSpec
+	store       deployer.Store
+	guard       deployer.Guard
+	creds       deployer.Credentials
 	resolver    Resolver
 	runner      *CommandRunner
-	podman      PodmanConfig
+	podman      Config
 	http        *http.Client
 	log         zerolog.Logger
-	notify      func(Deployment)
+	notify      func(deployer.Deployment)
 	pullTimeout time.Duration
 	stepTimeout time.Duration
 	retry       Retry
@@ -86,6 +99,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	p := &Pipeline{
 		services:    cfg.Services,
 		store:       cfg.Store,
+		guard:       deployer.NewGuard(cfg.Store),
 		creds:       cfg.Credentials,
 		resolver:    cfg.Resolver,
 		runner:      cfg.Runner,
@@ -103,7 +117,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		p.http = &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	}
 	if p.notify == nil {
-		p.notify = func(Deployment) {}
+		p.notify = func(deployer.Deployment) {}
 	}
 	if p.pullTimeout == 0 {
 		p.pullTimeout = 10 * time.Minute
@@ -117,11 +131,11 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 // job is one deployment being carried out.
 type job struct {
 	p      *Pipeline
-	d      Deployment
-	spec   ServiceSpec
-	status ServiceStatus
-	req    CredentialRequest
-	cred   Credential
+	d      deployer.Deployment
+	spec   deployer.ServiceSpec
+	status deployer.ServiceStatus
+	req    deployer.CredentialRequest
+	cred   deployer.Credential
 	// passedOver says which credential sources the registry refused, and why.
 	passedOver []string
 	// loginReused is set when the pull relies on a login written earlier.
@@ -133,84 +147,68 @@ type job struct {
 	log   zerolog.Logger
 }
 
-// Execute runs the deployment to its end state. See Executor.
-func (p *Pipeline) Execute(ctx context.Context, d Deployment) Deployment {
+// Execute runs the deployment to its end state. See deployer.Executor.
+func (p *Pipeline) Execute(ctx context.Context, d deployer.Deployment) deployer.Deployment {
 	log := zerolog.Ctx(ctx)
 	if log.GetLevel() == zerolog.Disabled {
 		log = &p.log
 	}
 	spec, ok := p.services[d.Service]
 	if !ok {
-		return finish(d, StateFailed, fail(ClassConfig, "add the service to the configuration or remove its queued deployments",
+		return finish(d, deployer.StateFailed, fail(deployer.ClassConfig, "add the service to the configuration or remove its queued deployments",
 			fmt.Errorf("service %q is not configured", d.Service)))
 	}
 	j := &job{p: p, d: d, spec: spec, log: *log,
-		req: CredentialRequest{Host: spec.Host, Image: spec.Image, Repository: spec.Repository, InstallationID: d.Trigger.InstallationID,
+		req: deployer.CredentialRequest{Host: spec.Host, Image: spec.Image, Repository: spec.Repository, InstallationID: d.Trigger.InstallationID,
 			// An operator's deploy or rollback is a deliberate retry: every
 			// source gets its chance, put aside or not.
-			IgnorePutAside: d.Trigger.Kind == TriggerManual || d.Trigger.Kind == TriggerRollback}}
+			IgnorePutAside: d.Trigger.Kind == deployer.TriggerManual || d.Trigger.Kind == deployer.TriggerRollback}}
 	st, err := p.store.ServiceStatus(ctx, spec.Name)
 	if err != nil {
-		return finish(d, StateFailed, fail(ClassConfig, "check deployd's data directory", fmt.Errorf("read service status: %w", err)))
+		return finish(d, deployer.StateFailed, fail(deployer.ClassConfig, "check deployd's data directory", fmt.Errorf("read service status: %w", err)))
 	}
 	j.status = st
 	return j.run(ctx)
 }
 
-func (j *job) run(ctx context.Context) Deployment {
+func (j *job) run(ctx context.Context) deployer.Deployment {
 	digest, err := j.resolve(ctx)
 	if err != nil {
-		return j.end(ctx, StateFailed, err)
+		return j.end(ctx, deployer.StateFailed, err)
 	}
 	j.d.Digest = digest
 	if digest == j.status.Digest && !j.d.Force {
-		j.step(ctx, "resolve", time.Now(), nil, "already running "+shortDigest(digest)+"; nothing to do")
-		return j.end(ctx, StateUnchanged, nil)
+		j.step(ctx, "resolve", time.Now(), nil, "already running "+deployer.ShortDigest(digest)+"; nothing to do")
+		return j.end(ctx, deployer.StateUnchanged, nil)
 	}
-	if reason, err := j.p.backwards(ctx, j.d.Service, j.d.Trigger, digest); err != nil {
-		return j.end(ctx, StateFailed, fail(ClassConfig, "check deployd's data directory", err))
+	if reason, err := j.p.guard.Digest(ctx, j.d.Service, j.d.Trigger, digest); err != nil {
+		return j.end(ctx, deployer.StateFailed, fail(deployer.ClassConfig, "check deployd's data directory", err))
 	} else if reason != "" {
-		j.step(ctx, "guard", time.Now(), nil, reason)
-		return j.end(ctx, StateUnchanged, nil)
+		j.step(ctx, deployer.StepGuard, time.Now(), nil, reason)
+		return j.end(ctx, deployer.StateUnchanged, nil)
 	}
 	if j.d.DryRun || j.spec.DryRun {
 		j.d.DryRun = true // a service-wide dry run is recorded as one
 		j.step(ctx, "plan", time.Now(), nil, fmt.Sprintf("dry run: would pull %s@%s and switch %s (%s)",
 			j.spec.Image, digest, j.spec.Name, j.spec.Strategy))
-		return j.end(ctx, StateSucceeded, nil)
+		return j.end(ctx, deployer.StateSucceeded, nil)
 	}
 	if err := j.fetch(ctx); err != nil {
-		return j.end(ctx, StateFailed, err)
+		return j.end(ctx, deployer.StateFailed, err)
 	}
 	previous, err := j.switchTo(ctx, digest)
 	if err != nil {
-		return j.end(ctx, StateFailed, err)
+		return j.end(ctx, deployer.StateFailed, err)
 	}
 	if verr := j.verify(ctx); verr != nil {
 		return j.recover(ctx, previous, verr)
 	}
 	j.cleanupPrevious(ctx)
 	if err := j.recordRunning(ctx, digest); err != nil {
-		return j.end(ctx, StateFailed, err)
+		return j.end(ctx, deployer.StateFailed, err)
 	}
 	j.prune(ctx)
-	return j.end(ctx, StateSucceeded, nil)
-}
-
-// backwards says why deploying digest for a trigger would move the service
-// back to a version this host already ran and replaced, or "" when it
-// would not. Only webhooks and reconcile are held back: an authenticated
-// manual deploy or rollback may go back on purpose.
-func (p *Pipeline) backwards(ctx context.Context, service string, t Trigger, digest string) (string, error) {
-	if t.Kind != TriggerWebhook && t.Kind != TriggerReconcile {
-		return "", nil
-	}
-	replaced, err := p.store.DigestReplaced(ctx, service, digest)
-	if err != nil || !replaced {
-		return "", err
-	}
-	return shortDigest(digest) + " already ran on this host and was replaced; " + string(t.Kind) +
-		" triggers never deploy backwards (deploy it manually or roll back to go back)", nil
+	return j.end(ctx, deployer.StateSucceeded, nil)
 }
 
 // Resolve looks up the digest of service's tag at the registry with the
@@ -222,8 +220,8 @@ func (p *Pipeline) Resolve(ctx context.Context, service, tag string) (string, er
 		return "", fmt.Errorf("service %q is not configured", service)
 	}
 	j := &job{p: p, spec: spec, quiet: true, log: p.log,
-		d:   Deployment{Service: service, Tag: tag},
-		req: CredentialRequest{Host: spec.Host, Image: spec.Image, Repository: spec.Repository}}
+		d:   deployer.Deployment{Service: service, Tag: tag},
+		req: deployer.CredentialRequest{Host: spec.Host, Image: spec.Image, Repository: spec.Repository}}
 	return j.resolve(ctx)
 }
 
@@ -301,12 +299,12 @@ func (j *job) recordRunning(ctx context.Context, digest string) error {
 	if j.d.Trigger.RunID > st.LastRunID {
 		st.LastRunID, st.LastRunNumber = j.d.Trigger.RunID, j.d.Trigger.RunNumber
 	}
-	if j.spec.Strategy == StrategyContainer {
+	if j.spec.Strategy == deployer.StrategyContainer {
 		st.Container = j.spec.Container.Name
 	}
 	st.UpdatedAt = time.Now().UTC()
 	if err := j.p.store.SetServiceStatus(ctx, st); err != nil {
-		return fail(ClassConfig, "check deployd's data directory", fmt.Errorf("record running version: %w", err))
+		return fail(deployer.ClassConfig, "check deployd's data directory", fmt.Errorf("record running version: %w", err))
 	}
 	j.status = st
 	return nil
@@ -315,10 +313,10 @@ func (j *job) recordRunning(ctx context.Context, digest string) error {
 // step appends a step to the deployment's log and logs it.
 func (j *job) step(ctx context.Context, name string, start time.Time, err error, msg string) {
 	if j.quiet {
-		j.log.Debug().Str(KeyService, j.spec.Name).Str(KeyStep, name).AnErr("error", err).Msg(j.redact(msg))
+		j.log.Debug().Str(deployer.KeyService, j.spec.Name).Str(deployer.KeyStep, name).AnErr("error", err).Msg(j.redact(msg))
 		return
 	}
-	s := Step{Name: name, Started: start.UTC(), Duration: time.Since(start), Outcome: "ok", Message: msg}
+	s := deployer.Step{Name: name, Started: start.UTC(), Duration: time.Since(start), Outcome: "ok", Message: msg}
 	if err != nil {
 		s.Outcome = "failed"
 		if msg == "" {
@@ -336,7 +334,7 @@ func (j *job) step(ctx context.Context, name string, start time.Time, err error,
 	if err != nil {
 		ev = j.log.Warn()
 	}
-	ev.Str(KeyStep, name).Str("outcome", s.Outcome).Dur("duration", s.Duration).Msg(s.Message)
+	ev.Str(deployer.KeyStep, name).Str("outcome", s.Outcome).Dur("duration", s.Duration).Msg(s.Message)
 	j.p.notify(j.d)
 }
 
@@ -348,9 +346,9 @@ func (j *job) redact(s string) string {
 	return s
 }
 
-func (j *job) end(ctx context.Context, state State, err error) Deployment {
-	if ctx.Err() != nil && state == StateFailed {
-		state = StateInterrupted
+func (j *job) end(ctx context.Context, state deployer.State, err error) deployer.Deployment {
+	if ctx.Err() != nil && state == deployer.StateFailed {
+		state = deployer.StateInterrupted
 	}
 	d := finish(j.d, state, err)
 	d.Error, d.Hint = j.redact(d.Error), j.redact(d.Hint)
@@ -358,7 +356,7 @@ func (j *job) end(ctx context.Context, state State, err error) Deployment {
 }
 
 // finish sets d's end state and failure fields.
-func finish(d Deployment, state State, err error) Deployment {
+func finish(d deployer.Deployment, state deployer.State, err error) deployer.Deployment {
 	d.State = state
 	now := time.Now().UTC()
 	d.FinishedAt = &now
@@ -369,12 +367,12 @@ func finish(d Deployment, state State, err error) Deployment {
 	return d
 }
 
-func asFailure(err error) *Failure {
-	var f *Failure
+func asFailure(err error) *deployer.Failure {
+	var f *deployer.Failure
 	if errors.As(err, &f) {
 		return f
 	}
-	return fail(ClassPodman, "see the step log", err)
+	return fail(deployer.ClassPodman, "see the step log", err)
 }
 
 func (j *job) podmanRun(ctx context.Context, timeout time.Duration, args ...string) (string, error) {
@@ -388,15 +386,6 @@ func (j *job) podmanRunStdin(ctx context.Context, timeout time.Duration, stdin *
 		return j.p.runner.Run(ctx, timeout, nil, nil, argv...)
 	}
 	return j.p.runner.Run(ctx, timeout, stdin, nil, argv...)
-}
-
-// shortDigest returns the first 12 hex digits of a sha256 digest.
-func shortDigest(d string) string {
-	d = strings.TrimPrefix(d, "sha256:")
-	if len(d) > 12 {
-		return d[:12]
-	}
-	return d
 }
 
 // lockHost takes the registry host's fetch lock and returns its release.

@@ -1,0 +1,106 @@
+package deployer_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/deployd/deployd"
+
+// goPackage is what go list says about one of the module's packages.
+type goPackage struct {
+	ImportPath string
+	Imports    []string // of the package itself, not of its tests
+	Deps       []string // everything it builds on, recursively
+}
+
+// listPackages runs go list over the whole module.
+func listPackages(t *testing.T) map[string]goPackage {
+	t.Helper()
+	root, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatalf("go env GOMOD: %v", err)
+	}
+	cmd := exec.Command("go", "list", "-json=ImportPath,Imports,Deps", "./...")
+	cmd.Dir = strings.TrimSuffix(strings.TrimSpace(string(root)), "/go.mod")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v: %s", err, stderr.String())
+	}
+	pkgs := map[string]goPackage{}
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p goPackage
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("decode go list output: %v", err)
+		}
+		pkgs[p.ImportPath] = p
+	}
+	return pkgs
+}
+
+// ours returns the paths in paths that are packages of this module.
+func ours(paths []string) []string {
+	var own []string
+	for _, p := range paths {
+		if p == module || strings.HasPrefix(p, module+"/") {
+			own = append(own, p)
+		}
+	}
+	return own
+}
+
+// TestImportRules keeps the layout the README's Development section
+// describes: deployer is the vocabulary and imports nothing of the project
+// (nor containers/image, which the podman executor brings); the store and
+// the podman executor build on deployer alone; and only the command wires
+// the podman executor, so that another executor can take its place.
+func TestImportRules(t *testing.T) {
+	pkgs := listPackages(t)
+	var (
+		deployer = module + "/deployer"
+		sqlite   = module + "/deployer/sqlite"
+		podman   = module + "/deployer/podman"
+		command  = module + "/cmd/deployd"
+	)
+	for _, name := range []string{deployer, sqlite, podman, command} {
+		if _, ok := pkgs[name]; !ok {
+			t.Fatalf("go list does not know %s: the rules below name a package that moved", name)
+		}
+	}
+	if own := ours(pkgs[deployer].Imports); len(own) > 0 {
+		t.Errorf("deployer imports %v; it must import nothing of the project", own)
+	}
+	for _, dep := range pkgs[deployer].Deps {
+		if strings.HasPrefix(dep, "github.com/containers/") {
+			t.Errorf("deployer builds on %s; registry and podman code belongs in deployer/podman", dep)
+		}
+	}
+	for _, name := range []string{sqlite, podman} {
+		for _, imp := range ours(pkgs[name].Imports) {
+			if imp != deployer {
+				t.Errorf("%s imports %s; of the project it may import only deployer", name, imp)
+			}
+		}
+	}
+	var names []string
+	for name := range pkgs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if name != command && slices.Contains(pkgs[name].Imports, podman) {
+			t.Errorf("%s imports deployer/podman; only cmd/deployd may (others speak deployer's Executor)", name)
+		}
+	}
+}
