@@ -13,6 +13,7 @@ import (
 	"github.com/deployd/deployd/auth/github"
 	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/auth/registry"
+	"github.com/deployd/deployd/deployer"
 	"github.com/rs/zerolog"
 )
 
@@ -53,7 +54,7 @@ func newChainEnv(t *testing.T, sources ...string) *chainEnv {
 	return e
 }
 
-func (e *chainEnv) credential(t *testing.T, req registry.CredentialRequest) registry.Credential {
+func (e *chainEnv) credential(t *testing.T, req deployer.CredentialRequest) deployer.Credential {
 	t.Helper()
 	c, err := e.chain.Credential(context.Background(), req)
 	if err != nil {
@@ -62,7 +63,13 @@ func (e *chainEnv) credential(t *testing.T, req registry.CredentialRequest) regi
 	return c
 }
 
-var backendReq = registry.CredentialRequest{Host: ghcr, Image: backend + ":latest", Repository: "acme/v7"}
+var backendReq = deployer.CredentialRequest{Host: ghcr, Image: backend + ":latest", Repository: "acme/v7"}
+
+// onGHCR names image on ghcr.io, as the pipeline's reports of a refusal or
+// an acceptance do.
+func onGHCR(image string) deployer.CredentialRequest {
+	return deployer.CredentialRequest{Host: ghcr, Image: image}
+}
 
 func TestChainFirstSourceIsTheApp(t *testing.T) {
 	e := newChainEnv(t)
@@ -73,8 +80,8 @@ func TestChainFirstSourceIsTheApp(t *testing.T) {
 	if !e.gh.ValidToken(c.Password.Reveal()) {
 		t.Error("password is not a minted installation token")
 	}
-	if want := e.clock.Now().Add(time.Hour); !c.Expires.Equal(want) {
-		t.Errorf("Expires = %v, want %v", c.Expires, want)
+	if want, got := e.clock.Now().Add(time.Hour), health(e.chain, ghcr)[registry.SourceGitHubApp].Expires; !got.Equal(want) {
+		t.Errorf("Expires = %v, want %v", got, want)
 	}
 	m := e.gh.Mints()[0]
 	if m.InstallationID != testInstallation || len(m.Repositories) != 1 || m.Repositories[0] != "v7" || m.Permissions["packages"] != "read" {
@@ -96,13 +103,13 @@ func TestChainFirstSourceIsTheApp(t *testing.T) {
 
 func TestChainAnonymousHosts(t *testing.T) {
 	e := newChainEnv(t)
-	for _, req := range []registry.CredentialRequest{
+	for _, req := range []deployer.CredentialRequest{
 		{Host: "127.0.0.1:5000", Image: "127.0.0.1:5000/acme/app:1"},
 		{Image: "127.0.0.1:5000/acme/app"},
 		{Host: "docker.io", Image: "library/nginx"},
 	} {
 		c := e.credential(t, req)
-		if !c.Anonymous() || c.Username != "" || !c.Password.IsZero() {
+		if !c.Anonymous() || c.Username != "" || c.Password.Reveal() != "" {
 			t.Errorf("%+v: credential %+v, want anonymous", req, c)
 		}
 	}
@@ -117,22 +124,22 @@ func TestChainGHCRDeniesAppToken(t *testing.T) {
 		t.Fatalf("source %s", c.Source)
 	}
 	// Retry once with a fresh token.
-	e.chain.Invalidate(ghcr, backend)
+	e.chain.Invalidate(onGHCR(backend))
 	fresh := e.credential(t, backendReq)
 	if fresh.Password.Reveal() == c.Password.Reveal() || e.gh.MintCount() != 2 {
 		t.Fatal("Invalidate did not give a fresh token")
 	}
 	// Denied again: put aside, next source.
 	const reason = "403 DENIED: requesting bearer token"
-	e.chain.Denied(ghcr, backend+"@sha256:"+strings.Repeat("0", 64), registry.SourceGitHubApp, reason)
+	e.chain.Denied(onGHCR(backend+"@sha256:"+strings.Repeat("0", 64)), registry.SourceGitHubApp, reason)
 	c = e.credential(t, backendReq)
-	if c.Source != registry.SourceTokenFile || c.Password.Reveal() != pat || c.Username != "x-access-token" || !c.Expires.IsZero() {
+	if c.Source != registry.SourceTokenFile || c.Password.Reveal() != pat || c.Username != "x-access-token" || !health(e.chain, ghcr)[registry.SourceTokenFile].Expires.IsZero() {
 		t.Fatalf("after denial: %+v", c)
 	}
-	e.chain.Accepted(ghcr, backend, registry.SourceTokenFile)
+	e.chain.Accepted(onGHCR(backend), registry.SourceTokenFile)
 
 	// Other images still get the App token.
-	web := e.credential(t, registry.CredentialRequest{Host: ghcr, Image: "ghcr.io/acme/web", Repository: "acme/web"})
+	web := e.credential(t, deployer.CredentialRequest{Host: ghcr, Image: "ghcr.io/acme/web", Repository: "acme/web"})
 	if web.Source != registry.SourceGitHubApp {
 		t.Errorf("web: %s", web.Source)
 	}
@@ -159,7 +166,7 @@ func TestChainGHCRDeniesAppToken(t *testing.T) {
 	if h := health(e.chain, ghcr)[registry.SourceGitHubApp]; !h.PutAsideUntil.IsZero() || h.State != registry.HealthDenied {
 		t.Errorf("after the put-aside: %+v (want the last verdict kept, no put-aside)", h)
 	}
-	e.chain.Accepted(ghcr, backend, registry.SourceGitHubApp)
+	e.chain.Accepted(onGHCR(backend), registry.SourceGitHubApp)
 	if h := health(e.chain, ghcr)[registry.SourceGitHubApp]; h.State != registry.HealthOK {
 		t.Errorf("after Accepted: %+v", h)
 	}
@@ -177,8 +184,8 @@ func health(c *registry.Chain, host string) map[string]registry.SourceHealth {
 
 func TestChainAllSourcesRefused(t *testing.T) {
 	e := newChainEnv(t)
-	e.chain.Denied(ghcr, backend, registry.SourceGitHubApp, "403 Forbidden at the token endpoint")
-	e.chain.Denied(ghcr, backend, registry.SourceTokenFile, "403 Forbidden at the token endpoint")
+	e.chain.Denied(onGHCR(backend), registry.SourceGitHubApp, "403 Forbidden at the token endpoint")
+	e.chain.Denied(onGHCR(backend), registry.SourceTokenFile, "403 Forbidden at the token endpoint")
 	req := backendReq
 	req.Refused = []string{registry.SourceGitHubApp, registry.SourceTokenFile}
 	_, err := e.chain.Credential(context.Background(), req)
@@ -205,7 +212,7 @@ func TestChainAllSourcesRefused(t *testing.T) {
 
 func TestChainAppDeniedWithoutTokenFileSaysAddOne(t *testing.T) {
 	e := newChainEnv(t, registry.SourceGitHubApp)
-	e.chain.Denied(ghcr, backend, registry.SourceGitHubApp, "403 DENIED")
+	e.chain.Denied(onGHCR(backend), registry.SourceGitHubApp, "403 DENIED")
 	req := backendReq
 	req.Refused = []string{registry.SourceGitHubApp}
 	_, err := e.chain.Credential(context.Background(), req)
@@ -318,7 +325,7 @@ func TestChainTokenFileWorldReadableWarns(t *testing.T) {
 
 func TestChainSourceCredentialIgnoresPutAside(t *testing.T) {
 	e := newChainEnv(t)
-	e.chain.Denied(ghcr, backend, registry.SourceGitHubApp, "denied")
+	e.chain.Denied(onGHCR(backend), registry.SourceGitHubApp, "denied")
 	c, err := e.chain.SourceCredential(context.Background(), backendReq, registry.SourceGitHubApp)
 	if err != nil || c.Source != registry.SourceGitHubApp {
 		t.Fatalf("SourceCredential = %+v, %v", c, err)
@@ -376,7 +383,7 @@ func TestChainPutAsideTimeConfigurable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Denied(ghcr, backend, registry.SourceNone, "401 UNAUTHORIZED")
+	c.Denied(onGHCR(backend), registry.SourceNone, "401 UNAUTHORIZED")
 	if cr, _ := c.Credential(context.Background(), backendReq); cr.Source != registry.SourceTokenFile {
 		t.Fatalf("source %s", cr.Source)
 	}
@@ -402,11 +409,11 @@ func TestChainConcurrentUse(t *testing.T) {
 			}
 			switch i % 4 {
 			case 0:
-				e.chain.Denied(ghcr, backend, c.Source, "403")
+				e.chain.Denied(onGHCR(backend), c.Source, "403")
 			case 1:
-				e.chain.Accepted(ghcr, backend, c.Source)
+				e.chain.Accepted(onGHCR(backend), c.Source)
 			case 2:
-				e.chain.Invalidate(ghcr, backend)
+				e.chain.Invalidate(onGHCR(backend))
 			default:
 				_ = e.chain.Health()
 			}
@@ -433,13 +440,13 @@ func TestChainExplain(t *testing.T) {
 
 // deny hands out a credential for backend, requires it to come from
 // source, and reports it refused.
-func (e *chainEnv) deny(t *testing.T, source string) registry.Credential {
+func (e *chainEnv) deny(t *testing.T, source string) deployer.Credential {
 	t.Helper()
 	c := e.credential(t, backendReq)
 	if c.Source != source {
 		t.Fatalf("credential from %s, want %s to deny", c.Source, source)
 	}
-	e.chain.Denied(ghcr, backend, source, "403 Forbidden")
+	e.chain.Denied(onGHCR(backend), source, "403 Forbidden")
 	return c
 }
 
@@ -471,7 +478,7 @@ func TestChainEverySourceAsideTriesAllAgainInOrder(t *testing.T) {
 	}
 
 	// A source aside is tried after those that are not.
-	e.chain.Accepted(ghcr, backend, registry.SourceTokenFile)
+	e.chain.Accepted(onGHCR(backend), registry.SourceTokenFile)
 	if c := e.credential(t, backendReq); c.Source != registry.SourceTokenFile {
 		t.Errorf("with only the App put aside: %s, want the token file", c.Source)
 	}
@@ -506,7 +513,7 @@ func TestChainChangedTokenFileEndsItsPutAside(t *testing.T) {
 		t.Errorf("health still shows a put-aside: %+v", h)
 	}
 	// The new token refused too: put aside again, for longer.
-	e.chain.Denied(ghcr, backend, registry.SourceTokenFile, "403 Forbidden")
+	e.chain.Denied(onGHCR(backend), registry.SourceTokenFile, "403 Forbidden")
 	if h := health(e.chain, ghcr)[registry.SourceTokenFile]; !h.PutAsideUntil.Equal(e.clock.Now().Add(2 * registry.DefaultPutAsideFor)) {
 		t.Errorf("second refusal in a row put aside until %v, want %v", h.PutAsideUntil, e.clock.Now().Add(2*registry.DefaultPutAsideFor))
 	}
@@ -530,7 +537,7 @@ func TestChainFreshAppTokenEndsItsPutAside(t *testing.T) {
 	}
 	// A token minted afresh (another job's retry, or the cache's refresh)
 	// ends the put-aside.
-	e.chain.Invalidate(ghcr, backend)
+	e.chain.Invalidate(onGHCR(backend))
 	c := e.credential(t, backendReq)
 	if c.Source != registry.SourceGitHubApp || c.Password.Reveal() == refused.Password.Reveal() || e.gh.MintCount() != 2 {
 		t.Fatalf("after a fresh mint: %s (%d mints), want the fresh App token", c.Source, e.gh.MintCount())
@@ -550,7 +557,7 @@ func TestChainFreshAppTokenEndsItsPutAside(t *testing.T) {
 	if c, err := long.Credential(context.Background(), backendReq); err != nil || c.Source != registry.SourceGitHubApp {
 		t.Fatalf("long chain: %+v, %v", c, err)
 	}
-	long.Denied(ghcr, backend, registry.SourceGitHubApp, "403 DENIED")
+	long.Denied(onGHCR(backend), registry.SourceGitHubApp, "403 DENIED")
 	e.clock.Add(time.Hour - github.RefreshBefore - time.Second)
 	if c, _ := long.Credential(context.Background(), backendReq); c.Source != registry.SourceTokenFile || e.gh.MintCount() != 2 {
 		t.Fatalf("before the refresh: %s (%d mints), want the token file", c.Source, e.gh.MintCount())
@@ -581,7 +588,7 @@ func TestChainIgnorePutAsideTriesEverySource(t *testing.T) {
 func TestChainPutAsideGrowsAndStartsOverOnSuccess(t *testing.T) {
 	e := newChainEnv(t)
 	for i, want := range []time.Duration{time.Minute, 2 * time.Minute, 4 * time.Minute, 8 * time.Minute, 15 * time.Minute, 15 * time.Minute} {
-		e.chain.Denied(ghcr, backend, registry.SourceGitHubApp, "403 DENIED")
+		e.chain.Denied(onGHCR(backend), registry.SourceGitHubApp, "403 DENIED")
 		until := health(e.chain, ghcr)[registry.SourceGitHubApp].PutAsideUntil
 		if got := until.Sub(e.clock.Now()); got != want {
 			t.Fatalf("refusal %d in a row: put aside for %v, want %v", i+1, got, want)
@@ -595,8 +602,8 @@ func TestChainPutAsideGrowsAndStartsOverOnSuccess(t *testing.T) {
 			t.Fatalf("refusal %d: %s when the put-aside ends, want the App", i+1, c.Source)
 		}
 	}
-	e.chain.Accepted(ghcr, backend, registry.SourceGitHubApp)
-	e.chain.Denied(ghcr, backend, registry.SourceGitHubApp, "403 DENIED")
+	e.chain.Accepted(onGHCR(backend), registry.SourceGitHubApp)
+	e.chain.Denied(onGHCR(backend), registry.SourceGitHubApp, "403 DENIED")
 	if got := health(e.chain, ghcr)[registry.SourceGitHubApp].PutAsideUntil.Sub(e.clock.Now()); got != registry.DefaultPutAsideFor {
 		t.Errorf("after an acceptance the next refusal puts aside for %v, want %v", got, registry.DefaultPutAsideFor)
 	}

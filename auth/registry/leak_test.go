@@ -11,6 +11,7 @@ import (
 	"github.com/deployd/deployd/auth/github"
 	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/auth/registry"
+	"github.com/deployd/deployd/deployer"
 	"github.com/rs/zerolog"
 )
 
@@ -60,18 +61,18 @@ func TestNoSecretLeaks(t *testing.T) {
 
 	c1, err := chain.Credential(ctx, backendReq)
 	keep(c1, &c1, err)
-	chain.Invalidate(ghcr, backend)
+	chain.Invalidate(onGHCR(backend))
 	c2, err := chain.Credential(ctx, backendReq)
 	keep(c2, err)
-	chain.Denied(ghcr, backend, registry.SourceGitHubApp, "403 DENIED")
+	chain.Denied(onGHCR(backend), registry.SourceGitHubApp, "403 DENIED")
 	c3, err := chain.Credential(ctx, backendReq)
 	keep(c3, err)
 	if c3.Source != registry.SourceTokenFile {
 		t.Fatalf("fallback source %s", c3.Source)
 	}
-	chain.Accepted(ghcr, backend, registry.SourceTokenFile)
+	chain.Accepted(onGHCR(backend), registry.SourceTokenFile)
 
-	webReq := registry.CredentialRequest{Host: ghcr, Image: "ghcr.io/acme/web", Repository: "acme/web"}
+	webReq := deployer.CredentialRequest{Host: ghcr, Image: "ghcr.io/acme/web", Repository: "acme/web"}
 	c4, err := chain.Credential(ctx, webReq)
 	keep(c4, err)
 	gh.SetDown(githubtest.DownHangUp)
@@ -82,8 +83,8 @@ func TestNoSecretLeaks(t *testing.T) {
 	keep(tok, exp, err)
 	gh.SetDown(githubtest.Up)
 
-	chain.Denied(ghcr, backend, registry.SourceGitHubApp, "403 DENIED") // the first put-aside has ended
-	chain.Denied(ghcr, backend, registry.SourceTokenFile, "403 DENIED")
+	chain.Denied(onGHCR(backend), registry.SourceGitHubApp, "403 DENIED") // the first put-aside has ended
+	chain.Denied(onGHCR(backend), registry.SourceTokenFile, "403 DENIED")
 	refused := backendReq
 	refused.Refused = []string{registry.SourceGitHubApp, registry.SourceTokenFile}
 	_, chainErr := chain.Credential(ctx, refused)
@@ -154,7 +155,7 @@ func TestNoSecretLeaks(t *testing.T) {
 // chain hands out: its password shows as [redacted].
 func TestCredentialNeverPrints(t *testing.T) {
 	const secret = "ghs_s3cr3t-value"
-	c := registry.Credential{Source: "token_file", Username: "u", Password: github.NewToken(secret)}
+	c := deployer.Credential{Source: registry.SourceTokenFile, Username: "u", Password: deployer.Password(secret)}
 	var forms []string
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d"} {
 		forms = append(forms, fmt.Sprintf(verb, c))

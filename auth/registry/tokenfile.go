@@ -12,7 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/auth"
-	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/deployer"
 )
 
 // tokenFile is a personal access token kept in a file. It is re-read when
@@ -25,18 +25,18 @@ type tokenFile struct {
 	loaded  bool
 	modTime time.Time
 	size    int64
-	token   github.Token
+	token   deployer.Password
 }
 
 // read returns the token, re-reading the file if it changed. The content
 // never appears in errors or logs.
-func (f *tokenFile) read(log *zerolog.Logger) (github.Token, error) {
+func (f *tokenFile) read(log *zerolog.Logger) (deployer.Password, error) {
 	fi, err := os.Stat(f.path)
 	if err != nil {
-		return github.Token{}, tokenFileError(f.path, err)
+		return "", tokenFileError(f.path, err)
 	}
 	if fi.IsDir() {
-		return github.Token{}, fmt.Errorf("token file %s is a directory", f.path)
+		return "", fmt.Errorf("token file %s is a directory", f.path)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -45,17 +45,17 @@ func (f *tokenFile) read(log *zerolog.Logger) (github.Token, error) {
 	}
 	data, err := os.ReadFile(f.path)
 	if err != nil {
-		return github.Token{}, tokenFileError(f.path, err)
+		return "", tokenFileError(f.path, err)
 	}
 	s := strings.TrimSpace(string(data))
 	if s == "" {
-		return github.Token{}, fmt.Errorf("token file %s is empty", f.path)
+		return "", fmt.Errorf("token file %s is empty", f.path)
 	}
 	if strings.ContainsAny(s, "\r\n") {
-		return github.Token{}, fmt.Errorf("token file %s holds more than one line; it must hold only the token", f.path)
+		return "", fmt.Errorf("token file %s holds more than one line; it must hold only the token", f.path)
 	}
 	reloaded := f.loaded
-	f.loaded, f.modTime, f.size, f.token = true, fi.ModTime(), fi.Size(), github.NewToken(s)
+	f.loaded, f.modTime, f.size, f.token = true, fi.ModTime(), fi.Size(), deployer.Password(s)
 	if w := auth.PermissionWarning("token file", f.path, fi.Mode()); w != "" {
 		log.Warn().Str("path", f.path).Msg(w)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/rs/zerolog"
@@ -9,7 +8,6 @@ import (
 	"github.com/deployd/deployd/auth/github"
 	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/configs"
-	"github.com/deployd/deployd/deployer"
 )
 
 // newApp builds the GitHub App from the configuration, or returns nil when
@@ -47,37 +45,8 @@ func newChain(cfg *configs.Config, app *github.App, log zerolog.Logger) (*regist
 	})
 }
 
-// chainCredentials adapts *registry.Chain to the deployer's Credentials.
-type chainCredentials struct{ chain *registry.Chain }
-
-func (c chainCredentials) Credential(ctx context.Context, req deployer.CredentialRequest) (deployer.Credential, error) {
-	cred, err := c.chain.Credential(ctx, registry.CredentialRequest{
-		Host: req.Host, Image: req.Image, Repository: req.Repository, InstallationID: req.InstallationID,
-		Refused: req.Refused, IgnorePutAside: req.IgnorePutAside,
-	})
-	if err != nil {
-		return deployer.Credential{}, err
-	}
-	if cred.Anonymous() {
-		return deployer.Credential{Source: cred.Source}, nil
-	}
-	return deployer.Credential{Source: cred.Source, Username: cred.Username, Password: deployer.Password(cred.Password.Reveal())}, nil
-}
-
-func (c chainCredentials) Denied(req deployer.CredentialRequest, source, reason string) {
-	c.chain.Denied(req.Host, req.Image, source, reason)
-}
-
-func (c chainCredentials) Accepted(req deployer.CredentialRequest, source string) {
-	c.chain.Accepted(req.Host, req.Image, source)
-}
-
-func (c chainCredentials) Invalidate(req deployer.CredentialRequest) {
-	c.chain.Invalidate(req.Host, req.Image)
-}
-
 // newCredentials builds the App (nil when none is configured) and the
-// registry credential chain; chainCredentials adapts the chain for the pipeline.
+// registry credential chain, which is the pipeline's deployer.Credentials.
 func newCredentials(cfg *configs.Config, log zerolog.Logger) (*github.App, *registry.Chain, error) {
 	app, err := newApp(cfg, log)
 	if err != nil {

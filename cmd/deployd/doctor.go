@@ -506,7 +506,7 @@ func (d *doctor) checkService(ctx context.Context, cfg *configs.Config, chain *r
 		return
 	}
 	ref := img.String() + ":" + tag
-	req := registry.CredentialRequest{Host: img.Host, Image: img.String(), Repository: s.Repository}
+	req := deployer.CredentialRequest{Host: img.Host, Image: img.String(), Repository: s.Repository}
 
 	results := make([]sourceResult, len(reg.Credentials))
 	chosen := -1
@@ -555,7 +555,7 @@ func (d *doctor) checkService(ctx context.Context, cfg *configs.Config, chain *r
 }
 
 // trySource gets a credential from one source and resolves ref with it.
-func (d *doctor) trySource(ctx context.Context, chain *registry.Chain, st appState, req registry.CredentialRequest, ref string, reg *configs.Registry, src string) sourceResult {
+func (d *doctor) trySource(ctx context.Context, chain *registry.Chain, st appState, req deployer.CredentialRequest, ref string, reg *configs.Registry, src string) sourceResult {
 	r := sourceResult{source: src, status: statusFail, word: "failed"}
 	if src == registry.SourceGitHubApp {
 		why := st.why
@@ -617,7 +617,7 @@ const appPackageAccess = "make the package inherit access from a repository the 
 
 // explainDenied says in plain words what it means that the registry refused
 // the credential of src, and how to fix it.
-func explainDenied(chain *registry.Chain, req registry.CredentialRequest, src, reason string, reg *configs.Registry) (detail, fix string) {
+func explainDenied(chain *registry.Chain, req deployer.CredentialRequest, src, reason string, reg *configs.Registry) (detail, fix string) {
 	creds := "registries." + req.Host + ".credentials"
 	switch src {
 	case registry.SourceGitHubApp:

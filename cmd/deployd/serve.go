@@ -112,7 +112,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	pipeline, err := deployer.NewPipeline(deployer.PipelineConfig{
 		Services:    specs,
 		Store:       store,
-		Credentials: chainCredentials{creds},
+		Credentials: creds,
 		Resolver:    deployer.RegistryResolver{UserAgent: "deployd/" + version},
 		Runner:      &deployer.CommandRunner{Env: deployer.ChildEnv(os.Environ())},
 		Podman: deployer.PodmanConfig{
