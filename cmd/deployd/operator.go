@@ -51,24 +51,10 @@ func newMetrics(cfg *configs.Config, store *sqlite.Store, app *github.App, chain
 	mc := metrics.Config{Registry: prometheus.NewRegistry(), History: store, Services: slices.Sorted(maps.Keys(cfg.Services)),
 		StoreWriteErrors: store.WriteErrors}
 	if chain != nil {
-		mc.Credentials = func() []metrics.CredentialState {
-			hs := chain.Health()
-			out := make([]metrics.CredentialState, len(hs))
-			for i, h := range hs {
-				out[i] = metrics.CredentialState{Host: h.Host, Source: h.Source, State: string(h.State)}
-			}
-			return out
-		}
+		mc.Credentials = chain.Health
 	}
 	if app != nil {
-		mc.Tokens = func() metrics.TokenStats {
-			st := app.Stats()
-			out := metrics.TokenStats{Mints: st.Mints, MintFailures: st.MintFailures}
-			for _, t := range st.Tokens {
-				out.Tokens = append(out.Tokens, metrics.TokenExpiry{InstallationID: t.InstallationID, ExpiresAt: t.ExpiresAt})
-			}
-			return out
-		}
+		mc.Tokens = app.Stats
 	}
 	return metrics.New(mc)
 }
