@@ -15,7 +15,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/apitoken"
 	"github.com/deployd/deployd/server"
 )
 
@@ -275,9 +275,9 @@ func (v exactScopes) Verify(tok string) (server.Caller, error) {
 func TestLoginRefused(t *testing.T) {
 	var logs lockedBuffer
 	e := newAPIEnv(t, apiOpts{private: true, log: &logs,
-		tokens: func(k *auth.APIKey) server.TokenVerifier { return exactScopes{verifier{k}} }})
+		tokens: func(k *apitoken.Key) server.TokenVerifier { return exactScopes{verifier{k}} }})
 	issueAt := func(ago, ttl time.Duration) string {
-		k, err := auth.NewAPIKey([]byte(apiKeyMaterial), auth.WithAPIKeyClock(func() time.Time { return time.Now().Add(-ago) }))
+		k, err := apitoken.NewKey([]byte(apiKeyMaterial), apitoken.WithClock(func() time.Time { return time.Now().Add(-ago) }))
 		if err != nil {
 			t.Fatal(err)
 		}

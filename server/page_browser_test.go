@@ -20,7 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/rs/zerolog"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/apitoken"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/internal/e2e"
@@ -559,7 +559,7 @@ func shoot(t *testing.T, ctx context.Context, path string, width, height int64) 
 type browserServer struct {
 	executor *stepExecutor
 	queue    *deployer.Queue
-	key      *auth.APIKey
+	key      *apitoken.Key
 	ts       *httptest.Server
 }
 
@@ -590,7 +590,7 @@ func startBrowserServer(t *testing.T, digest, message string, private bool) brow
 		defer cancel()
 		queue.Shutdown(ctx)
 	})
-	key, err := auth.NewAPIKey([]byte(apiKeyMaterial))
+	key, err := apitoken.NewKey([]byte(apiKeyMaterial))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ type TokenVerifier interface {
 	Verify(token string) (Caller, error)
 }
 
-// Scopes the server checks; see auth.Claims.Allows for what grants them.
+// Scopes the server checks; see apitoken.Claims.Allows for what grants them.
 const scopeStatusRead = "status:read"
 
 func deployScope(service string) string { return "deploy:" + service }

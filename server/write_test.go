@@ -20,7 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/apitoken"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/server"
@@ -97,8 +97,8 @@ func (e *endingExecutor) Execute(ctx context.Context, d deployer.Deployment) dep
 	return d
 }
 
-// verifier adapts *auth.APIKey to server.TokenVerifier, as the command does.
-type verifier struct{ key *auth.APIKey }
+// verifier adapts *apitoken.Key to server.TokenVerifier, as the command does.
+type verifier struct{ key *apitoken.Key }
 
 func (v verifier) Verify(tok string) (server.Caller, error) {
 	c, err := v.key.Verify(tok)
@@ -115,7 +115,7 @@ type apiEnv struct {
 	ts      *httptest.Server
 	store   *sqlite.Store
 	queue   *deployer.Queue
-	key     *auth.APIKey
+	key     *apitoken.Key
 	exec    *endingExecutor
 	metrics *metrics.Metrics
 }
@@ -124,7 +124,7 @@ type apiOpts struct {
 	private bool // status.public: false
 	noKey   bool // api.token_key_file not set
 	// tokens, if set, verifies tokens instead of the key.
-	tokens func(*auth.APIKey) server.TokenVerifier
+	tokens func(*apitoken.Key) server.TokenVerifier
 	// publicURL is public_url.
 	publicURL string
 	// log, if set, receives the server's log.
@@ -159,7 +159,7 @@ func newAPIEnv(t *testing.T, o apiOpts) *apiEnv {
 		close(exec.release)
 		_ = q.Shutdown(ctx)
 	})
-	key, err := auth.NewAPIKey([]byte(apiKeyMaterial))
+	key, err := apitoken.NewKey([]byte(apiKeyMaterial))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +289,7 @@ func (e *apiEnv) waitEnd(id int64) deployer.Deployment {
 func foreign(t *testing.T, method jwt.SigningMethod, key any, change func(jwt.MapClaims)) string {
 	t.Helper()
 	now := time.Now()
-	c := jwt.MapClaims{"iss": auth.TokenIssuer, "aud": auth.TokenAudience, "sub": "mallory", "scope": "deploy:*",
+	c := jwt.MapClaims{"iss": apitoken.Issuer, "aud": apitoken.Audience, "sub": "mallory", "scope": "deploy:*",
 		"iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
 	if change != nil {
 		change(c)

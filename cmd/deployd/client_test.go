@@ -14,7 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/apitoken"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/server"
@@ -54,7 +54,7 @@ func (x cliExecutor) Execute(ctx context.Context, d deployer.Deployment) deploye
 
 // cliServer is the real API over a real store and queue, with the
 // command's token adapter.
-func cliServer(t *testing.T) (url string, key *auth.APIKey) {
+func cliServer(t *testing.T) (url string, key *apitoken.Key) {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "deployd.db"))
@@ -70,7 +70,7 @@ func cliServer(t *testing.T) (url string, key *auth.APIKey) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = q.Shutdown(ctx) })
-	key, err = auth.NewAPIKey([]byte(cliKeyMaterial))
+	key, err = apitoken.NewKey([]byte(cliKeyMaterial))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func cliRun(args []string, env map[string]string) (stdout, stderr string, err er
 	return out.String(), errOut.String(), err
 }
 
-func cliToken(t *testing.T, key *auth.APIKey, scopes ...string) string {
+func cliToken(t *testing.T, key *apitoken.Key, scopes ...string) string {
 	t.Helper()
 	tok, err := key.Issue("ci", scopes, time.Hour)
 	if err != nil {
@@ -135,7 +135,7 @@ services:
 `, dir, secret, keyFile)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	key, _, err := auth.LoadAPIKey(keyFile)
+	key, _, err := apitoken.LoadKey(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestTokenKeygen(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file: %v %v", fi, err)
 	}
-	if _, _, err := auth.LoadAPIKey(out); err != nil {
+	if _, _, err := apitoken.LoadKey(out); err != nil {
 		t.Error(err)
 	}
 	if _, _, err := cliRun([]string{"token", "keygen", "--out", out}, nil); err == nil || !strings.Contains(err.Error(), "exists") {

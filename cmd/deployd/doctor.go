@@ -13,7 +13,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/podman"
@@ -190,7 +191,7 @@ func (d *doctor) checkDataDir(cfg *configs.Config) {
 // appState is what the GitHub App checks leave for the registry checks.
 type appState struct {
 	// app is nil when no App is configured or its key does not load.
-	app *auth.App
+	app *github.App
 	// why github_app credentials cannot be tried at all; "" when they can.
 	why string
 	// repoProblem says, per service repository, why github_app credentials
@@ -222,7 +223,7 @@ func (d *doctor) checkApp(ctx context.Context, cfg *configs.Config) appState {
 		skip(1, "needs the App key")
 		return appState{why: "the App key does not load (see App key above)"}
 	}
-	app, err := auth.NewApp(auth.AppConfig{
+	app, err := github.NewApp(github.AppConfig{
 		ID:             cfg.GitHub.App.ID,
 		Key:            key,
 		APIURL:         cfg.GitHub.APIURL,
@@ -248,7 +249,7 @@ func (d *doctor) checkApp(ctx context.Context, cfg *configs.Config) appState {
 // checkKey checks that the App key file is readable, an RSA key, and not
 // readable by every user of the host. It returns the key, or nil when it
 // does not load.
-func (d *doctor) checkKey(path string) *auth.PrivateKey {
+func (d *doctor) checkKey(path string) *github.PrivateKey {
 	const fromSettings = "download a private key from the App's settings page on GitHub (Private keys) and point github.app.private_key_file at it"
 	fi, err := os.Stat(path)
 	switch {
@@ -263,7 +264,7 @@ func (d *doctor) checkKey(path string) *auth.PrivateKey {
 		d.report(statusFail, checkAppKey, fmt.Sprintf("stat key file: %v", err), fromSettings)
 		return nil
 	}
-	key, _, err := auth.LoadPrivateKey(path)
+	key, _, err := github.LoadPrivateKey(path)
 	if err != nil {
 		d.report(statusFail, checkAppKey, err.Error(), fromSettings)
 		return nil
@@ -285,7 +286,7 @@ func (d *doctor) checkKey(path string) *auth.PrivateKey {
 
 // checkJWT asks GitHub who the App is (GET /app) and reports whether GitHub
 // accepts the App's JWT.
-func (d *doctor) checkJWT(ctx context.Context, app *auth.App) bool {
+func (d *doctor) checkJWT(ctx context.Context, app *github.App) bool {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	info, err := app.Verify(ctx)
@@ -303,8 +304,8 @@ func (d *doctor) checkJWT(ctx context.Context, app *auth.App) bool {
 // else the one covering each service's repository. It records repositories
 // without an installation in problems and returns what GitHub says about
 // each installation found, by id.
-func (d *doctor) checkInstallations(ctx context.Context, cfg *configs.Config, app *auth.App, problems map[string]string) map[int64]auth.InstallationInfo {
-	infos := map[int64]auth.InstallationInfo{}
+func (d *doctor) checkInstallations(ctx context.Context, cfg *configs.Config, app *github.App, problems map[string]string) map[int64]github.InstallationInfo {
+	infos := map[int64]github.InstallationInfo{}
 	repos := serviceRepositories(cfg, func(*configs.Registry) bool { return true })
 	if id := cfg.GitHub.App.InstallationID; id > 0 {
 		info, err := d.installation(ctx, app, id)
@@ -352,19 +353,19 @@ func (d *doctor) checkInstallations(ctx context.Context, cfg *configs.Config, ap
 }
 
 // installation fetches one installation within the check timeout.
-func (d *doctor) installation(ctx context.Context, app *auth.App, id int64) (auth.InstallationInfo, error) {
+func (d *doctor) installation(ctx context.Context, app *github.App, id int64) (github.InstallationInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	info, err := app.Installation(ctx, id)
 	if err != nil {
-		return auth.InstallationInfo{}, fmt.Errorf("get installation %d: %w", id, err)
+		return github.InstallationInfo{}, fmt.Errorf("get installation %d: %w", id, err)
 	}
 	return info, nil
 }
 
 // installationForRepo looks up the installation covering owner/name within
 // the check timeout.
-func (d *doctor) installationForRepo(ctx context.Context, app *auth.App, owner, name string) (int64, error) {
+func (d *doctor) installationForRepo(ctx context.Context, app *github.App, owner, name string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	id, err := app.InstallationForRepo(ctx, owner, name)
@@ -375,7 +376,7 @@ func (d *doctor) installationForRepo(ctx context.Context, app *auth.App, owner, 
 }
 
 // describeInstallation says whose installation it is and what it covers.
-func describeInstallation(info auth.InstallationInfo) string {
+func describeInstallation(info github.InstallationInfo) string {
 	s := "on " + info.Account
 	switch info.RepositorySelection {
 	case "all":
@@ -389,7 +390,7 @@ func describeInstallation(info auth.InstallationInfo) string {
 // checkTokens mints, for the repository of each service on a registry that
 // uses github_app, the packages: read token the registry will get. It
 // records repositories whose mint failed in problems.
-func (d *doctor) checkTokens(ctx context.Context, cfg *configs.Config, app *auth.App, infos map[int64]auth.InstallationInfo, problems map[string]string) {
+func (d *doctor) checkTokens(ctx context.Context, cfg *configs.Config, app *github.App, infos map[int64]github.InstallationInfo, problems map[string]string) {
 	repos := serviceRepositories(cfg, func(r *configs.Registry) bool {
 		return slices.Contains(r.Credentials, configs.CredentialGitHubApp)
 	})
@@ -427,7 +428,7 @@ func (d *doctor) checkTokens(ctx context.Context, cfg *configs.Config, app *auth
 // mint resolves the installation of repo and mints its token within the
 // check timeout. The token stays in the App's cache, where the registry
 // checks find it; it is not returned.
-func (d *doctor) mint(ctx context.Context, app *auth.App, repo string) (int64, time.Time, error) {
+func (d *doctor) mint(ctx context.Context, app *github.App, repo string) (int64, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	id, err := app.ResolveInstallation(ctx, 0, repo)
@@ -467,19 +468,19 @@ func (d *doctor) checkRegistries(ctx context.Context, cfg *configs.Config, st ap
 // doctorChain builds the credential chain of the configuration. Without a
 // usable App, github_app is left out of the chain (doctor reports it as not
 // checked), so that the other sources can still be checked.
-func doctorChain(cfg *configs.Config, app *auth.App) (*auth.Chain, error) {
-	regs := make(map[string]auth.RegistryCredentials, len(cfg.Registries))
+func doctorChain(cfg *configs.Config, app *github.App) (*registry.Chain, error) {
+	regs := make(map[string]registry.HostConfig, len(cfg.Registries))
 	for host, r := range cfg.Registries {
 		sources := r.Credentials
 		if app == nil {
-			sources = slices.DeleteFunc(slices.Clone(sources), func(s string) bool { return s == auth.SourceGitHubApp })
+			sources = slices.DeleteFunc(slices.Clone(sources), func(s string) bool { return s == registry.SourceGitHubApp })
 			if len(sources) == 0 {
 				continue
 			}
 		}
-		regs[host] = auth.RegistryCredentials{Username: r.Username, Sources: sources, TokenFile: r.TokenFile}
+		regs[host] = registry.HostConfig{Username: r.Username, Sources: sources, TokenFile: r.TokenFile}
 	}
-	chain, err := auth.NewChain(auth.ChainConfig{Registries: regs, App: app, Logger: zerolog.Nop()})
+	chain, err := registry.NewChain(registry.ChainConfig{Registries: regs, App: app, Logger: zerolog.Nop()})
 	if err != nil {
 		return nil, fmt.Errorf("build credential chain: %w", err)
 	}
@@ -487,7 +488,7 @@ func doctorChain(cfg *configs.Config, app *auth.App) (*auth.Chain, error) {
 }
 
 // checkService checks every credential source of one service's registry.
-func (d *doctor) checkService(ctx context.Context, cfg *configs.Config, chain *auth.Chain, st appState, name string, s *configs.Service) {
+func (d *doctor) checkService(ctx context.Context, cfg *configs.Config, chain *registry.Chain, st appState, name string, s *configs.Service) {
 	check := "pull " + name
 	img, err := configs.ParseImage(s.Image)
 	if err != nil {
@@ -506,7 +507,7 @@ func (d *doctor) checkService(ctx context.Context, cfg *configs.Config, chain *a
 		return
 	}
 	ref := img.String() + ":" + tag
-	req := auth.CredentialRequest{Host: img.Host, Image: img.String(), Repository: s.Repository}
+	req := deployer.CredentialRequest{Host: img.Host, Image: img.String(), Repository: s.Repository}
 
 	results := make([]sourceResult, len(reg.Credentials))
 	chosen := -1
@@ -555,9 +556,9 @@ func (d *doctor) checkService(ctx context.Context, cfg *configs.Config, chain *a
 }
 
 // trySource gets a credential from one source and resolves ref with it.
-func (d *doctor) trySource(ctx context.Context, chain *auth.Chain, st appState, req auth.CredentialRequest, ref string, reg *configs.Registry, src string) sourceResult {
+func (d *doctor) trySource(ctx context.Context, chain *registry.Chain, st appState, req deployer.CredentialRequest, ref string, reg *configs.Registry, src string) sourceResult {
 	r := sourceResult{source: src, status: statusFail, word: "failed"}
-	if src == auth.SourceGitHubApp {
+	if src == registry.SourceGitHubApp {
 		why := st.why
 		if why == "" {
 			why = st.repoProblem[req.Repository]
@@ -617,19 +618,19 @@ const appPackageAccess = "make the package inherit access from a repository the 
 
 // explainDenied says in plain words what it means that the registry refused
 // the credential of src, and how to fix it.
-func explainDenied(chain *auth.Chain, req auth.CredentialRequest, src, reason string, reg *configs.Registry) (detail, fix string) {
+func explainDenied(chain *registry.Chain, req deployer.CredentialRequest, src, reason string, reg *configs.Registry) (detail, fix string) {
 	creds := "registries." + req.Host + ".credentials"
 	switch src {
-	case auth.SourceGitHubApp:
+	case registry.SourceGitHubApp:
 		// Chain.Explain adds "the token_file credential is used instead"
 		// when one is configured; doctor says what really happens instead.
 		detail = fmt.Sprintf("registry denied the GitHub App token for %s (%s): GitHub App installation tokens cannot read this private package", req.Image, reason)
 		fix = "for the App to read it, " + appPackageAccess
-		if !slices.Contains(reg.Credentials, auth.SourceTokenFile) {
+		if !slices.Contains(reg.Credentials, registry.SourceTokenFile) {
 			fix = "add token_file with a classic personal access token that has read:packages to " + creds +
 				", after github_app (the reliable fix); or " + appPackageAccess
 		}
-	case auth.SourceTokenFile:
+	case registry.SourceTokenFile:
 		detail = chain.Explain(req.Host, req.Image, src, reason)
 		fix = fmt.Sprintf("put a classic personal access token with read:packages that can see %s in %s", req.Image, reg.TokenFile)
 	default:
@@ -641,11 +642,11 @@ func explainDenied(chain *auth.Chain, req auth.CredentialRequest, src, reason st
 
 // credentialFix says how to fix a source that could not produce a credential.
 func credentialFix(err error, src string, reg *configs.Registry) string {
-	var ge *auth.GitHubError
+	var ge *github.Error
 	if errors.As(err, &ge) && ge.Hint != "" {
 		return ge.Hint
 	}
-	if src == auth.SourceTokenFile {
+	if src == registry.SourceTokenFile {
 		return fmt.Sprintf("write a classic personal access token with read:packages to %s (the token alone on one line, mode 0600)", reg.TokenFile)
 	}
 	return "check the credentials of the registry"
@@ -653,7 +654,7 @@ func credentialFix(err error, src string, reg *configs.Registry) string {
 
 // explainGitHub returns a failed GitHub call's plain-words message and fix.
 func explainGitHub(err error, defaultFix string) (msg, fix string) {
-	var ge *auth.GitHubError
+	var ge *github.Error
 	if errors.As(err, &ge) {
 		fix = ge.Hint
 		if fix == "" {

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/deployer/podman"
 	"github.com/deployd/deployd/deployer/podmantest"
 	"github.com/deployd/deployd/deployer/registrytest"
@@ -42,7 +42,7 @@ const (
 type doctorFixture struct {
 	t      *testing.T
 	dir    string
-	github *authtest.FakeGitHub
+	github *githubtest.FakeGitHub
 	keyPEM []byte
 	secret string
 	pat    string
@@ -57,17 +57,17 @@ type doctorFixture struct {
 
 func newDoctorFixture(t *testing.T) *doctorFixture {
 	t.Helper()
-	key, keyPEM := authtest.NewKey(t)
+	key, keyPEM := githubtest.NewKey(t)
 	f := &doctorFixture{
 		t:      t,
 		dir:    t.TempDir(),
-		github: authtest.NewFakeGitHub(t, doctorAppID, &key.PublicKey),
+		github: githubtest.NewFakeGitHub(t, doctorAppID, &key.PublicKey),
 		keyPEM: keyPEM,
 		secret: "whsec-" + rand.Text(),
 		pat:    "ghp_" + rand.Text(),
 		host:   "127.0.0.1:1", // nothing listens: for tests that stop before the registry
 	}
-	f.github.AddInstallation(authtest.Installation{ID: doctorInstallation, Account: "acme"})
+	f.github.AddInstallation(githubtest.Installation{ID: doctorInstallation, Account: "acme"})
 	return f
 }
 
@@ -267,13 +267,13 @@ func statuses(out string) []string {
 
 func TestDoctorGitHubFailures(t *testing.T) {
 	f := newDoctorFixture(t)
-	_, otherKey := authtest.NewKey(t)
+	_, otherKey := githubtest.NewKey(t)
 
 	t.Run("wrong App ID", func(t *testing.T) {
 		out, err := f.doctor(f.write(doctorConfig{appID: 777, credentials: []string{"github_app"}}))
 		wantExit(t, err, 1)
 		wantLine(t, out, "OK", "App key")
-		wantLine(t, out, "FAIL", "App JWT", "GitHub rejected the JWT of App 777", authtest.MsgJWTUndecodable,
+		wantLine(t, out, "FAIL", "App JWT", "GitHub rejected the JWT of App 777", githubtest.MsgJWTUndecodable,
 			"fix: check that github.app.id (777) is the App's ID")
 		wantLine(t, out, "SKIP", checkInstallation, "needs GitHub to accept the App JWT")
 		wantLine(t, out, "SKIP", checkToken)
@@ -306,10 +306,10 @@ func TestDoctorGitHubFailures(t *testing.T) {
 
 	t.Run("App not installed on the repository", func(t *testing.T) {
 		f.github.RemoveInstallation(doctorInstallation)
-		f.github.AddInstallation(authtest.Installation{ID: 1234, Account: "someone-else"})
+		f.github.AddInstallation(githubtest.Installation{ID: 1234, Account: "someone-else"})
 		defer func() {
 			f.github.RemoveInstallation(1234)
-			f.github.AddInstallation(authtest.Installation{ID: doctorInstallation, Account: "acme"})
+			f.github.AddInstallation(githubtest.Installation{ID: doctorInstallation, Account: "acme"})
 		}()
 		out, err := f.doctor(f.write(doctorConfig{credentials: []string{"github_app"}}))
 		wantExit(t, err, 1)

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/deployer/podmantest"
 	"github.com/deployd/deployd/deployer/registrytest"
 )
@@ -30,7 +30,7 @@ const (
 // GitHub minted (as ghcr.io does), and the App's key.
 type stack struct {
 	t       testing.TB
-	github  *authtest.FakeGitHub
+	github  *githubtest.FakeGitHub
 	reg     *registrytest.Registry
 	podman  *podmantest.Podman
 	image   string
@@ -57,9 +57,9 @@ type stackOptions struct {
 
 func newStack(t testing.TB, opts stackOptions) *stack {
 	t.Helper()
-	key, pemBytes := authtest.NewKey(t)
-	gh := authtest.NewFakeGitHub(t, 4242, &key.PublicKey)
-	gh.AddInstallation(authtest.Installation{ID: fixtureInstallation, Account: "Acme-Corp"})
+	key, pemBytes := githubtest.NewKey(t)
+	gh := githubtest.NewFakeGitHub(t, 4242, &key.PublicKey)
+	gh.AddInstallation(githubtest.Installation{ID: fixtureInstallation, Account: "Acme-Corp"})
 	refusePAT := new(atomic.Bool)
 	reg := registrytest.Start(t, registrytest.Options{Authorize: func(user, pass string, scope registrytest.Scope) ([]string, bool) {
 		if pass == e2ePAT && !refusePAT.Load() {
@@ -636,7 +636,7 @@ func TestEndToEndGitHubDown(t *testing.T) {
 		if dep := waitDeployment(t, d, ids[0]); dep.State != "succeeded" {
 			t.Fatalf("first deploy: %s %s", dep.State, dep.Error)
 		}
-		s.github.SetDown(authtest.DownRefused)
+		s.github.SetDown(githubtest.DownRefused)
 		v2 := s.push("latest", "v2")
 		ids = d.queue(delivery{event: "registry_package", id: "down-2", body: s.packageEvent("latest", v2)})
 		if dep := waitDeployment(t, d, ids[0]); dep.State != "succeeded" || s.version() != "v2" {
@@ -645,7 +645,7 @@ func TestEndToEndGitHubDown(t *testing.T) {
 	})
 	t.Run("no token fails with a hint and reconcile recovers", func(t *testing.T) {
 		s := newStack(t, stackOptions{reconcile: "1s"})
-		s.github.SetDown(authtest.DownRefused)
+		s.github.SetDown(githubtest.DownRefused)
 		v1 := s.push("latest", "v1")
 		d := startDeployd(t, s.config, nil)
 		ids := d.queue(delivery{event: "registry_package", id: "down-3", body: s.packageEvent("latest", v1)})
@@ -653,7 +653,7 @@ func TestEndToEndGitHubDown(t *testing.T) {
 		if dep.State != "failed" || dep.ErrorClass != "auth" || !strings.Contains(strings.ToLower(dep.Error+dep.Hint), "github") {
 			t.Fatalf("deploy with GitHub down and no token: %s %s %q hint %q, want failed auth naming GitHub", dep.State, dep.ErrorClass, dep.Error, dep.Hint)
 		}
-		s.github.SetDown(authtest.Up)
+		s.github.SetDown(githubtest.Up)
 		back := waitNewest(t, d, ids[0])
 		if back.State != "succeeded" || back.Trigger.Kind != "reconcile" || s.version() != "v1" {
 			t.Errorf("after GitHub came back: %s by %s, service %q; want succeeded by reconcile, v1", back.State, back.Trigger.Kind, s.version())

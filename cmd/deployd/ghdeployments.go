@@ -11,7 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/github"
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
 )
@@ -37,11 +37,11 @@ const (
 	keyGitHubState        = "github_state"
 )
 
-// deploymentReporter is what the mirror needs from GitHub; *auth.DeploymentReporter
+// deploymentReporter is what the mirror needs from GitHub; *github.DeploymentReporter
 // implements it.
 type deploymentReporter interface {
-	Start(ctx context.Context, s auth.DeploymentStart) (int64, error)
-	Status(ctx context.Context, s auth.DeploymentStatus) error
+	Start(ctx context.Context, s github.DeploymentStart) (int64, error)
+	Status(ctx context.Context, s github.DeploymentStatus) error
 }
 
 // ghDeployments mirrors deployd's deployments to GitHub's Deployments API
@@ -117,11 +117,11 @@ func newGHDeployments(cfg ghDeploymentsConfig) *ghDeployments {
 
 // newGitHubDeployments builds the mirror from the configuration: nil when
 // github.deployments is off or no App is configured.
-func newGitHubDeployments(cfg *configs.Config, app *auth.App, log zerolog.Logger) (*ghDeployments, error) {
+func newGitHubDeployments(cfg *configs.Config, app *github.App, log zerolog.Logger) (*ghDeployments, error) {
 	if !cfg.GitHub.Deployments || app == nil {
 		return nil, nil
 	}
-	rep, err := auth.NewDeploymentReporter(auth.DeploymentReporterConfig{App: app})
+	rep, err := github.NewDeploymentReporter(github.DeploymentReporterConfig{App: app})
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +229,7 @@ func (g *ghDeployments) start(j ghJob) {
 	if d.Digest != "" {
 		payload["digest"] = d.Digest
 	}
-	id, err := g.reporter.Start(ctx, auth.DeploymentStart{
+	id, err := g.reporter.Start(ctx, github.DeploymentStart{
 		Repository:     j.repo,
 		InstallationID: d.Trigger.InstallationID,
 		Ref:            ref,
@@ -243,7 +243,7 @@ func (g *ghDeployments) start(j ghJob) {
 	}
 	g.ids.put(d.ID, id)
 	log.Debug().Int64(keyGitHubDeploymentID, id).Msg("GitHub deployment created")
-	g.status(ctx, log, j, id, auth.DeploymentInProgress, "deploying "+imageRef(d))
+	g.status(ctx, log, j, id, github.DeploymentInProgress, "deploying "+imageRef(d))
 }
 
 // finish posts the final status of a reported deployment.
@@ -262,7 +262,7 @@ func (g *ghDeployments) finish(j ghJob) {
 }
 
 func (g *ghDeployments) status(ctx context.Context, log zerolog.Logger, j ghJob, id int64, state, desc string) {
-	s := auth.DeploymentStatus{
+	s := github.DeploymentStatus{
 		Repository:     j.repo,
 		InstallationID: j.d.Trigger.InstallationID,
 		ID:             id,
@@ -285,15 +285,15 @@ func (g *ghDeployments) status(ctx context.Context, log zerolog.Logger, j ghJob,
 func finalStatus(d deployer.Deployment) (state, desc string) {
 	switch d.State {
 	case deployer.StateSucceeded:
-		return auth.DeploymentSuccess, "deployed " + imageRef(d)
+		return github.DeploymentSuccess, "deployed " + imageRef(d)
 	case deployer.StateUnchanged:
-		return auth.DeploymentSuccess, "already running " + imageRef(d)
+		return github.DeploymentSuccess, "already running " + imageRef(d)
 	case deployer.StateFailed:
-		return auth.DeploymentFailure, "failed" + failureClass(d)
+		return github.DeploymentFailure, "failed" + failureClass(d)
 	case deployer.StateRolledBack:
-		return auth.DeploymentFailure, "failed" + failureClass(d) + "; rolled back to the previous version"
+		return github.DeploymentFailure, "failed" + failureClass(d) + "; rolled back to the previous version"
 	default: // interrupted: deployd stopped; it queues the deployment again on start
-		return auth.DeploymentError, "interrupted: deployd stopped before the deployment ended"
+		return github.DeploymentError, "interrupted: deployd stopped before the deployment ended"
 	}
 }
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/deployd/deployd/auth"
-	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/sqlite"
@@ -29,8 +29,8 @@ const (
 // ghdFixture is a fake GitHub, an App pointed at it and a mirror logging
 // into a buffer.
 type ghdFixture struct {
-	github *authtest.FakeGitHub
-	app    *auth.App
+	github *githubtest.FakeGitHub
+	app    *github.App
 	cfg    *configs.Config
 	logs   *syncBuffer
 	log    zerolog.Logger
@@ -38,15 +38,15 @@ type ghdFixture struct {
 
 func newGHDFixture(t *testing.T) *ghdFixture {
 	t.Helper()
-	key, keyPEM := authtest.NewKey(t)
-	f := &ghdFixture{github: authtest.NewFakeGitHub(t, ghdAppID, &key.PublicKey), logs: &syncBuffer{}}
-	f.github.AddInstallation(authtest.Installation{ID: ghdInstallation, Account: "acme"})
+	key, keyPEM := githubtest.NewKey(t)
+	f := &ghdFixture{github: githubtest.NewFakeGitHub(t, ghdAppID, &key.PublicKey), logs: &syncBuffer{}}
+	f.github.AddInstallation(githubtest.Installation{ID: ghdInstallation, Account: "acme"})
 	f.log = zerolog.New(f.logs)
-	pk, err := auth.ParsePrivateKey(keyPEM)
+	pk, err := github.ParsePrivateKey(keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.app, err = auth.NewApp(auth.AppConfig{ID: ghdAppID, Key: pk, APIURL: f.github.URL, Logger: f.log})
+	f.app, err = github.NewApp(github.AppConfig{ID: ghdAppID, Key: pk, APIURL: f.github.URL, Logger: f.log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestGitHubDeploymentsFailurePathThroughQueue(t *testing.T) {
 func TestGitHubDeploymentsGitHubDown(t *testing.T) {
 	f := newGHDFixture(t)
 	g := f.mirror(t)
-	f.github.SetDown(authtest.Down500)
+	f.github.SetDown(githubtest.Down500)
 	d := runDeployment(t, g.Notify, succeed)
 	if d.State != deployer.StateSucceeded {
 		t.Errorf("deployment ended %s with GitHub down", d.State)
@@ -265,7 +265,7 @@ type blockingReporter struct {
 	calls   int
 }
 
-func (b *blockingReporter) Start(ctx context.Context, _ auth.DeploymentStart) (int64, error) {
+func (b *blockingReporter) Start(ctx context.Context, _ github.DeploymentStart) (int64, error) {
 	b.mu.Lock()
 	b.calls++
 	b.mu.Unlock()
@@ -277,7 +277,7 @@ func (b *blockingReporter) Start(ctx context.Context, _ auth.DeploymentStart) (i
 	}
 }
 
-func (b *blockingReporter) Status(context.Context, auth.DeploymentStatus) error { return nil }
+func (b *blockingReporter) Status(context.Context, github.DeploymentStatus) error { return nil }
 
 func TestGitHubDeploymentsNeverBlock(t *testing.T) {
 	logs := &syncBuffer{}

@@ -8,15 +8,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/apitoken"
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/server"
 	"github.com/deployd/deployd/server/metrics"
 )
 
-// apiTokens adapts *auth.APIKey to the server's TokenVerifier.
-type apiTokens struct{ key *auth.APIKey }
+// apiTokens adapts *apitoken.Key to the server's TokenVerifier.
+type apiTokens struct{ key *apitoken.Key }
 
 func (t apiTokens) Verify(token string) (server.Caller, error) {
 	c, err := t.key.Verify(token)
@@ -33,7 +35,7 @@ func newAPITokens(cfg *configs.Config, log zerolog.Logger) (server.TokenVerifier
 		log.Info().Msg("api.token_key_file is not set: the deploy and rollback API is off")
 		return nil, nil
 	}
-	key, warning, err := auth.LoadAPIKey(cfg.API.TokenKeyFile)
+	key, warning, err := apitoken.LoadKey(cfg.API.TokenKeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("api.token_key_file: %w", err)
 	}
@@ -45,28 +47,14 @@ func newAPITokens(cfg *configs.Config, log zerolog.Logger) (server.TokenVerifier
 
 // newMetrics registers deployd's metrics on a registry of their own. app
 // may be nil (no GitHub App configured), and so may chain.
-func newMetrics(cfg *configs.Config, store *sqlite.Store, app *auth.App, chain *auth.Chain) (*metrics.Metrics, error) {
+func newMetrics(cfg *configs.Config, store *sqlite.Store, app *github.App, chain *registry.Chain) (*metrics.Metrics, error) {
 	mc := metrics.Config{Registry: prometheus.NewRegistry(), History: store, Services: slices.Sorted(maps.Keys(cfg.Services)),
 		StoreWriteErrors: store.WriteErrors}
 	if chain != nil {
-		mc.Credentials = func() []metrics.CredentialState {
-			hs := chain.Health()
-			out := make([]metrics.CredentialState, len(hs))
-			for i, h := range hs {
-				out[i] = metrics.CredentialState{Host: h.Host, Source: h.Source, State: string(h.State)}
-			}
-			return out
-		}
+		mc.Credentials = chain.Health
 	}
 	if app != nil {
-		mc.Tokens = func() metrics.TokenStats {
-			st := app.Stats()
-			out := metrics.TokenStats{Mints: st.Mints, MintFailures: st.MintFailures}
-			for _, t := range st.Tokens {
-				out.Tokens = append(out.Tokens, metrics.TokenExpiry{InstallationID: t.InstallationID, ExpiresAt: t.ExpiresAt})
-			}
-			return out
-		}
+		mc.Tokens = app.Stats
 	}
 	return metrics.New(mc)
 }

@@ -113,7 +113,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	pipeline, err := podman.NewPipeline(podman.PipelineConfig{
 		Services:    specs,
 		Store:       store,
-		Credentials: chainCredentials{creds},
+		Credentials: creds,
 		Resolver:    podman.RegistryResolver{UserAgent: "deployd/" + version},
 		Runner:      &podman.CommandRunner{Env: podman.ChildEnv(os.Environ())},
 		Podman: podman.Config{

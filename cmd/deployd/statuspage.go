@@ -3,7 +3,8 @@ package main
 import (
 	"context"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/server"
 	"github.com/deployd/deployd/webhook"
@@ -12,13 +13,13 @@ import (
 // credentialReport adapts the credential chain and the GitHub App to the
 // status page's server.CredentialReporter. Either may be nil.
 type credentialReport struct {
-	chain *auth.Chain
-	app   *auth.App
+	chain *registry.Chain
+	app   *github.App
 }
 
 // newCredentialReport reports on chain and on app (nil when no GitHub App
 // is configured).
-func newCredentialReport(app *auth.App, chain *auth.Chain) credentialReport {
+func newCredentialReport(app *github.App, chain *registry.Chain) credentialReport {
 	return credentialReport{chain: chain, app: app}
 }
 

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/registry"
 )
 
 // TestServeStatusPageAndEvents checks the wiring of the status page: the
@@ -106,14 +106,14 @@ func TestCredentialReport(t *testing.T) {
 	if rep := newCredentialReport(nil, nil).CredentialReport(); len(rep.Sources)+len(rep.Tokens) != 0 {
 		t.Errorf("no chain, no App: %+v", rep)
 	}
-	chain, err := auth.NewChain(auth.ChainConfig{Registries: map[string]auth.RegistryCredentials{
-		"registry.example": {Sources: []string{auth.SourceNone}},
+	chain, err := registry.NewChain(registry.ChainConfig{Registries: map[string]registry.HostConfig{
+		"registry.example": {Sources: []string{registry.SourceNone}},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rep := newCredentialReport(nil, chain).CredentialReport()
-	if len(rep.Sources) != 1 || rep.Sources[0].Host != "registry.example" || rep.Sources[0].State != string(auth.HealthUnknown) {
+	if len(rep.Sources) != 1 || rep.Sources[0].Host != "registry.example" || rep.Sources[0].State != string(registry.HealthUnknown) {
 		t.Errorf("report = %+v", rep)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/apitoken"
 	"github.com/deployd/deployd/configs"
 )
 
@@ -73,11 +73,11 @@ func tokenIssue(_ context.Context, e env, args []string) error {
 			return err
 		}
 		if cfg.API.TokenKeyFile == "" {
-			return fmt.Errorf("token issue: api.token_key_file is not set in %s; %s", *configPath, auth.KeygenHint)
+			return fmt.Errorf("token issue: api.token_key_file is not set in %s; %s", *configPath, apitoken.KeygenHint)
 		}
 		path = cfg.API.TokenKeyFile
 	}
-	key, warning, err := auth.LoadAPIKey(path)
+	key, warning, err := apitoken.LoadKey(path)
 	if err != nil {
 		return fmt.Errorf("token issue: %w", err)
 	}
@@ -101,7 +101,7 @@ func tokenKeygen(e env, args []string) error {
 	if err := parseFlags(flags, args); err != nil {
 		return err
 	}
-	key, err := auth.GenerateAPIKey()
+	key, err := apitoken.GenerateKey()
 	if err != nil {
 		return err
 	}

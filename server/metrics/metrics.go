@@ -30,6 +30,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/deployer"
 )
 
@@ -39,29 +41,6 @@ const namespace = "deployd"
 // of a service. server.Reader and deployer.Store satisfy it.
 type History interface {
 	Deployments(ctx context.Context, service string, p deployer.Page) ([]deployer.Deployment, error)
-}
-
-// CredentialState is the state of one credential source of one registry
-// (auth.SourceHealth without the details).
-type CredentialState struct {
-	Host   string
-	Source string
-	State  string // unknown | ok | denied | failed
-}
-
-// TokenStats describes the GitHub App's installation tokens (auth.AppStats
-// without the details).
-type TokenStats struct {
-	Mints        int64
-	MintFailures int64
-	// Tokens are the cached tokens' installations and expiries.
-	Tokens []TokenExpiry
-}
-
-// TokenExpiry is when one cached installation token expires.
-type TokenExpiry struct {
-	InstallationID int64
-	ExpiresAt      time.Time
 }
 
 // Config holds what Metrics reads and where it registers.
@@ -74,10 +53,12 @@ type Config struct {
 	History History
 	// Services are the configured service names.
 	Services []string
-	// Credentials, if set, reports credential health at scrape time.
-	Credentials func() []CredentialState
-	// Tokens, if set, reports installation token stats at scrape time.
-	Tokens func() TokenStats
+	// Credentials, if set, reports credential health at scrape time: the
+	// credential chain's Health.
+	Credentials func() []registry.SourceHealth
+	// Tokens, if set, reports installation token stats at scrape time: the
+	// GitHub App's Stats.
+	Tokens func() github.AppStats
 	// StoreWriteErrors, if set, reports at scrape time how many writes
 	// to the store have failed (a full disk, an I/O error).
 	StoreWriteErrors func() int64
@@ -225,8 +206,8 @@ const scrapeTimeout = 2 * time.Second
 // when Prometheus scrapes.
 type scrapeCollector struct {
 	m           *Metrics
-	credentials func() []CredentialState
-	tokens      func() TokenStats
+	credentials func() []registry.SourceHealth
+	tokens      func() github.AppStats
 	writeErrors func() int64
 	now         func() time.Time
 }
@@ -279,7 +260,7 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.credentials != nil {
 		for _, s := range c.credentials() {
-			ch <- prometheus.MustNewConstMetric(credentialDesc, prometheus.GaugeValue, 1, s.Host, s.Source, s.State)
+			ch <- prometheus.MustNewConstMetric(credentialDesc, prometheus.GaugeValue, 1, s.Host, s.Source, string(s.State))
 		}
 	}
 	if c.writeErrors != nil {

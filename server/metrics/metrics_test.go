@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/server/metrics"
 )
@@ -82,14 +84,14 @@ func TestMetrics(t *testing.T) {
 		Registry: prometheus.NewRegistry(),
 		History:  h,
 		Services: []string{"backend", "web"},
-		Credentials: func() []metrics.CredentialState {
-			return []metrics.CredentialState{
-				{Host: "ghcr.io", Source: "github_app", State: "denied"},
-				{Host: "ghcr.io", Source: "token_file", State: "ok"},
+		Credentials: func() []registry.SourceHealth {
+			return []registry.SourceHealth{
+				{Host: "ghcr.io", Source: "github_app", State: registry.HealthDenied},
+				{Host: "ghcr.io", Source: "token_file", State: registry.HealthOK},
 			}
 		},
-		Tokens: func() metrics.TokenStats {
-			return metrics.TokenStats{Mints: 3, MintFailures: 1, Tokens: []metrics.TokenExpiry{
+		Tokens: func() github.AppStats {
+			return github.AppStats{Mints: 3, MintFailures: 1, Tokens: []github.TokenInfo{
 				{InstallationID: 77, ExpiresAt: now.Add(50 * time.Minute)},
 				{InstallationID: 77, ExpiresAt: now.Add(20 * time.Minute)},
 			}}

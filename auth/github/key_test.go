@@ -1,4 +1,4 @@
-package auth_test
+package github_test
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployd/deployd/auth"
-	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/github/githubtest"
 )
 
 func writeFile(t *testing.T, name string, data []byte, mode os.FileMode) string {
@@ -32,9 +32,9 @@ func writeFile(t *testing.T, name string, data []byte, mode os.FileMode) string 
 
 func TestLoadPrivateKeyPKCS1AndPKCS8(t *testing.T) {
 	k, pkcs1 := appKey(t)
-	for name, data := range map[string][]byte{"pkcs1": pkcs1, "pkcs8": authtest.PKCS8(t, k)} {
+	for name, data := range map[string][]byte{"pkcs1": pkcs1, "pkcs8": githubtest.PKCS8(t, k)} {
 		t.Run(name, func(t *testing.T) {
-			key, warn, err := auth.LoadPrivateKey(writeFile(t, "app.pem", data, 0o600))
+			key, warn, err := github.LoadPrivateKey(writeFile(t, "app.pem", data, 0o600))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -45,7 +45,7 @@ func TestLoadPrivateKeyPKCS1AndPKCS8(t *testing.T) {
 				t.Fatal("loaded a different key")
 			}
 			// The key signs JWTs that the fake GitHub accepts.
-			e := newEnv(t, func(c *auth.AppConfig) { c.Key = key })
+			e := newEnv(t, func(c *github.AppConfig) { c.Key = key })
 			if _, err := e.app.Verify(context.Background()); err != nil {
 				t.Fatal(err)
 			}
@@ -57,7 +57,7 @@ func TestLoadPrivateKeyWarnsWhenOthersCanRead(t *testing.T) {
 	_, data := appKey(t)
 	for _, mode := range []os.FileMode{0o644, 0o640, 0o604} {
 		p := writeFile(t, "app.pem", data, mode)
-		_, warn, err := auth.LoadPrivateKey(p)
+		_, warn, err := github.LoadPrivateKey(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,15 +92,15 @@ func TestLoadPrivateKeyErrors(t *testing.T) {
 		{"missing", filepath.Join(dir, "nope.pem"), "does not exist", nil},
 		{"directory", dir, "is a directory", nil},
 		{"empty path", "", "no key file configured", nil},
-		{"garbage", writeFile(t, "g.pem", []byte(garbage), 0o600), "not a PEM file", auth.ErrNotPEM},
+		{"garbage", writeFile(t, "g.pem", []byte(garbage), 0o600), "not a PEM file", github.ErrNotPEM},
 		{"broken PKCS#1", writeFile(t, "b.pem", brokenRSA, 0o600), "not a valid PKCS#1 key", nil},
-		{"ECDSA PKCS#8", writeFile(t, "ec8.pem", authtest.PKCS8(t, ec), 0o600), "ECDSA key; GitHub App keys are RSA", auth.ErrNotRSA},
-		{"EC SEC1", writeFile(t, "ec.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ecDER}), 0o600), "EC key", auth.ErrNotRSA},
-		{"Ed25519", writeFile(t, "ed.pem", authtest.PKCS8(t, ed), 0o600), "Ed25519", auth.ErrNotRSA},
-		{"certificate", writeFile(t, "c.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte(garbage)}), 0o600), `"CERTIFICATE"`, auth.ErrNotRSA},
+		{"ECDSA PKCS#8", writeFile(t, "ec8.pem", githubtest.PKCS8(t, ec), 0o600), "ECDSA key; GitHub App keys are RSA", github.ErrNotRSA},
+		{"EC SEC1", writeFile(t, "ec.pem", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ecDER}), 0o600), "EC key", github.ErrNotRSA},
+		{"Ed25519", writeFile(t, "ed.pem", githubtest.PKCS8(t, ed), 0o600), "Ed25519", github.ErrNotRSA},
+		{"certificate", writeFile(t, "c.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte(garbage)}), 0o600), `"CERTIFICATE"`, github.ErrNotRSA},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			key, _, err := auth.LoadPrivateKey(tc.path)
+			key, _, err := github.LoadPrivateKey(tc.path)
 			if err == nil || key != nil {
 				t.Fatalf("LoadPrivateKey(%s) = %v, %v; want an error", tc.path, key, err)
 			}
@@ -119,11 +119,11 @@ func TestLoadPrivateKeyErrors(t *testing.T) {
 
 func TestParsePrivateKeyNeverShowsMaterial(t *testing.T) {
 	_, data := appKey(t)
-	key, err := auth.ParsePrivateKey(data)
+	key, err := github.ParsePrivateKey(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := auth.ParsePrivateKey(data[:len(data)/2]); err == nil {
+	if _, err := github.ParsePrivateKey(data[:len(data)/2]); err == nil {
 		t.Fatal("half a key parsed")
 	} else if strings.Contains(err.Error(), string(data[40:80])) {
 		t.Errorf("error shows key material: %v", err)

@@ -1,4 +1,4 @@
-package auth_test
+package github_test
 
 import (
 	"bytes"
@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployd/deployd/auth"
-	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/internal/testclock"
 	"github.com/rs/zerolog"
 )
@@ -27,7 +27,7 @@ var (
 
 func appKey(t *testing.T) (*rsa.PrivateKey, []byte) {
 	t.Helper()
-	keyOnce.Do(func() { keyRSA, keyPEM = authtest.NewKey(t) })
+	keyOnce.Do(func() { keyRSA, keyPEM = githubtest.NewKey(t) })
 	return keyRSA, keyPEM
 }
 
@@ -54,24 +54,24 @@ func (s *syncBuffer) String() string {
 // env is a fake GitHub with one installation on acme (repositories v7 and
 // web) and an App pointed at it, sharing a fake clock.
 type env struct {
-	gh    *authtest.FakeGitHub
-	app   *auth.App
+	gh    *githubtest.FakeGitHub
+	app   *github.App
 	clock *testclock.Clock
 	logs  *syncBuffer
 }
 
-func newEnv(t *testing.T, mod ...func(*auth.AppConfig)) *env {
+func newEnv(t *testing.T, mod ...func(*github.AppConfig)) *env {
 	t.Helper()
 	k, pemBytes := appKey(t)
 	e := &env{clock: newClock(), logs: &syncBuffer{}}
-	e.gh = authtest.NewFakeGitHub(t, testAppID, &k.PublicKey)
+	e.gh = githubtest.NewFakeGitHub(t, testAppID, &k.PublicKey)
 	e.gh.SetClock(e.clock.Now)
-	e.gh.AddInstallation(authtest.Installation{ID: testInstallation, Account: "acme", Repositories: []string{"v7", "web"}})
-	key, err := auth.ParsePrivateKey(pemBytes)
+	e.gh.AddInstallation(githubtest.Installation{ID: testInstallation, Account: "acme", Repositories: []string{"v7", "web"}})
+	key, err := github.ParsePrivateKey(pemBytes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := auth.AppConfig{
+	cfg := github.AppConfig{
 		ID:     testAppID,
 		Key:    key,
 		APIURL: e.gh.URL,
@@ -81,7 +81,7 @@ func newEnv(t *testing.T, mod ...func(*auth.AppConfig)) *env {
 	for _, m := range mod {
 		m(&cfg)
 	}
-	e.app, err = auth.NewApp(cfg)
+	e.app, err = github.NewApp(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

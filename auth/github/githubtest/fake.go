@@ -1,4 +1,4 @@
-package authtest
+package githubtest
 
 import (
 	"crypto/rand"
@@ -618,7 +618,7 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 func randomHex(n int) string {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
-		panic(errors.New("authtest: no randomness"))
+		panic(errors.New("githubtest: no randomness"))
 	}
 	return hex.EncodeToString(b)
 }

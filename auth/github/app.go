@@ -1,4 +1,4 @@
-package auth
+package github
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/google/go-github/v62/github"
+	gogithub "github.com/google/go-github/v62/github"
 	"github.com/rs/zerolog"
 	"golang.org/x/sync/singleflight"
 )
@@ -64,7 +64,7 @@ func (p Permissions) String() string {
 
 // github converts p to go-github's type, refusing names go-github does not
 // know and levels other than read, write and admin.
-func (p Permissions) github() (*github.InstallationPermissions, error) {
+func (p Permissions) github() (*gogithub.InstallationPermissions, error) {
 	if len(p) == 0 {
 		return nil, errors.New("no permissions: an installation token must be down-scoped")
 	}
@@ -77,7 +77,7 @@ func (p Permissions) github() (*github.InstallationPermissions, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode permissions: %w", err)
 	}
-	var gp github.InstallationPermissions
+	var gp gogithub.InstallationPermissions
 	if err := json.Unmarshal(b, &gp); err != nil {
 		return nil, fmt.Errorf("decode permissions: %w", err)
 	}
@@ -130,7 +130,7 @@ type App struct {
 	key            *PrivateKey
 	installationID int64
 	apiURL         string
-	gh             *github.Client
+	gh             *gogithub.Client
 	clock          func() time.Time
 	log            zerolog.Logger
 	timeout        time.Duration
@@ -202,7 +202,7 @@ func NewApp(cfg AppConfig) (*App, error) {
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	a.gh = github.NewClient(&http.Client{
+	a.gh = gogithub.NewClient(&http.Client{
 		Transport: &jwtTransport{app: a, base: base},
 		Timeout:   a.timeout,
 	})
@@ -299,7 +299,7 @@ type AppInfo struct {
 }
 
 // Verify checks that GitHub accepts the App's JWT (GET /app) and returns
-// what GitHub knows about the App. A rejected JWT is a *GitHubError of kind
+// what GitHub knows about the App. A rejected JWT is a *Error of kind
 // KindBadJWT whose hint names the likely cause (App ID, key or clock).
 func (a *App) Verify(ctx context.Context) (AppInfo, error) {
 	app, _, err := a.gh.Apps.Get(ctx, "")
@@ -328,7 +328,7 @@ type InstallationInfo struct {
 }
 
 // Installation fetches one installation of the App
-// (GET /app/installations/{id}). An unknown id is a *GitHubError of kind
+// (GET /app/installations/{id}). An unknown id is a *Error of kind
 // KindNotInstalled.
 func (a *App) Installation(ctx context.Context, installationID int64) (InstallationInfo, error) {
 	inst, _, err := a.gh.Apps.GetInstallation(ctx, installationID)
@@ -345,7 +345,7 @@ func (a *App) Installation(ctx context.Context, installationID int64) (Installat
 	}, nil
 }
 
-func permissionsOf(p *github.InstallationPermissions) Permissions {
+func permissionsOf(p *gogithub.InstallationPermissions) Permissions {
 	if p == nil {
 		return nil
 	}
@@ -362,7 +362,7 @@ func permissionsOf(p *github.InstallationPermissions) Permissions {
 
 // InstallationForRepo returns the id of the App's installation that covers
 // owner/repo (GET /repos/{owner}/{repo}/installation), cached for an hour.
-// An App not installed there is a *GitHubError of kind KindNotInstalled.
+// An App not installed there is a *Error of kind KindNotInstalled.
 func (a *App) InstallationForRepo(ctx context.Context, owner, repo string) (int64, error) {
 	if owner == "" || repo == "" {
 		return 0, fmt.Errorf("find installation: repository %q/%q: want owner and name", owner, repo)
@@ -436,7 +436,7 @@ type minted struct {
 // RefreshBefore their expiry; concurrent callers for one key share a single
 // mint. When a refresh fails but the cached token has not expired yet, the
 // cached token is returned and a warning logged. Otherwise the error is a
-// *GitHubError explaining the failure (or the context's error).
+// *Error explaining the failure (or the context's error).
 func (a *App) ScopedToken(ctx context.Context, installationID int64, perms Permissions, repositories []string) (Token, time.Time, error) {
 	if installationID <= 0 {
 		return Token{}, time.Time{}, fmt.Errorf("mint installation token: invalid installation id %d", installationID)
@@ -500,12 +500,12 @@ func (a *App) flight(ctx context.Context, key string, fn func(context.Context) (
 }
 
 // refresh mints a token for k unless another flight just did.
-func (a *App) refresh(ctx context.Context, k tokenKey, gp *github.InstallationPermissions, perms Permissions, repos []string) (minted, error) {
+func (a *App) refresh(ctx context.Context, k tokenKey, gp *gogithub.InstallationPermissions, perms Permissions, repos []string) (minted, error) {
 	if m, ok := a.cached(k, a.clock()); ok {
 		return m, nil
 	}
 	log := a.logger(ctx)
-	tok, _, err := a.gh.Apps.CreateInstallationToken(ctx, k.installation, &github.InstallationTokenOptions{
+	tok, _, err := a.gh.Apps.CreateInstallationToken(ctx, k.installation, &gogithub.InstallationTokenOptions{
 		Repositories: repos,
 		Permissions:  gp,
 	})
@@ -524,7 +524,7 @@ func (a *App) refresh(ctx context.Context, k tokenKey, gp *github.InstallationPe
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		a.stats.MintFailures++
-		var ge *GitHubError
+		var ge *Error
 		if errors.As(err, &ge) && ge.Kind == KindNotInstalled && ge.Status == http.StatusNotFound {
 			for repo, c := range a.installs {
 				if c.id == k.installation {

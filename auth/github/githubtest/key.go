@@ -1,8 +1,8 @@
-// Package authtest provides test doubles for GitHub: FakeGitHub, an
+// Package githubtest provides test doubles for GitHub: FakeGitHub, an
 // httptest server that checks the App JWT the way GitHub does and mints
 // installation tokens, and NewKey, which makes App keys. It imports none of
 // deployd's packages, so any package's tests can use it.
-package authtest
+package githubtest
 
 import (
 	"crypto/rand"

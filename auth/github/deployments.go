@@ -1,4 +1,4 @@
-package auth
+package github
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-github/v62/github"
+	gogithub "github.com/google/go-github/v62/github"
 )
 
 // deploymentsWrite is the permission set of deployment tokens.
@@ -48,7 +48,7 @@ type DeploymentReporterConfig struct {
 // concurrent use.
 type DeploymentReporter struct {
 	app *App
-	gh  *github.Client // unauthenticated; each call adds its token
+	gh  *gogithub.Client // unauthenticated; each call adds its token
 }
 
 // NewDeploymentReporter checks cfg and returns a reporter. It makes no
@@ -65,7 +65,7 @@ func NewDeploymentReporter(cfg DeploymentReporterConfig) (*DeploymentReporter, e
 	if timeout <= 0 {
 		timeout = cfg.App.timeout
 	}
-	gh := github.NewClient(&http.Client{Transport: cfg.Transport, Timeout: timeout})
+	gh := gogithub.NewClient(&http.Client{Transport: cfg.Transport, Timeout: timeout})
 	gh.BaseURL = base
 	return &DeploymentReporter{app: cfg.App, gh: gh}, nil
 }
@@ -92,7 +92,7 @@ type DeploymentStart struct {
 // Start creates a GitHub Deployment in the production, non-transient
 // environment named by s, without merging the default branch into the ref
 // and without requiring status checks, and returns its id. A failed call is
-// a *GitHubError (or the context's error) naming the request.
+// a *Error (or the context's error) naming the request.
 func (r *DeploymentReporter) Start(ctx context.Context, s DeploymentStart) (int64, error) {
 	c, err := r.client(ctx, s.Repository, s.InstallationID)
 	if err != nil {
@@ -137,7 +137,7 @@ type DeploymentStatus struct {
 }
 
 // Status posts a status on a GitHub Deployment. A failed call is a
-// *GitHubError (or the context's error) naming the request.
+// *Error (or the context's error) naming the request.
 func (r *DeploymentReporter) Status(ctx context.Context, s DeploymentStatus) error {
 	switch s.State {
 	case DeploymentInProgress, DeploymentSuccess, DeploymentFailure, DeploymentError, DeploymentInactive:
@@ -151,15 +151,15 @@ func (r *DeploymentReporter) Status(ctx context.Context, s DeploymentStatus) err
 	if err != nil {
 		return fmt.Errorf("post GitHub deployment status: %w", err)
 	}
-	req := &github.DeploymentStatusRequest{State: github.String(s.State)}
+	req := &gogithub.DeploymentStatusRequest{State: gogithub.String(s.State)}
 	if s.EnvironmentURL != "" {
-		req.EnvironmentURL = github.String(s.EnvironmentURL)
+		req.EnvironmentURL = gogithub.String(s.EnvironmentURL)
 	}
 	if s.LogURL != "" {
-		req.LogURL = github.String(s.LogURL)
+		req.LogURL = gogithub.String(s.LogURL)
 	}
 	if s.Description != "" {
-		req.Description = github.String(truncate(s.Description, maxStatusDescription))
+		req.Description = gogithub.String(truncate(s.Description, maxStatusDescription))
 	}
 	_, _, err = c.gh.Repositories.CreateDeploymentStatus(ctx, c.owner, c.name, s.ID, req)
 	if err != nil {
@@ -172,7 +172,7 @@ func (r *DeploymentReporter) Status(ctx context.Context, s DeploymentStatus) err
 // repoClient is a go-github client authenticated for one repository.
 type repoClient struct {
 	r            *DeploymentReporter
-	gh           *github.Client
+	gh           *gogithub.Client
 	owner, name  string
 	installation int64
 }
@@ -203,18 +203,18 @@ func (r *DeploymentReporter) client(ctx context.Context, repository string, inst
 
 // createDeployment posts the deployment with ref.
 func (c *repoClient) createDeployment(ctx context.Context, ref string, s DeploymentStart) (int64, error) {
-	req := &github.DeploymentRequest{
-		Ref:                   github.String(ref),
-		AutoMerge:             github.Bool(false),
+	req := &gogithub.DeploymentRequest{
+		Ref:                   gogithub.String(ref),
+		AutoMerge:             gogithub.Bool(false),
 		RequiredContexts:      &[]string{},
-		TransientEnvironment:  github.Bool(false),
-		ProductionEnvironment: github.Bool(true),
+		TransientEnvironment:  gogithub.Bool(false),
+		ProductionEnvironment: gogithub.Bool(true),
 	}
 	if s.Environment != "" {
-		req.Environment = github.String(s.Environment)
+		req.Environment = gogithub.String(s.Environment)
 	}
 	if s.Description != "" {
-		req.Description = github.String(s.Description)
+		req.Description = gogithub.String(s.Description)
 	}
 	if len(s.Payload) > 0 {
 		req.Payload = s.Payload
@@ -256,11 +256,11 @@ func (c *repoClient) classify(op string, err error) error {
 // unknownRef reports whether GitHub refused a deployment because it does not
 // know its ref (422 "No ref found for: ...").
 func unknownRef(err error) bool {
-	var ge *GitHubError
+	var ge *Error
 	if !errors.As(err, &ge) || ge.Status != http.StatusUnprocessableEntity {
 		return false
 	}
-	var er *github.ErrorResponse
+	var er *gogithub.ErrorResponse
 	return errors.As(err, &er) && strings.Contains(strings.ToLower(er.Message), "ref")
 }
 

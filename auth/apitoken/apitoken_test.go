@@ -1,4 +1,4 @@
-package auth_test
+package apitoken_test
 
 import (
 	"bytes"
@@ -13,14 +13,18 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/apitoken"
+	"github.com/deployd/deployd/auth/github/githubtest"
+	"github.com/deployd/deployd/internal/testclock"
 )
 
 const testAPIKey = "0123456789abcdef0123456789abcdef-test-key"
 
-func apiKey(t *testing.T, opts ...auth.APIKeyOption) *auth.APIKey {
+func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
+
+func apiKey(t *testing.T, opts ...apitoken.KeyOption) *apitoken.Key {
 	t.Helper()
-	k, err := auth.NewAPIKey([]byte(testAPIKey+"\n"), opts...)
+	k, err := apitoken.NewKey([]byte(testAPIKey+"\n"), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,8 +44,8 @@ func sign(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims)
 
 func goodClaims(now time.Time) jwt.MapClaims {
 	return jwt.MapClaims{
-		"iss":   auth.TokenIssuer,
-		"aud":   auth.TokenAudience,
+		"iss":   apitoken.Issuer,
+		"aud":   apitoken.Audience,
 		"sub":   "ci",
 		"scope": "deploy:backend",
 		"iat":   now.Unix(),
@@ -52,7 +56,7 @@ func goodClaims(now time.Time) jwt.MapClaims {
 
 func TestAPITokenRoundTrip(t *testing.T) {
 	c := newClock()
-	k := apiKey(t, auth.WithAPIKeyClock(c.Now))
+	k := apiKey(t, apitoken.WithClock(c.Now))
 	tok, err := k.Issue("ci", []string{"deploy:backend", "status:read", "deploy:backend"}, 720*time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -73,14 +77,14 @@ func TestAPITokenRoundTrip(t *testing.T) {
 		t.Errorf("before expiry: %v", err)
 	}
 	c.Add(time.Minute + time.Second)
-	if _, err := k.Verify(tok); !errors.Is(err, auth.ErrInvalidToken) || !strings.Contains(err.Error(), "expired") {
+	if _, err := k.Verify(tok); !errors.Is(err, apitoken.ErrInvalid) || !strings.Contains(err.Error(), "expired") {
 		t.Errorf("after expiry: %v", err)
 	}
 }
 
 func TestAPITokenScopeClaimAsList(t *testing.T) {
 	c := newClock()
-	k := apiKey(t, auth.WithAPIKeyClock(c.Now))
+	k := apiKey(t, apitoken.WithClock(c.Now))
 	cl := goodClaims(c.Now())
 	cl["scope"] = []string{"deploy:web", "status:read"}
 	got, err := k.Verify(sign(t, jwt.SigningMethodHS256, []byte(testAPIKey), cl))
@@ -95,8 +99,8 @@ func TestAPITokenScopeClaimAsList(t *testing.T) {
 func TestAPITokenRefused(t *testing.T) {
 	c := newClock()
 	now := c.Now()
-	k := apiKey(t, auth.WithAPIKeyClock(c.Now))
-	rsaKey, _ := appKey(t)
+	k := apiKey(t, apitoken.WithClock(c.Now))
+	rsaKey, _ := githubtest.NewKey(t)
 	with := func(change func(jwt.MapClaims)) jwt.MapClaims {
 		cl := goodClaims(now)
 		change(cl)
@@ -136,7 +140,7 @@ func TestAPITokenRefused(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := k.Verify(tt.token)
-			if !errors.Is(err, auth.ErrInvalidToken) {
+			if !errors.Is(err, apitoken.ErrInvalid) {
 				t.Fatalf("Verify = %v, want ErrInvalidToken", err)
 			}
 			if !strings.Contains(err.Error(), tt.reason) {
@@ -151,7 +155,7 @@ func TestAPITokenRefused(t *testing.T) {
 
 func TestAPITokenLeewayForSkew(t *testing.T) {
 	c := newClock()
-	k := apiKey(t, auth.WithAPIKeyClock(c.Now))
+	k := apiKey(t, apitoken.WithClock(c.Now))
 	cl := goodClaims(c.Now().Add(10 * time.Second)) // issued by a host 10s ahead
 	if _, err := k.Verify(sign(t, jwt.SigningMethodHS256, []byte(testAPIKey), cl)); err != nil {
 		t.Errorf("10s skew refused: %v", err)
@@ -204,21 +208,21 @@ func TestClaimsAllows(t *testing.T) {
 		{[]string{"deploy:back"}, "deploy:backend", false},
 	}
 	for _, tt := range tests {
-		if got := (auth.Claims{Subject: "x", Scopes: tt.scopes}).Allows(tt.scope); got != tt.want {
+		if got := (apitoken.Claims{Subject: "x", Scopes: tt.scopes}).Allows(tt.scope); got != tt.want {
 			t.Errorf("%v allows %q = %v, want %v", tt.scopes, tt.scope, got, tt.want)
 		}
 	}
 }
 
 func TestAPIKeyMaterial(t *testing.T) {
-	if _, err := auth.NewAPIKey([]byte("   short   \n")); err == nil || !strings.Contains(err.Error(), "/dev/urandom") {
+	if _, err := apitoken.NewKey([]byte("   short   \n")); err == nil || !strings.Contains(err.Error(), "/dev/urandom") {
 		t.Errorf("short key: %v", err)
 	}
-	gen, err := auth.GenerateAPIKey()
+	gen, err := apitoken.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := auth.NewAPIKey(gen); err != nil {
+	if _, err := apitoken.NewKey(gen); err != nil {
 		t.Errorf("generated key refused: %v", err)
 	}
 	k := apiKey(t)
@@ -242,7 +246,7 @@ func TestLoadAPIKey(t *testing.T) {
 	if err := os.WriteFile(good, []byte(testAPIKey+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k, warning, err := auth.LoadAPIKey(good)
+	k, warning, err := apitoken.LoadKey(good)
 	if err != nil || warning != "" {
 		t.Fatalf("LoadAPIKey = %v, %q", err, warning)
 	}
@@ -262,7 +266,7 @@ func TestLoadAPIKey(t *testing.T) {
 	if err := os.Chmod(open, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, warning, err := auth.LoadAPIKey(open); err != nil || !strings.Contains(warning, "chmod 600") {
+	if _, warning, err := apitoken.LoadKey(open); err != nil || !strings.Contains(warning, "chmod 600") {
 		t.Errorf("world-readable key: %v, warning %q", err, warning)
 	}
 
@@ -276,7 +280,7 @@ func TestLoadAPIKey(t *testing.T) {
 		dir:                           "directory",
 		short:                         "at least 32",
 	} {
-		_, _, err := auth.LoadAPIKey(path)
+		_, _, err := apitoken.LoadKey(path)
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("LoadAPIKey(%q) = %v, want %q", path, err, want)
 		}

@@ -1,4 +1,4 @@
-package auth
+package registry
 
 import (
 	"errors"
@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/deployer"
 )
 
 // tokenFile is a personal access token kept in a file. It is re-read when
@@ -22,18 +25,18 @@ type tokenFile struct {
 	loaded  bool
 	modTime time.Time
 	size    int64
-	token   Token
+	token   deployer.Password
 }
 
 // read returns the token, re-reading the file if it changed. The content
 // never appears in errors or logs.
-func (f *tokenFile) read(log *zerolog.Logger) (Token, error) {
+func (f *tokenFile) read(log *zerolog.Logger) (deployer.Password, error) {
 	fi, err := os.Stat(f.path)
 	if err != nil {
-		return Token{}, tokenFileError(f.path, err)
+		return "", tokenFileError(f.path, err)
 	}
 	if fi.IsDir() {
-		return Token{}, fmt.Errorf("token file %s is a directory", f.path)
+		return "", fmt.Errorf("token file %s is a directory", f.path)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -42,18 +45,18 @@ func (f *tokenFile) read(log *zerolog.Logger) (Token, error) {
 	}
 	data, err := os.ReadFile(f.path)
 	if err != nil {
-		return Token{}, tokenFileError(f.path, err)
+		return "", tokenFileError(f.path, err)
 	}
 	s := strings.TrimSpace(string(data))
 	if s == "" {
-		return Token{}, fmt.Errorf("token file %s is empty", f.path)
+		return "", fmt.Errorf("token file %s is empty", f.path)
 	}
 	if strings.ContainsAny(s, "\r\n") {
-		return Token{}, fmt.Errorf("token file %s holds more than one line; it must hold only the token", f.path)
+		return "", fmt.Errorf("token file %s holds more than one line; it must hold only the token", f.path)
 	}
 	reloaded := f.loaded
-	f.loaded, f.modTime, f.size, f.token = true, fi.ModTime(), fi.Size(), NewToken(s)
-	if w := permissionWarning("token file", f.path, fi.Mode()); w != "" {
+	f.loaded, f.modTime, f.size, f.token = true, fi.ModTime(), fi.Size(), deployer.Password(s)
+	if w := auth.PermissionWarning("token file", f.path, fi.Mode()); w != "" {
 		log.Warn().Str("path", f.path).Msg(w)
 	}
 	if reloaded {

@@ -1,4 +1,4 @@
-package auth
+package github
 
 import (
 	"crypto/ecdsa"
@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
+
+	"github.com/deployd/deployd/auth"
 )
 
 // PrivateKey is the GitHub App's RSA private key. Like Token, it never
@@ -115,7 +115,7 @@ func LoadPrivateKey(path string) (key *PrivateKey, warning string, err error) {
 	if path == "" {
 		return nil, "", errors.New("load App private key: no key file configured")
 	}
-	data, mode, err := readSecretFile("load App private key", path, "")
+	data, mode, err := auth.ReadSecretFile("load App private key", path, "")
 	if err != nil {
 		return nil, "", err
 	}
@@ -123,40 +123,5 @@ func LoadPrivateKey(path string) (key *PrivateKey, warning string, err error) {
 	if err != nil {
 		return nil, "", fmt.Errorf("load App private key %s: %w", path, err)
 	}
-	return key, permissionWarning("App private key", path, mode), nil
-}
-
-// readSecretFile reads the key file at path for LoadPrivateKey and
-// LoadAPIKey, and returns its content and mode. Its errors start with op,
-// name the path but never the content, and add hint (if any) when the file
-// does not exist.
-func readSecretFile(op, path, hint string) ([]byte, fs.FileMode, error) {
-	fi, err := os.Stat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil, 0, fmt.Errorf("%s %s: the file does not exist%s", op, path, hint)
-	case errors.Is(err, fs.ErrPermission):
-		return nil, 0, fmt.Errorf("%s %s: the file is not readable by this user (permission denied)", op, path)
-	case err != nil:
-		return nil, 0, fmt.Errorf("%s: %w", op, err)
-	case fi.IsDir():
-		return nil, 0, fmt.Errorf("%s %s: it is a directory, not a key file", op, path)
-	}
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrPermission) {
-		return nil, 0, fmt.Errorf("%s %s: the file is not readable by this user (permission denied)", op, path)
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", op, err)
-	}
-	return data, fi.Mode(), nil
-}
-
-// permissionWarning returns a warning when a secret file is readable by
-// group or others, and "" otherwise.
-func permissionWarning(what, path string, mode fs.FileMode) string {
-	if mode.Perm()&0o077 == 0 {
-		return ""
-	}
-	return fmt.Sprintf("%s %s is readable by group or others (mode %04o); run chmod 600 %s", what, path, mode.Perm(), path)
+	return key, auth.PermissionWarning("App private key", path, mode), nil
 }

@@ -1,4 +1,4 @@
-package auth_test
+package registry_test
 
 import (
 	"context"
@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployd/deployd/auth"
-	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/github/githubtest"
+	"github.com/deployd/deployd/auth/registry"
+	"github.com/deployd/deployd/deployer"
 	"github.com/rs/zerolog"
 )
 
@@ -21,30 +23,30 @@ func TestNoSecretLeaks(t *testing.T) {
 	ctx := context.Background()
 	k, pemBytes := appKey(t)
 	keyPath := writeFile(t, "app.pem", pemBytes, 0o644) // also exercises the warning path
-	key, warning, err := auth.LoadPrivateKey(keyPath)
+	key, warning, err := github.LoadPrivateKey(keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clk := newClock()
 	logs := &syncBuffer{}
 	logger := zerolog.New(logs).Level(zerolog.DebugLevel)
-	gh := authtest.NewFakeGitHub(t, testAppID, &k.PublicKey)
+	gh := githubtest.NewFakeGitHub(t, testAppID, &k.PublicKey)
 	gh.SetClock(clk.Now)
-	gh.AddInstallation(authtest.Installation{ID: testInstallation, Account: "acme"})
+	gh.AddInstallation(githubtest.Installation{ID: testInstallation, Account: "acme"})
 	rt := &recordingTransport{}
-	appCfg := auth.AppConfig{ID: testAppID, Key: key, APIURL: gh.URL, Transport: rt, Clock: clk.Now, Logger: logger}
-	app, err := auth.NewApp(appCfg)
+	appCfg := github.AppConfig{ID: testAppID, Key: key, APIURL: gh.URL, Transport: rt, Clock: clk.Now, Logger: logger}
+	app, err := github.NewApp(appCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	patPath := writeFile(t, "pat", []byte(pat+"\n"), 0o600)
-	chainCfg := auth.ChainConfig{
-		Registries: map[string]auth.RegistryCredentials{
-			ghcr: {Sources: []string{auth.SourceGitHubApp, auth.SourceTokenFile}, TokenFile: patPath},
+	chainCfg := registry.ChainConfig{
+		Registries: map[string]registry.HostConfig{
+			ghcr: {Sources: []string{registry.SourceGitHubApp, registry.SourceTokenFile}, TokenFile: patPath},
 		},
 		App: app, Clock: clk.Now, Logger: logger,
 	}
-	chain, err := auth.NewChain(chainCfg)
+	chain, err := registry.NewChain(chainCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,39 +61,39 @@ func TestNoSecretLeaks(t *testing.T) {
 
 	c1, err := chain.Credential(ctx, backendReq)
 	keep(c1, &c1, err)
-	chain.Invalidate(ghcr, backend)
+	chain.Invalidate(onGHCR(backend))
 	c2, err := chain.Credential(ctx, backendReq)
 	keep(c2, err)
-	chain.Denied(ghcr, backend, auth.SourceGitHubApp, "403 DENIED")
+	chain.Denied(onGHCR(backend), registry.SourceGitHubApp, "403 DENIED")
 	c3, err := chain.Credential(ctx, backendReq)
 	keep(c3, err)
-	if c3.Source != auth.SourceTokenFile {
+	if c3.Source != registry.SourceTokenFile {
 		t.Fatalf("fallback source %s", c3.Source)
 	}
-	chain.Accepted(ghcr, backend, auth.SourceTokenFile)
+	chain.Accepted(onGHCR(backend), registry.SourceTokenFile)
 
-	webReq := auth.CredentialRequest{Host: ghcr, Image: "ghcr.io/acme/web", Repository: "acme/web"}
+	webReq := deployer.CredentialRequest{Host: ghcr, Image: "ghcr.io/acme/web", Repository: "acme/web"}
 	c4, err := chain.Credential(ctx, webReq)
 	keep(c4, err)
-	gh.SetDown(authtest.DownHangUp)
+	gh.SetDown(githubtest.DownHangUp)
 	clk.Add(57 * time.Minute)
 	c5, err := chain.Credential(ctx, webReq) // stale token served with a warning
 	keep(c5, err)
 	tok, exp, err := app.InstallationToken(ctx, testInstallation, []string{"other"}) // down, no cache
 	keep(tok, exp, err)
-	gh.SetDown(authtest.Up)
+	gh.SetDown(githubtest.Up)
 
-	chain.Denied(ghcr, backend, auth.SourceGitHubApp, "403 DENIED") // the first put-aside has ended
-	chain.Denied(ghcr, backend, auth.SourceTokenFile, "403 DENIED")
+	chain.Denied(onGHCR(backend), registry.SourceGitHubApp, "403 DENIED") // the first put-aside has ended
+	chain.Denied(onGHCR(backend), registry.SourceTokenFile, "403 DENIED")
 	refused := backendReq
-	refused.Refused = []string{auth.SourceGitHubApp, auth.SourceTokenFile}
+	refused.Refused = []string{registry.SourceGitHubApp, registry.SourceTokenFile}
 	_, chainErr := chain.Credential(ctx, refused)
 	keep(chainErr)
 	if chainErr == nil {
 		t.Fatal("no error with every source refused")
 	}
 
-	other, _ := authtest.NewKey(t)
+	other, _ := githubtest.NewKey(t)
 	gh.SetPublicKey(&other.PublicKey)
 	_, badJWT := app.Verify(ctx)
 	keep(badJWT)
@@ -145,6 +147,31 @@ func TestNoSecretLeaks(t *testing.T) {
 	for _, want := range []string{"[redacted]", "minted GitHub App installation token", "using the cached one", "putting this source aside"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("output lacks %q: the flow did not reach it", want)
+		}
+	}
+}
+
+// TestCredentialNeverPrints checks every printed form of a credential the
+// chain hands out: its password shows as [redacted].
+func TestCredentialNeverPrints(t *testing.T) {
+	const secret = "ghs_s3cr3t-value"
+	c := deployer.Credential{Source: registry.SourceTokenFile, Username: "u", Password: deployer.Password(secret)}
+	var forms []string
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d"} {
+		forms = append(forms, fmt.Sprintf(verb, c))
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatalf("json: %v", err)
+	}
+	forms = append(forms, string(b))
+	var buf strings.Builder
+	zl := zerolog.New(&buf)
+	zl.Info().Interface("v", c).Msg("x")
+	forms = append(forms, buf.String())
+	for _, f := range forms {
+		if strings.Contains(f, secret) {
+			t.Errorf("secret printed in %q", f)
 		}
 	}
 }

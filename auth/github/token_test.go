@@ -1,4 +1,4 @@
-package auth_test
+package github_test
 
 import (
 	"encoding/json"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/deployd/deployd/auth"
+	"github.com/deployd/deployd/auth/github"
 	"github.com/rs/zerolog"
 )
 
@@ -37,7 +37,7 @@ func assertRedacted(t *testing.T, v any, secrets ...string) {
 
 func TestTokenNeverPrints(t *testing.T) {
 	const secret = "ghs_s3cr3t-value"
-	tok := auth.NewToken(secret)
+	tok := github.NewToken(secret)
 	if tok.Reveal() != secret || tok.IsZero() {
 		t.Fatal("Reveal lost the value")
 	}
@@ -60,17 +60,16 @@ func TestTokenNeverPrints(t *testing.T) {
 	}
 	// In structs, exported or not, by value or by pointer.
 	type inner struct {
-		tok   auth.Token
-		Token auth.Token
-		p     *auth.Token
+		tok   github.Token
+		Token github.Token
+		p     *github.Token
 	}
 	assertRedacted(t, inner{tok: tok, Token: tok, p: &tok}, secret)
 	assertRedacted(t, &inner{tok: tok, Token: tok, p: &tok}, secret)
-	assertRedacted(t, map[string]auth.Token{"k": tok}, secret)
-	assertRedacted(t, []auth.Token{tok}, secret)
-	assertRedacted(t, auth.Credential{Source: "token_file", Username: "u", Password: tok}, secret)
+	assertRedacted(t, map[string]github.Token{"k": tok}, secret)
+	assertRedacted(t, []github.Token{tok}, secret)
 
-	if !(auth.Token{}).IsZero() || (auth.Token{}).Reveal() != "" {
+	if !(github.Token{}).IsZero() || (github.Token{}).Reveal() != "" {
 		t.Error("zero Token is not empty")
 	}
 }

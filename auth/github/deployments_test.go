@@ -1,4 +1,4 @@
-package auth_test
+package github_test
 
 import (
 	"context"
@@ -10,13 +10,13 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/deployd/deployd/auth"
-	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/github/githubtest"
 )
 
-func newReporter(t *testing.T, e *env, rt http.RoundTripper) *auth.DeploymentReporter {
+func newReporter(t *testing.T, e *env, rt http.RoundTripper) *github.DeploymentReporter {
 	t.Helper()
-	r, err := auth.NewDeploymentReporter(auth.DeploymentReporterConfig{App: e.app, Transport: rt})
+	r, err := github.NewDeploymentReporter(github.DeploymentReporterConfig{App: e.app, Transport: rt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestDeploymentReporterStartAndStatus(t *testing.T) {
 	e := newEnv(t)
 	r := newReporter(t, e, nil)
 
-	id, err := r.Start(ctx, auth.DeploymentStart{
+	id, err := r.Start(ctx, github.DeploymentStart{
 		Repository:  "acme/web",
 		Ref:         "v1.2.3",
 		Environment: "web",
@@ -38,8 +38,8 @@ func TestDeploymentReporterStartAndStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, st := range []string{auth.DeploymentInProgress, auth.DeploymentSuccess} {
-		err := r.Status(ctx, auth.DeploymentStatus{
+	for _, st := range []string{github.DeploymentInProgress, github.DeploymentSuccess} {
+		err := r.Status(ctx, github.DeploymentStatus{
 			Repository: "acme/web", ID: id, State: st,
 			EnvironmentURL: "https://deploy.example.com", LogURL: "https://deploy.example.com/api/v1/deployments/7",
 			Description: strings.Repeat("x", 200),
@@ -138,10 +138,10 @@ func TestDeploymentReporterUnknownRefUsesDefaultBranch(t *testing.T) {
 	rw := &refRewriter{}
 	r := newReporter(t, e, rw)
 
-	if _, err := r.Start(ctx, auth.DeploymentStart{Repository: "acme/web", Ref: "latest", Environment: "web"}); err != nil {
+	if _, err := r.Start(ctx, github.DeploymentStart{Repository: "acme/web", Ref: "latest", Environment: "web"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Start(ctx, auth.DeploymentStart{Repository: "acme/web", Environment: "web"}); err != nil {
+	if _, err := r.Start(ctx, github.DeploymentStart{Repository: "acme/web", Environment: "web"}); err != nil {
 		t.Fatal(err)
 	}
 	deps := e.gh.Deployments()
@@ -162,10 +162,10 @@ func TestDeploymentReporterFailures(t *testing.T) {
 	e := newEnv(t)
 	r := newReporter(t, e, nil)
 
-	if _, err := r.Start(ctx, auth.DeploymentStart{Repository: "web", Ref: "v1"}); err == nil || !strings.Contains(err.Error(), "owner/name") {
+	if _, err := r.Start(ctx, github.DeploymentStart{Repository: "web", Ref: "v1"}); err == nil || !strings.Contains(err.Error(), "owner/name") {
 		t.Errorf("repository without owner: error = %v", err)
 	}
-	if err := r.Status(ctx, auth.DeploymentStatus{Repository: "acme/web", ID: 1, State: "done"}); err == nil {
+	if err := r.Status(ctx, github.DeploymentStatus{Repository: "acme/web", ID: 1, State: "done"}); err == nil {
 		t.Error("unknown state accepted")
 	}
 	if e.gh.Requests() != 0 {
@@ -173,30 +173,30 @@ func TestDeploymentReporterFailures(t *testing.T) {
 	}
 
 	// A repository outside the installation.
-	_, err := r.Start(ctx, auth.DeploymentStart{Repository: "other/api", Ref: "v1"})
-	asGitHubError(t, err, auth.KindNotInstalled)
+	_, err := r.Start(ctx, github.DeploymentStart{Repository: "other/api", Ref: "v1"})
+	asGitHubError(t, err, github.KindNotInstalled)
 
 	// GitHub down: a plain-words error, no panic, no hang.
-	e.gh.SetDown(authtest.Down500)
-	_, err = r.Start(ctx, auth.DeploymentStart{Repository: "acme/web", Ref: "v1"})
-	asGitHubError(t, err, auth.KindUnreachable)
+	e.gh.SetDown(githubtest.Down500)
+	_, err = r.Start(ctx, github.DeploymentStart{Repository: "acme/web", Ref: "v1"})
+	asGitHubError(t, err, github.KindUnreachable)
 	if !strings.HasPrefix(err.Error(), "create GitHub deployment: ") {
 		t.Errorf("error = %v", err)
 	}
-	e.gh.SetDown(authtest.Up)
+	e.gh.SetDown(githubtest.Up)
 
-	id, err := r.Start(ctx, auth.DeploymentStart{Repository: "acme/web", Ref: "v1"})
+	id, err := r.Start(ctx, github.DeploymentStart{Repository: "acme/web", Ref: "v1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.gh.SetDown(authtest.DownHangUp)
-	err = r.Status(ctx, auth.DeploymentStatus{Repository: "acme/web", ID: id, State: auth.DeploymentFailure})
-	asGitHubError(t, err, auth.KindUnreachable)
+	e.gh.SetDown(githubtest.DownHangUp)
+	err = r.Status(ctx, github.DeploymentStatus{Repository: "acme/web", ID: id, State: github.DeploymentFailure})
+	asGitHubError(t, err, github.KindUnreachable)
 	if strings.Contains(err.Error(), "ghs_") {
 		t.Errorf("error shows a token: %v", err)
 	}
 
-	if _, err := auth.NewDeploymentReporter(auth.DeploymentReporterConfig{}); err == nil {
+	if _, err := github.NewDeploymentReporter(github.DeploymentReporterConfig{}); err == nil {
 		t.Error("reporter without App accepted")
 	}
 }

@@ -1,16 +1,20 @@
-// Package auth gets deployd its own credentials: the GitHub App's JWT, the
-// installation tokens minted with it, and the per-registry credential chain
-// that the deployer asks for a pull credential.
+// Package github is deployd's GitHub App: the App's JWT, the installation
+// tokens minted with it (cached, down-scoped, one mint in flight), GitHub's
+// errors explained in plain words with the fix (Error), and the
+// Deployments API client (DeploymentReporter).
 //
-// The package imports none of deployd's other packages. It takes plain
-// values (an App ID, a key, an API URL, a transport, a clock, a logger) so
-// that the command can wire it from the configuration and tests can point it
-// at the fake GitHub in package authtest.
+// Of deployd's packages it imports only auth, to read the key file. It
+// takes plain values (an App ID, a key, an API URL, a transport, a clock, a
+// logger) so that the command can wire it from the configuration and tests
+// can point it at the fake GitHub in package githubtest.
+//
+// go-github's package has the same name: this package imports it as
+// gogithub, and so does any file of deployd that needs both.
 //
 // Secrets are a type: a Token, a PrivateKey. Their fmt, JSON and text forms
 // are "[redacted]"; only Token.Reveal gives the value, and only at the place
-// that hands it to the registry or podman.
-package auth
+// that hands it to the registry, podman or GitHub.
+package github
 
 import (
 	"fmt"

@@ -1,9 +1,18 @@
-package auth
+// Package registry is the registry credential chain: for each registry
+// host, its credential sources in order (a GitHub App installation token, a
+// token file, anonymous access), which of them the registry accepted or
+// refused, and the explanations of its refusals with the fix.
+//
+// The chain speaks the deployer's vocabulary: it takes a
+// deployer.CredentialRequest, hands out a deployer.Credential and is the
+// deployer.Credentials the pipeline asks. Of deployd's packages it imports
+// deployer for that vocabulary, github, whose App mints the tokens, and
+// auth, for the token file's permission warning.
+package registry
 
 import (
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -15,6 +24,9 @@ import (
 
 	"github.com/containers/image/v5/docker/reference"
 	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/deployer"
 )
 
 // Credential sources, as named in a registry's credentials list.
@@ -39,12 +51,8 @@ const DefaultPutAsideFor = time.Minute
 // DefaultMaxPutAsideFor is the longest put-aside.
 const DefaultMaxPutAsideFor = 15 * time.Minute
 
-// ErrNoCredential is matched (errors.Is) by the *ChainError returned when no
-// source could give a credential for an image.
-var ErrNoCredential = errors.New("no usable registry credential")
-
-// RegistryCredentials configures the credential sources of one registry host.
-type RegistryCredentials struct {
+// HostConfig configures the credential sources of one registry host.
+type HostConfig struct {
 	// Username goes with token credentials; "" means DefaultUsername.
 	Username string
 	// Sources are tried in order: SourceGitHubApp, SourceTokenFile, SourceNone.
@@ -57,10 +65,10 @@ type RegistryCredentials struct {
 type ChainConfig struct {
 	// Registries maps a registry host ("ghcr.io", "127.0.0.1:5000") to its
 	// sources. Images on other hosts are pulled anonymously.
-	Registries map[string]RegistryCredentials
+	Registries map[string]HostConfig
 	// App mints installation tokens; required when a registry lists
 	// SourceGitHubApp.
-	App *App
+	App *github.App
 	// PutAsideFor is how long a denied source is first put aside for an
 	// image; 0 means DefaultPutAsideFor. Each refusal in a row doubles
 	// it, up to MaxPutAsideFor; an acceptance starts it over.
@@ -74,41 +82,6 @@ type ChainConfig struct {
 	Logger zerolog.Logger
 }
 
-// CredentialRequest asks for a credential to pull one image.
-type CredentialRequest struct {
-	// Host is the registry host; "" means Image's own host (docker.io for
-	// a short name such as "nginx").
-	Host string
-	// Image is the image, with or without host, tag or digest
-	// ("ghcr.io/acme/v7/backend:latest" and "acme/v7/backend" are the same).
-	Image string
-	// Repository is the service's GitHub repository ("owner/name"), used to
-	// find the installation and to down-scope the token; may be "".
-	Repository string
-	// InstallationID is the installation named by the webhook delivery; 0
-	// means the configured one, else the one covering Repository.
-	InstallationID int64
-	// Refused lists the sources the registry already refused for this
-	// pull (reported with Denied): they are not offered again, so that a
-	// caller asking after each refusal reaches the end of the chain.
-	Refused []string
-	// IgnorePutAside tries every source in order, put aside or not: for a
-	// deploy an operator asked for, which is a deliberate retry.
-	IgnorePutAside bool
-}
-
-// Credential is what to log in to a registry with. A Source of SourceNone
-// means anonymous: Username and Password are empty.
-type Credential struct {
-	Source   string    `json:"source"`
-	Username string    `json:"username,omitempty"`
-	Password Token     `json:"password"`
-	Expires  time.Time `json:"expires,omitzero"` // zero: no known expiry
-}
-
-// Anonymous reports whether the credential is "no login".
-func (c Credential) Anonymous() bool { return c.Source == SourceNone }
-
 // Chain hands out registry credentials from each host's ordered sources and
 // learns from the caller which ones the registry accepts: a source that the
 // registry denied for an image is put aside for that image for a while, and
@@ -120,16 +93,16 @@ func (c Credential) Anonymous() bool { return c.Source == SourceNone }
 // requests with IgnorePutAside. Put-asides live in memory only. All methods
 // are safe for concurrent use.
 //
-// The deployer's loop for one image:
+// A Chain is the deployer's deployer.Credentials. Its loop for one image:
 //
 //	cred, err := chain.Credential(ctx, req)   // err: *ChainError, nothing left
 //	... login and pull with cred ...
-//	on success:            chain.Accepted(host, image, cred.Source)
-//	on 401/403 (1st time): chain.Invalidate(host, image); ask again
-//	on 401/403 again:      chain.Denied(host, image, cred.Source, reason);
+//	on success:            chain.Accepted(req, cred.Source)
+//	on 401/403 (1st time): chain.Invalidate(req); ask again
+//	on 401/403 again:      chain.Denied(req, cred.Source, reason);
 //	                       add cred.Source to req.Refused; ask again
 type Chain struct {
-	app         *App
+	app         *github.App
 	registries  map[string]*registry
 	putAsideFor time.Duration
 	maxPutAside time.Duration
@@ -142,6 +115,8 @@ type Chain struct {
 	health  map[hostSource]*sourceState
 	lastApp map[hostImage]appGrant
 }
+
+var _ deployer.Credentials = (*Chain)(nil)
 
 type registry struct {
 	host      string
@@ -171,7 +146,7 @@ type putAside struct {
 // fingerprint identifies a credential without keeping its secret.
 type fingerprint [sha256.Size]byte
 
-func fingerprintOf(c Credential) fingerprint {
+func fingerprintOf(c deployer.Credential) fingerprint {
 	return sha256.Sum256([]byte(c.Username + "\x00" + c.Password.Reveal()))
 }
 
@@ -295,16 +270,23 @@ func (c *Chain) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, c.String(
 // is no longer put aside. With req.IgnorePutAside, put-asides are ignored.
 // Images on hosts without configuration get an anonymous credential.
 //
+// req.Host "" means req.Image's own host (docker.io for a short name such
+// as "nginx"); req.Image may carry a host, a tag or a digest
+// ("ghcr.io/acme/v7/backend:latest" and "acme/v7/backend" on ghcr.io are
+// the same image). req.Repository ("owner/name", may be "") finds the App
+// installation and down-scopes its token; req.InstallationID 0 means the
+// configured installation, else the one covering req.Repository.
+//
 // When no source is left, the error is a *ChainError (errors.Is
 // ErrNoCredential) that lists each source with why it was refused and a hint.
-func (c *Chain) Credential(ctx context.Context, req CredentialRequest) (Credential, error) {
+func (c *Chain) Credential(ctx context.Context, req deployer.CredentialRequest) (deployer.Credential, error) {
 	host, image := splitImage(req.Host, req.Image)
 	r := c.registries[host]
 	if r == nil {
-		return Credential{Source: SourceNone}, nil
+		return deployer.Credential{Source: SourceNone}, nil
 	}
 	var attempts []Attempt
-	var aside []Credential // produced, but put aside: the last resort
+	var aside []deployer.Credential // produced, but put aside: the last resort
 	for _, src := range r.sources {
 		if contains(req.Refused, src) {
 			attempts = append(attempts, c.refusedAttempt(host, image, src))
@@ -313,7 +295,7 @@ func (c *Chain) Credential(ctx context.Context, req CredentialRequest) (Credenti
 		cred, err := c.produce(ctx, r, image, req, src)
 		if err != nil {
 			if ctx.Err() != nil {
-				return Credential{}, fmt.Errorf("registry credential for %s/%s: %w", host, image, ctx.Err())
+				return deployer.Credential{}, fmt.Errorf("registry credential for %s/%s: %w", host, image, ctx.Err())
 			}
 			c.log.Warn().Err(err).Str("registry", host).Str("image", image).Str("source", src).
 				Msg("registry credential source failed; trying the next one")
@@ -337,13 +319,13 @@ func (c *Chain) Credential(ctx context.Context, req CredentialRequest) (Credenti
 			Msg("every registry credential source left is put aside; trying them again in order")
 		return aside[0], nil
 	}
-	return Credential{}, newChainError(r, image, attempts)
+	return deployer.Credential{}, newChainError(r, image, attempts)
 }
 
 // putAside reports whether cred's source is put aside for image. A
 // put-aside ends when its time is up or when cred differs from the
 // credential that was refused.
-func (c *Chain) putAside(host, image string, cred Credential) bool {
+func (c *Chain) putAside(host, image string, cred deployer.Credential) bool {
 	k := imageSource{host, image, cred.Source}
 	now := c.clock()
 	c.mu.Lock()
@@ -384,18 +366,20 @@ func (c *Chain) refusedAttempt(host, image, src string) Attempt {
 // whether or not it is put aside: for doctor, which checks every source.
 // It fails when the source is not configured for the host or cannot
 // produce a credential.
-func (c *Chain) SourceCredential(ctx context.Context, req CredentialRequest, source string) (Credential, error) {
+func (c *Chain) SourceCredential(ctx context.Context, req deployer.CredentialRequest, source string) (deployer.Credential, error) {
 	host, image := splitImage(req.Host, req.Image)
 	r := c.registries[host]
 	if r == nil || !contains(r.sources, source) {
-		return Credential{}, fmt.Errorf("registry %s: credential source %s is not configured", host, source)
+		return deployer.Credential{}, fmt.Errorf("registry %s: credential source %s is not configured", host, source)
 	}
 	return c.produce(ctx, r, image, req, source)
 }
 
-// produce gets a credential from one source and records the outcome.
-func (c *Chain) produce(ctx context.Context, r *registry, image string, req CredentialRequest, src string) (Credential, error) {
-	cred := Credential{Source: src}
+// produce gets a credential from one source and records the outcome, with
+// the expiry of a GitHub App token for Health.
+func (c *Chain) produce(ctx context.Context, r *registry, image string, req deployer.CredentialRequest, src string) (deployer.Credential, error) {
+	cred := deployer.Credential{Source: src}
+	var expires time.Time // zero: no known expiry
 	var err error
 	switch src {
 	case SourceGitHubApp:
@@ -408,9 +392,10 @@ func (c *Chain) produce(ctx context.Context, r *registry, image string, req Cred
 		if req.Repository != "" {
 			repos = []string{req.Repository}
 		}
-		cred.Username = r.username
-		cred.Password, cred.Expires, err = c.app.InstallationToken(ctx, id, repos)
+		var tok github.Token
+		tok, expires, err = c.app.InstallationToken(ctx, id, repos)
 		if err == nil {
+			cred.Username, cred.Password = r.username, deployer.Password(tok.Reveal())
 			c.mu.Lock()
 			c.lastApp[hostImage{r.host, image}] = appGrant{installation: id, repositories: repos}
 			c.mu.Unlock()
@@ -427,11 +412,11 @@ func (c *Chain) produce(ctx context.Context, r *registry, image string, req Cred
 		if ctx.Err() == nil {
 			st.state, st.reason, st.image, st.updated = HealthFailed, err.Error(), image, c.clock()
 		}
-		return Credential{}, err
+		return deployer.Credential{}, err
 	}
 	c.given[imageSource{r.host, image, src}] = fingerprintOf(cred)
-	if !cred.Expires.IsZero() {
-		st.expires = cred.Expires
+	if !expires.IsZero() {
+		st.expires = expires
 	}
 	if st.state == HealthFailed {
 		st.state, st.reason, st.updated = HealthUnknown, "", c.clock()
@@ -451,13 +436,13 @@ func (c *Chain) state(host, src string) *sourceState {
 }
 
 // Denied reports that the registry refused the credential of source for
-// image (at login, at the token endpoint or at the pull): the credential
-// the chain last handed out for it. The source is put aside for that image,
+// req's image (at login, at the token endpoint or at the pull): the
+// credential the chain last handed out for it. The source is put aside for that image,
 // first for the chain's PutAsideFor, twice as long with each refusal in a
 // row, at most MaxPutAsideFor; reason (the registry's answer, never the
 // credential) is kept for the error, Health and the log.
-func (c *Chain) Denied(host, image, source, reason string) {
-	host, image = splitImage(host, image)
+func (c *Chain) Denied(req deployer.CredentialRequest, source, reason string) {
+	host, image := splitImage(req.Host, req.Image)
 	k := imageSource{host, image, source}
 	now := c.clock()
 	c.mu.Lock()
@@ -488,10 +473,10 @@ func (c *Chain) putAsideTime(strikes int) time.Duration {
 }
 
 // Accepted reports that the registry accepted the credential of source for
-// image. It ends any put-aside of that source for the image, and the next
+// req's image. It ends any put-aside of that source for the image, and the next
 // refusal is put aside for the shortest time again.
-func (c *Chain) Accepted(host, image, source string) {
-	host, image = splitImage(host, image)
+func (c *Chain) Accepted(req deployer.CredentialRequest, source string) {
+	host, image := splitImage(req.Host, req.Image)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.aside, imageSource{host, image, source})
@@ -499,43 +484,16 @@ func (c *Chain) Accepted(host, image, source string) {
 	st.state, st.reason, st.image, st.updated = HealthOK, "", image, c.clock()
 }
 
-// Invalidate drops the cached GitHub App token last handed out for image,
-// so that the next Credential mints a fresh one: the pipeline retries a
-// refused token once with a fresh one before calling Denied.
-func (c *Chain) Invalidate(host, image string) {
-	host, image = splitImage(host, image)
+// Invalidate drops the cached GitHub App token last handed out for req's
+// image, so that the next Credential mints a fresh one: the pipeline
+// retries a refused token once with a fresh one before calling Denied.
+func (c *Chain) Invalidate(req deployer.CredentialRequest) {
+	host, image := splitImage(req.Host, req.Image)
 	c.mu.Lock()
 	g, ok := c.lastApp[hostImage{host, image}]
 	c.mu.Unlock()
 	if ok && c.app != nil {
 		c.app.Invalidate(g.installation, g.repositories)
-	}
-}
-
-// Explain returns, in plain words with the fix, what it means that the
-// registry refused source's credential for image with reason: for doctor's
-// FAIL lines and a deployment's failure hint. It does not change the chain.
-func (c *Chain) Explain(host, image, source, reason string) string {
-	host, image = splitImage(host, image)
-	ref := host + "/" + image
-	r := c.registries[host]
-	switch source {
-	case SourceGitHubApp:
-		msg := fmt.Sprintf("registry denied the GitHub App token for %s (%s): GitHub App installation tokens cannot read this private package", ref, reason)
-		if r != nil && contains(r.sources, SourceTokenFile) {
-			return msg + "; the token_file credential is used instead"
-		}
-		return msg + fmt.Sprintf("; add a token_file with a read:packages token to the credentials of %s", host)
-	case SourceTokenFile:
-		path := "token_file"
-		if r != nil && r.tokenFile != nil {
-			path = r.tokenFile.path
-		}
-		return fmt.Sprintf("registry denied the token in %s for %s (%s): it must be a classic personal access token with read:packages that can see the package", path, ref, reason)
-	case SourceNone:
-		return fmt.Sprintf("registry requires a login for %s (%s): list github_app or token_file in the credentials of %s", ref, reason, host)
-	default:
-		return fmt.Sprintf("registry denied the %s credential for %s (%s)", source, ref, reason)
 	}
 }
 
@@ -597,109 +555,7 @@ func (c *Chain) Health() []SourceHealth {
 	return out
 }
 
-// Attempt is one source tried for an image, and why it gave nothing.
-type Attempt struct {
-	Source string `json:"source"`
-	// Denied: the registry refused this source for the image and it is put
-	// aside until Until.
-	Denied bool      `json:"denied"`
-	Until  time.Time `json:"until,omitzero"`
-	// Reason is the registry's answer (Denied) or the source's error.
-	Reason string `json:"reason"`
-	// Err is the source's error when it could not produce a credential.
-	Err error `json:"-"`
-}
-
-// ChainError says that no source gave a usable credential for an image:
-// each source tried with why, and a hint at the fix. It never contains a
-// credential.
-type ChainError struct {
-	Host     string
-	Image    string // path without host, tag or digest
-	Attempts []Attempt
-	Hint     string
-}
-
-// Error lists every source with its reason, then the hint.
-func (e *ChainError) Error() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "no registry credential left for %s/%s", e.Host, e.Image)
-	for i, a := range e.Attempts {
-		if i == 0 {
-			b.WriteString(": ")
-		} else {
-			b.WriteString("; ")
-		}
-		b.WriteString(a.describe())
-	}
-	if e.Hint != "" {
-		b.WriteString("; ")
-		b.WriteString(e.Hint)
-	}
-	return b.String()
-}
-
-// Is matches ErrNoCredential.
-func (e *ChainError) Is(target error) bool { return target == ErrNoCredential }
-
-// Unwrap returns the errors of sources that failed to produce a credential,
-// so that errors.As finds a *GitHubError.
-func (e *ChainError) Unwrap() []error {
-	var errs []error
-	for _, a := range e.Attempts {
-		if a.Err != nil {
-			errs = append(errs, a.Err)
-		}
-	}
-	return errs
-}
-
-func (a Attempt) describe() string {
-	if !a.Denied {
-		return fmt.Sprintf("%s failed: %s", a.Source, a.Reason)
-	}
-	what := "the " + a.Source + " credential"
-	switch a.Source {
-	case SourceGitHubApp:
-		what = "the GitHub App token"
-	case SourceTokenFile:
-		what = "the token_file token"
-	case SourceNone:
-		what = "anonymous access"
-	}
-	return fmt.Sprintf("registry denied %s (%s), put aside until %s", what, a.Reason, a.Until.UTC().Format(time.RFC3339))
-}
-
-func newChainError(r *registry, image string, attempts []Attempt) *ChainError {
-	e := &ChainError{Host: r.host, Image: image, Attempts: attempts}
-	ref := r.host + "/" + image
-	byName := make(map[string]Attempt, len(attempts))
-	for _, a := range attempts {
-		byName[a.Source] = a
-	}
-	var hints []string
-	app, appTried := byName[SourceGitHubApp]
-	file, fileTried := byName[SourceTokenFile]
-	fileConfigured := contains(r.sources, SourceTokenFile)
-	if appTried && app.Denied {
-		h := fmt.Sprintf("GitHub App installation tokens cannot read the private package %s (ghcr.io accepts the login, then denies the pull)", ref)
-		if !fileConfigured {
-			h += fmt.Sprintf(": add token_file to the credentials of %s with a classic personal access token that has read:packages, or grant the App access to the package", r.host)
-		}
-		hints = append(hints, h)
-	}
-	// A GitHub App that failed to mint has its hint in its reason already.
-	if fileTried && file.Denied {
-		hints = append(hints, fmt.Sprintf("the token in %s was refused: it must be a classic personal access token with read:packages that can see %s", r.tokenFile.path, ref))
-	}
-	if a, ok := byName[SourceNone]; ok && a.Denied {
-		hints = append(hints, fmt.Sprintf("%s requires a login for %s: list github_app or token_file in its credentials", r.host, ref))
-	}
-	e.Hint = strings.Join(hints, "; ")
-	return e
-}
-
-func credentialSources(cs []Credential) []string {
+func credentialSources(cs []deployer.Credential) []string {
 	out := make([]string, len(cs))
 	for i, c := range cs {
 		out[i] = c.Source

@@ -1,4 +1,17 @@
-package auth
+// Package apitoken is deployd's own API tokens: HS256 JWTs that deployd
+// issues (`deployd token issue`) and checks on its HTTP API. Their claims:
+//
+//	iss   "deployd"            (Issuer)
+//	aud   "deployd-api"        (Audience)
+//	sub   who the token is for, recorded as the trigger of the deployments it asks for
+//	scope space-separated scopes (a JSON list is accepted too)
+//	iat, nbf, exp, jti
+//
+// A token is only ever valid under the key that signed it: rotating the key
+// file revokes every token issued with the old one.
+//
+// Of deployd's packages it imports only auth, to read the key file.
+package apitoken
 
 import (
 	"bytes"
@@ -13,25 +26,18 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-)
 
-// API tokens are HS256 JWTs that deployd issues (`deployd token issue`) and
-// checks on its HTTP API. Their claims:
-//
-//	iss   "deployd"            (TokenIssuer)
-//	aud   "deployd-api"        (TokenAudience)
-//	sub   who the token is for, recorded as the trigger of the deployments it asks for
-//	scope space-separated scopes (a JSON list is accepted too)
-//	iat, nbf, exp, jti
-//
-// A token is only ever valid under the key that signed it: rotating the key
-// file revokes every token issued with the old one.
+	"github.com/deployd/deployd/auth"
+)
 
 // Token claims fixed by deployd.
 const (
-	TokenIssuer   = "deployd"
-	TokenAudience = "deployd-api"
+	Issuer   = "deployd"
+	Audience = "deployd-api"
 )
+
+// redacted is what every printed form of the key shows.
+const redacted = "[redacted]"
 
 // Scopes an API token can carry.
 const (
@@ -45,8 +51,8 @@ const (
 	ScopeDeployPrefix = "deploy:"
 )
 
-// MinAPIKeyBytes is the shortest key accepted, after trimming whitespace.
-const MinAPIKeyBytes = 32
+// MinKeyBytes is the shortest key accepted, after trimming whitespace.
+const MinKeyBytes = 32
 
 // maxAPITokenBytes bounds what Verify parses; deployd's tokens are a few
 // hundred bytes.
@@ -60,10 +66,10 @@ const clockLeeway = 30 * time.Second
 const KeygenHint = "create one with: head -c 32 /dev/urandom | base64 > api-key && chmod 600 api-key (or deployd token keygen)"
 
 var (
-	// ErrInvalidToken is returned (wrapped, with the reason) by Verify for a
+	// ErrInvalid is returned (wrapped, with the reason) by Verify for a
 	// token that is malformed, not signed with the key, expired or has the
 	// wrong claims. The reason never quotes the token.
-	ErrInvalidToken = errors.New("invalid API token")
+	ErrInvalid = errors.New("invalid API token")
 	// ErrBadScope is returned (wrapped) by Issue for a malformed scope.
 	ErrBadScope = errors.New("bad scope")
 )
@@ -85,60 +91,60 @@ func ValidScope(s string) error {
 	return fmt.Errorf("%w %q: want deploy:SERVICE, deploy:* or status:read", ErrBadScope, s)
 }
 
-// APIKey signs and verifies API tokens. Like Token, it never prints: its
-// String, GoString, Format, MarshalJSON and MarshalText forms are
-// "[redacted]". It is immutable and safe for concurrent use.
-type APIKey struct {
+// Key signs and verifies API tokens. Like every secret of deployd, it never
+// prints: its String, GoString, Format, MarshalJSON and MarshalText forms
+// are "[redacted]". It is immutable and safe for concurrent use.
+type Key struct {
 	k   []byte
 	now func() time.Time
 }
 
-// APIKeyOption configures an APIKey.
-type APIKeyOption func(*APIKey)
+// KeyOption configures an Key.
+type KeyOption func(*Key)
 
-// WithAPIKeyClock sets the clock used to issue and check tokens (default time.Now).
-func WithAPIKeyClock(now func() time.Time) APIKeyOption {
-	return func(k *APIKey) { k.now = now }
+// WithClock sets the clock used to issue and check tokens (default time.Now).
+func WithClock(now func() time.Time) KeyOption {
+	return func(k *Key) { k.now = now }
 }
 
-// NewAPIKey returns the key made of material with surrounding whitespace
-// trimmed. It fails when fewer than MinAPIKeyBytes remain. The key keeps its
+// NewKey returns the key made of material with surrounding whitespace
+// trimmed. It fails when fewer than MinKeyBytes remain. The key keeps its
 // own copy of material.
-func NewAPIKey(material []byte, opts ...APIKeyOption) (*APIKey, error) {
+func NewKey(material []byte, opts ...KeyOption) (*Key, error) {
 	m := bytes.TrimSpace(material)
-	if len(m) < MinAPIKeyBytes {
-		return nil, fmt.Errorf("API token key is %d bytes; at least %d are needed: %s", len(m), MinAPIKeyBytes, KeygenHint)
+	if len(m) < MinKeyBytes {
+		return nil, fmt.Errorf("API token key is %d bytes; at least %d are needed: %s", len(m), MinKeyBytes, KeygenHint)
 	}
-	k := &APIKey{k: bytes.Clone(m), now: time.Now}
+	k := &Key{k: bytes.Clone(m), now: time.Now}
 	for _, o := range opts {
 		o(k)
 	}
 	return k, nil
 }
 
-// LoadAPIKey reads the key file (api.token_key_file). It fails with a
+// LoadKey reads the key file (api.token_key_file). It fails with a
 // message naming the path, never the content, when the file is missing,
 // unreadable or too short. warning is non-empty when the file is readable
 // by group or others: the key still loads.
-func LoadAPIKey(path string, opts ...APIKeyOption) (key *APIKey, warning string, err error) {
+func LoadKey(path string, opts ...KeyOption) (key *Key, warning string, err error) {
 	if path == "" {
 		return nil, "", errors.New("load API token key: api.token_key_file is not set; " + KeygenHint)
 	}
-	data, mode, err := readSecretFile("load API token key", path, "; "+KeygenHint)
+	data, mode, err := auth.ReadSecretFile("load API token key", path, "; "+KeygenHint)
 	if err != nil {
 		return nil, "", err
 	}
-	key, err = NewAPIKey(data, opts...)
+	key, err = NewKey(data, opts...)
 	if err != nil {
 		return nil, "", fmt.Errorf("load API token key %s: %w", path, err)
 	}
-	return key, permissionWarning("API token key", path, mode), nil
+	return key, auth.PermissionWarning("API token key", path, mode), nil
 }
 
-// GenerateAPIKey returns new key file content: 32 random bytes, base64
+// GenerateKey returns new key file content: 32 random bytes, base64
 // encoded, with a trailing newline.
-func GenerateAPIKey() ([]byte, error) {
-	b := make([]byte, MinAPIKeyBytes)
+func GenerateKey() ([]byte, error) {
+	b := make([]byte, MinKeyBytes)
 	if _, err := rand.Read(b); err != nil {
 		return nil, fmt.Errorf("generate API token key: %w", err)
 	}
@@ -146,19 +152,19 @@ func GenerateAPIKey() ([]byte, error) {
 }
 
 // String returns "[redacted]".
-func (k *APIKey) String() string { return redacted }
+func (k *Key) String() string { return redacted }
 
 // GoString returns "[redacted]".
-func (k *APIKey) GoString() string { return redacted }
+func (k *Key) GoString() string { return redacted }
 
 // Format prints "[redacted]" for every verb.
-func (k *APIKey) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, redacted) }
+func (k *Key) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, redacted) }
 
 // MarshalJSON returns the JSON string "[redacted]".
-func (k *APIKey) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+func (k *Key) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
 
 // MarshalText returns "[redacted]".
-func (k *APIKey) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+func (k *Key) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 
 // Claims is what a verified API token says. It holds no secret.
 type Claims struct {
@@ -227,7 +233,7 @@ type tokenClaims struct {
 // Issue returns a signed token for subject with scopes, valid for ttl from
 // now. It fails for an empty subject, no scopes, a scope ValidScope refuses
 // or a ttl that is not positive.
-func (k *APIKey) Issue(subject string, scopes []string, ttl time.Duration) (string, error) {
+func (k *Key) Issue(subject string, scopes []string, ttl time.Duration) (string, error) {
 	subject = strings.TrimSpace(subject)
 	switch {
 	case subject == "":
@@ -256,8 +262,8 @@ func (k *APIKey) Issue(subject string, scopes []string, ttl time.Duration) (stri
 	claims := tokenClaims{
 		Scope: clean,
 		RegisteredClaims: jwt.RegisteredClaims{
-			Issuer:    TokenIssuer,
-			Audience:  jwt.ClaimStrings{TokenAudience},
+			Issuer:    Issuer,
+			Audience:  jwt.ClaimStrings{Audience},
 			Subject:   subject,
 			IssuedAt:  jwt.NewNumericDate(now),
 			NotBefore: jwt.NewNumericDate(now),
@@ -273,24 +279,24 @@ func (k *APIKey) Issue(subject string, scopes []string, ttl time.Duration) (stri
 }
 
 // Verify checks a token: HS256 only (alg none and every other algorithm
-// are refused), signed with this key, issuer TokenIssuer, audience
-// TokenAudience, exp present and not passed, iat and nbf not in the future
+// are refused), signed with this key, issuer Issuer, audience
+// Audience, exp present and not passed, iat and nbf not in the future
 // (30s leeway each), a subject and at least one scope. It returns the claims,
-// or an error wrapping ErrInvalidToken that says why without quoting the
+// or an error wrapping ErrInvalid that says why without quoting the
 // token.
-func (k *APIKey) Verify(token string) (Claims, error) {
+func (k *Key) Verify(token string) (Claims, error) {
 	if token == "" {
-		return Claims{}, fmt.Errorf("%w: empty", ErrInvalidToken)
+		return Claims{}, fmt.Errorf("%w: empty", ErrInvalid)
 	}
 	if len(token) > maxAPITokenBytes {
-		return Claims{}, fmt.Errorf("%w: longer than %d bytes", ErrInvalidToken, maxAPITokenBytes)
+		return Claims{}, fmt.Errorf("%w: longer than %d bytes", ErrInvalid, maxAPITokenBytes)
 	}
 	p := jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
-		jwt.WithIssuer(TokenIssuer),
-		jwt.WithAudience(TokenAudience),
+		jwt.WithIssuer(Issuer),
+		jwt.WithAudience(Audience),
 		jwt.WithLeeway(clockLeeway),
 		jwt.WithTimeFunc(k.now),
 		jwt.WithStrictDecoding(),
@@ -300,13 +306,13 @@ func (k *APIKey) Verify(token string) (Claims, error) {
 		return k.k, nil
 	})
 	if err != nil {
-		return Claims{}, fmt.Errorf("%w: %s", ErrInvalidToken, verifyReason(err))
+		return Claims{}, fmt.Errorf("%w: %s", ErrInvalid, verifyReason(err))
 	}
 	if strings.TrimSpace(tc.Subject) == "" {
-		return Claims{}, fmt.Errorf("%w: no subject", ErrInvalidToken)
+		return Claims{}, fmt.Errorf("%w: no subject", ErrInvalid)
 	}
 	if len(tc.Scope) == 0 {
-		return Claims{}, fmt.Errorf("%w: no scope", ErrInvalidToken)
+		return Claims{}, fmt.Errorf("%w: no scope", ErrInvalid)
 	}
 	c := Claims{Subject: tc.Subject, Scopes: tc.Scope, ID: tc.ID, ExpiresAt: tc.ExpiresAt.Time}
 	if tc.IssuedAt != nil {

@@ -1,4 +1,4 @@
-package auth
+package github
 
 import (
 	"context"
@@ -11,14 +11,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/go-github/v62/github"
+	gogithub "github.com/google/go-github/v62/github"
 )
 
 // ErrorKind classifies a failed GitHub call so that callers (the pipeline,
 // doctor, the status page) can branch on it and show the right fix.
 type ErrorKind string
 
-// The kinds of GitHubError.
+// The kinds of Error.
 const (
 	// KindBadJWT: GitHub answered 401 to the App's JWT. The App ID or key is
 	// wrong, or this host's clock is off.
@@ -38,10 +38,10 @@ const (
 	KindOther ErrorKind = "github_error"
 )
 
-// GitHubError is a failed GitHub API call explained in plain words: Message
+// Error is a failed GitHub API call explained in plain words: Message
 // says what went wrong, Hint says how to fix it. Neither ever contains a
 // token or key. Err is the underlying go-github or network error.
-type GitHubError struct {
+type Error struct {
 	Kind ErrorKind
 	// Op is the call that failed, e.g. "GET /app".
 	Op string
@@ -58,7 +58,7 @@ type GitHubError struct {
 }
 
 // Error returns the message and the hint.
-func (e *GitHubError) Error() string {
+func (e *Error) Error() string {
 	if e.Hint == "" {
 		return e.Message
 	}
@@ -66,7 +66,7 @@ func (e *GitHubError) Error() string {
 }
 
 // Unwrap returns the underlying error.
-func (e *GitHubError) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() error { return e.Err }
 
 // clockSkewLimit is the clock offset beyond which a rejected JWT is blamed
 // on this host's clock.
@@ -82,7 +82,7 @@ type call struct {
 	permissions  Permissions
 }
 
-// classify turns an error from go-github into a *GitHubError. It returns
+// classify turns an error from go-github into a *Error. It returns
 // ctx.Err() wrapped when the caller gave up. now is this host's clock when the
 // answer arrived.
 func classify(c call, err error, now time.Time) error {
@@ -92,11 +92,11 @@ func classify(c call, err error, now time.Time) error {
 	if errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w", c.op, err)
 	}
-	ge := &GitHubError{Op: c.op, Err: err}
+	ge := &Error{Op: c.op, Err: err}
 
-	var rle *github.RateLimitError
-	var abuse *github.AbuseRateLimitError
-	var er *github.ErrorResponse
+	var rle *gogithub.RateLimitError
+	var abuse *gogithub.AbuseRateLimitError
+	var er *gogithub.ErrorResponse
 	switch {
 	case errors.As(err, &rle):
 		ge.Status = statusOf(rle.Response)
@@ -130,7 +130,7 @@ func statusOf(r *http.Response) int {
 	return r.StatusCode
 }
 
-func rateLimited(ge *GitHubError, which string) {
+func rateLimited(ge *Error, which string) {
 	ge.Kind = KindRateLimited
 	ge.Message = fmt.Sprintf("GitHub's %s rate limit is exhausted (%s)", which, ge.Op)
 	if !ge.RateLimitReset.IsZero() {
@@ -139,8 +139,8 @@ func rateLimited(ge *GitHubError, which string) {
 	ge.Hint = "wait until the reset; deployd reuses cached tokens meanwhile"
 }
 
-// explainStatus fills in a GitHubError from an HTTP error answer.
-func explainStatus(ge *GitHubError, c call, er *github.ErrorResponse, now time.Time) {
+// explainStatus fills in a Error from an HTTP error answer.
+func explainStatus(ge *Error, c call, er *gogithub.ErrorResponse, now time.Time) {
 	r := er.Response
 	msg := strings.TrimSpace(er.Message)
 	answer := strconv.Itoa(r.StatusCode)

@@ -1,4 +1,4 @@
-package authtest_test
+package githubtest_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/internal/testclock"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-github/v62/github"
@@ -29,7 +29,7 @@ func sign(t *testing.T, method jwt.SigningMethod, key any, claims jwt.MapClaims)
 	return s
 }
 
-func get(t *testing.T, f *authtest.FakeGitHub, path, auth string) (int, string, http.Header) {
+func get(t *testing.T, f *githubtest.FakeGitHub, path, auth string) (int, string, http.Header) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, f.URL+strings.TrimPrefix(path, "/"), nil)
 	if auth != "" {
@@ -47,9 +47,9 @@ func get(t *testing.T, f *authtest.FakeGitHub, path, auth string) (int, string, 
 }
 
 func TestFakeChecksTheJWTLikeGitHub(t *testing.T) {
-	key, _ := authtest.NewKey(t)
-	other, _ := authtest.NewKey(t)
-	f := authtest.NewFakeGitHub(t, appID, &key.PublicKey)
+	key, _ := githubtest.NewKey(t)
+	other, _ := githubtest.NewKey(t)
+	f := githubtest.NewFakeGitHub(t, appID, &key.PublicKey)
 	f.SetClock(func() time.Time { return now })
 	good := jwt.MapClaims{"iss": "31337", "iat": now.Add(-time.Minute).Unix(), "exp": now.Add(9 * time.Minute).Unix()}
 	with := func(k string, v any) jwt.MapClaims {
@@ -72,16 +72,16 @@ func TestFakeChecksTheJWTLikeGitHub(t *testing.T) {
 	}{
 		{"valid", sign(t, jwt.SigningMethodRS256, key, good), 200, ""},
 		{"numeric iss", sign(t, jwt.SigningMethodRS256, key, with("iss", appID)), 200, ""},
-		{"other key", sign(t, jwt.SigningMethodRS256, other, good), 401, authtest.MsgJWTUndecodable},
-		{"other app", sign(t, jwt.SigningMethodRS256, key, with("iss", "1")), 401, authtest.MsgJWTUndecodable},
-		{"no iss", sign(t, jwt.SigningMethodRS256, key, with("iss", nil)), 401, authtest.MsgJWTUndecodable},
-		{"HS256", sign(t, jwt.SigningMethodHS256, []byte("k"), good), 401, authtest.MsgJWTUndecodable},
-		{"garbage", "not.a.jwt", 401, authtest.MsgJWTUndecodable},
-		{"expired", sign(t, jwt.SigningMethodRS256, key, with("exp", now.Add(-time.Second).Unix())), 401, authtest.MsgJWTExpired},
-		{"no exp", sign(t, jwt.SigningMethodRS256, key, with("exp", nil)), 401, authtest.MsgJWTExpired},
-		{"exp too far", sign(t, jwt.SigningMethodRS256, key, with("exp", now.Add(11*time.Minute).Unix())), 401, authtest.MsgJWTTooFar},
-		{"window too long", sign(t, jwt.SigningMethodRS256, key, with("iat", now.Add(-5*time.Minute).Unix())), 401, authtest.MsgJWTTooFar},
-		{"iat in the future", sign(t, jwt.SigningMethodRS256, key, with("iat", now.Add(time.Minute).Unix())), 401, authtest.MsgJWTIssuedAt},
+		{"other key", sign(t, jwt.SigningMethodRS256, other, good), 401, githubtest.MsgJWTUndecodable},
+		{"other app", sign(t, jwt.SigningMethodRS256, key, with("iss", "1")), 401, githubtest.MsgJWTUndecodable},
+		{"no iss", sign(t, jwt.SigningMethodRS256, key, with("iss", nil)), 401, githubtest.MsgJWTUndecodable},
+		{"HS256", sign(t, jwt.SigningMethodHS256, []byte("k"), good), 401, githubtest.MsgJWTUndecodable},
+		{"garbage", "not.a.jwt", 401, githubtest.MsgJWTUndecodable},
+		{"expired", sign(t, jwt.SigningMethodRS256, key, with("exp", now.Add(-time.Second).Unix())), 401, githubtest.MsgJWTExpired},
+		{"no exp", sign(t, jwt.SigningMethodRS256, key, with("exp", nil)), 401, githubtest.MsgJWTExpired},
+		{"exp too far", sign(t, jwt.SigningMethodRS256, key, with("exp", now.Add(11*time.Minute).Unix())), 401, githubtest.MsgJWTTooFar},
+		{"window too long", sign(t, jwt.SigningMethodRS256, key, with("iat", now.Add(-5*time.Minute).Unix())), 401, githubtest.MsgJWTTooFar},
+		{"iat in the future", sign(t, jwt.SigningMethodRS256, key, with("iat", now.Add(time.Minute).Unix())), 401, githubtest.MsgJWTIssuedAt},
 	} {
 		status, msg, hdr := get(t, f, "/app", "Bearer "+tc.token)
 		if status != tc.status || msg != tc.msg {
@@ -114,17 +114,17 @@ func (a appTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return http.DefaultTransport.RoundTrip(r)
 }
 
-func client(f *authtest.FakeGitHub, c *github.Client) *github.Client {
+func client(f *githubtest.FakeGitHub, c *github.Client) *github.Client {
 	c.BaseURL, _ = c.BaseURL.Parse(f.URL)
 	return c
 }
 
 func TestFakeMintsTokensAndRecordsDeployments(t *testing.T) {
-	key, _ := authtest.NewKey(t)
-	f := authtest.NewFakeGitHub(t, appID, &key.PublicKey)
+	key, _ := githubtest.NewKey(t)
+	f := githubtest.NewFakeGitHub(t, appID, &key.PublicKey)
 	clk := testclock.New(now) // shared with the fake's handlers
 	f.SetClock(clk.Now)
-	f.AddInstallation(authtest.Installation{ID: 5, Account: "Acme", Repositories: []string{"v7"}})
+	f.AddInstallation(githubtest.Installation{ID: 5, Account: "Acme", Repositories: []string{"v7"}})
 	ctx := context.Background()
 	app := client(f, github.NewClient(&http.Client{Transport: appTransport{key: key, now: clk.Now}}))
 

@@ -1,4 +1,4 @@
-package authtest
+package githubtest
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package auth_test
+package github_test
 
 import (
 	"context"
@@ -11,16 +11,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/deployd/deployd/auth"
-	"github.com/deployd/deployd/auth/authtest"
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/golang-jwt/jwt/v5"
 )
 
-func asGitHubError(t *testing.T, err error, kind auth.ErrorKind) *auth.GitHubError {
+func asGitHubError(t *testing.T, err error, kind github.ErrorKind) *github.Error {
 	t.Helper()
-	var ge *auth.GitHubError
+	var ge *github.Error
 	if !errors.As(err, &ge) {
-		t.Fatalf("error %v (%T) is not a *GitHubError", err, err)
+		t.Fatalf("error %v (%T) is not a *github.Error", err, err)
 	}
 	if ge.Kind != kind {
 		t.Fatalf("kind = %s, want %s; error: %v", ge.Kind, kind, err)
@@ -41,12 +41,12 @@ func TestVerify(t *testing.T) {
 
 func TestEnterpriseAPIURL(t *testing.T) {
 	var e *env
-	e = newEnv(t, func(c *auth.AppConfig) { c.APIURL = "" })
-	if got := e.app.APIURL(); got != auth.DefaultAPIURL {
+	e = newEnv(t, func(c *github.AppConfig) { c.APIURL = "" })
+	if got := e.app.APIURL(); got != github.DefaultAPIURL {
 		t.Errorf("default APIURL = %q", got)
 	}
 	e = newEnv(t)
-	app, err := auth.NewApp(auth.AppConfig{ID: testAppID, Key: mustKey(t), APIURL: e.gh.EnterpriseURL(), Clock: e.clock.Now})
+	app, err := github.NewApp(github.AppConfig{ID: testAppID, Key: mustKey(t), APIURL: e.gh.EnterpriseURL(), Clock: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,10 +58,10 @@ func TestEnterpriseAPIURL(t *testing.T) {
 	}
 }
 
-func mustKey(t *testing.T) *auth.PrivateKey {
+func mustKey(t *testing.T) *github.PrivateKey {
 	t.Helper()
 	_, p := appKey(t)
-	k, err := auth.ParsePrivateKey(p)
+	k, err := github.ParsePrivateKey(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,14 +70,14 @@ func mustKey(t *testing.T) *auth.PrivateKey {
 
 func TestNewAppRefusesBadConfig(t *testing.T) {
 	k := mustKey(t)
-	for name, cfg := range map[string]auth.AppConfig{
+	for name, cfg := range map[string]github.AppConfig{
 		"no id":        {Key: k},
 		"no key":       {ID: 1},
 		"relative url": {ID: 1, Key: k, APIURL: "api.github.com"},
 		"ftp url":      {ID: 1, Key: k, APIURL: "ftp://example.com/"},
 		"credentials":  {ID: 1, Key: k, APIURL: "https://user:pw@example.com/"},
 	} {
-		if _, err := auth.NewApp(cfg); err == nil {
+		if _, err := github.NewApp(cfg); err == nil {
 			t.Errorf("%s: NewApp accepted %+v", name, cfg)
 		}
 	}
@@ -103,7 +103,7 @@ func (r *recordingTransport) RoundTrip(req *http.Request) (*http.Response, error
 
 func TestJWTClaims(t *testing.T) {
 	rt := &recordingTransport{}
-	e := newEnv(t, func(c *auth.AppConfig) { c.Transport = rt })
+	e := newEnv(t, func(c *github.AppConfig) { c.Transport = rt })
 	if _, err := e.app.Verify(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +230,7 @@ func TestInstallationTokenCacheKeys(t *testing.T) {
 	if c := get(); c == a {
 		t.Error("a token for all repositories reused the down-scoped one")
 	}
-	if _, _, err := e.app.ScopedToken(ctx, testInstallation, auth.Permissions{"deployments": "write"}, []string{"v7"}); err != nil {
+	if _, _, err := e.app.ScopedToken(ctx, testInstallation, github.Permissions{"deployments": "write"}, []string{"v7"}); err != nil {
 		t.Fatal(err)
 	}
 	if n := e.gh.MintCount(); n != 3 {
@@ -247,7 +247,7 @@ func TestInstallationTokenCacheKeys(t *testing.T) {
 
 func TestScopedTokenRefusesBadPermissions(t *testing.T) {
 	e := newEnv(t)
-	for _, p := range []auth.Permissions{nil, {"packages": "reed"}, {"no_such_permission": "read"}} {
+	for _, p := range []github.Permissions{nil, {"packages": "reed"}, {"no_such_permission": "read"}} {
 		if _, _, err := e.app.ScopedToken(context.Background(), testInstallation, p, nil); err == nil {
 			t.Errorf("ScopedToken accepted permissions %v", p)
 		}
@@ -275,12 +275,12 @@ func TestDownScopingBody(t *testing.T) {
 
 func TestWrongKeyIsPlainWords(t *testing.T) {
 	e := newEnv(t)
-	other, _ := authtest.NewKey(t)
+	other, _ := githubtest.NewKey(t)
 	e.gh.SetPublicKey(&other.PublicKey)
 	_, err := e.app.Verify(context.Background())
-	ge := asGitHubError(t, err, auth.KindBadJWT)
+	ge := asGitHubError(t, err, github.KindBadJWT)
 	msg := err.Error()
-	for _, want := range []string{"rejected the JWT of App 424242", "401", authtest.MsgJWTUndecodable, "github.app.id", "private key"} {
+	for _, want := range []string{"rejected the JWT of App 424242", "401", githubtest.MsgJWTUndecodable, "github.app.id", "private key"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q lacks %q", msg, want)
 		}
@@ -289,13 +289,13 @@ func TestWrongKeyIsPlainWords(t *testing.T) {
 		t.Errorf("Status %d Op %q", ge.Status, ge.Op)
 	}
 	_, _, err = e.app.InstallationToken(context.Background(), testInstallation, nil)
-	asGitHubError(t, err, auth.KindBadJWT)
+	asGitHubError(t, err, github.KindBadJWT)
 }
 
 func TestWrongAppIDIsPlainWords(t *testing.T) {
-	e := newEnv(t, func(c *auth.AppConfig) { c.ID = 999 })
+	e := newEnv(t, func(c *github.AppConfig) { c.ID = 999 })
 	_, err := e.app.Verify(context.Background())
-	asGitHubError(t, err, auth.KindBadJWT)
+	asGitHubError(t, err, github.KindBadJWT)
 	if !strings.Contains(err.Error(), "github.app.id (999)") {
 		t.Errorf("error %q does not point at the App ID", err)
 	}
@@ -312,11 +312,11 @@ func TestClockSkewIsNamed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var e *env
-			e = newEnv(t, func(c *auth.AppConfig) {
+			e = newEnv(t, func(c *github.AppConfig) {
 				c.Clock = func() time.Time { return e.clock.Now().Add(tc.offset) }
 			})
 			_, err := e.app.Verify(context.Background())
-			ge := asGitHubError(t, err, auth.KindBadJWT)
+			ge := asGitHubError(t, err, github.KindBadJWT)
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q lacks %q", err, tc.want)
 			}
@@ -327,7 +327,7 @@ func TestClockSkewIsNamed(t *testing.T) {
 	}
 	t.Run("small skew is not blamed", func(t *testing.T) {
 		e := newEnv(t)
-		other, _ := authtest.NewKey(t)
+		other, _ := githubtest.NewKey(t)
 		e.gh.SetPublicKey(&other.PublicKey)
 		_, err := e.app.Verify(context.Background())
 		if strings.Contains(err.Error(), "clock") {
@@ -337,8 +337,8 @@ func TestClockSkewIsNamed(t *testing.T) {
 }
 
 func TestGitHubDownServesCachedToken(t *testing.T) {
-	for name, mode := range map[string]authtest.Down{
-		"refused": authtest.DownRefused, "hang-up": authtest.DownHangUp, "503": authtest.Down500,
+	for name, mode := range map[string]githubtest.Down{
+		"refused": githubtest.DownRefused, "hang-up": githubtest.DownHangUp, "503": githubtest.Down500,
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
@@ -369,9 +369,9 @@ func TestGitHubDownServesCachedToken(t *testing.T) {
 
 			e.clock.Add(5 * time.Minute) // past expiry
 			_, _, err = e.app.InstallationToken(ctx, testInstallation, []string{"v7"})
-			asGitHubError(t, err, auth.KindUnreachable)
+			asGitHubError(t, err, github.KindUnreachable)
 
-			e.gh.SetDown(authtest.Up)
+			e.gh.SetDown(githubtest.Up)
 			if _, _, err := e.app.InstallationToken(ctx, testInstallation, []string{"v7"}); err != nil {
 				t.Fatalf("GitHub back: %v", err)
 			}
@@ -384,22 +384,22 @@ func TestGitHubDownServesCachedToken(t *testing.T) {
 
 func TestGitHubDownWithoutCache(t *testing.T) {
 	e := newEnv(t)
-	e.gh.SetDown(authtest.DownRefused)
+	e.gh.SetDown(githubtest.DownRefused)
 	_, _, err := e.app.InstallationToken(context.Background(), testInstallation, nil)
-	asGitHubError(t, err, auth.KindUnreachable)
+	asGitHubError(t, err, github.KindUnreachable)
 	for _, want := range []string{"cannot reach GitHub", "connection refused", "network"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
 
-	e.gh.SetDown(authtest.DownHangUp)
+	e.gh.SetDown(githubtest.DownHangUp)
 	_, _, err = e.app.InstallationToken(context.Background(), testInstallation, nil)
-	asGitHubError(t, err, auth.KindUnreachable)
+	asGitHubError(t, err, github.KindUnreachable)
 
-	e.gh.SetDown(authtest.Down500)
+	e.gh.SetDown(githubtest.Down500)
 	_, err = e.app.Verify(context.Background())
-	asGitHubError(t, err, auth.KindUnreachable)
+	asGitHubError(t, err, github.KindUnreachable)
 	if !strings.Contains(err.Error(), "503") {
 		t.Errorf("error = %v", err)
 	}
@@ -419,22 +419,22 @@ func TestInstallationNotFound(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	_, err := e.app.InstallationForRepo(ctx, "acme", "secret-repo")
-	asGitHubError(t, err, auth.KindNotInstalled)
+	asGitHubError(t, err, github.KindNotInstalled)
 	if !strings.Contains(err.Error(), "App 424242 is not installed on acme/secret-repo") {
 		t.Errorf("error = %v", err)
 	}
 
 	_, _, err = e.app.InstallationToken(ctx, 5, nil)
-	asGitHubError(t, err, auth.KindNotInstalled)
+	asGitHubError(t, err, github.KindNotInstalled)
 	if !strings.Contains(err.Error(), "installation 5") || !strings.Contains(err.Error(), "installation_id") {
 		t.Errorf("error = %v", err)
 	}
 
 	_, err = e.app.Installation(ctx, 5)
-	asGitHubError(t, err, auth.KindNotInstalled)
+	asGitHubError(t, err, github.KindNotInstalled)
 
 	_, _, err = e.app.InstallationToken(ctx, testInstallation, []string{"secret-repo"})
-	asGitHubError(t, err, auth.KindNotInstalled)
+	asGitHubError(t, err, github.KindNotInstalled)
 	if !strings.Contains(err.Error(), "cannot access repository secret-repo") {
 		t.Errorf("error = %v", err)
 	}
@@ -463,7 +463,7 @@ func TestInstallationLookupCached(t *testing.T) {
 	// A reinstalled App has a new installation id: the old one 404s on mint
 	// and the lookup is done again.
 	e.gh.RemoveInstallation(testInstallation)
-	e.gh.AddInstallation(authtest.Installation{ID: 78, Account: "acme"})
+	e.gh.AddInstallation(githubtest.Installation{ID: 78, Account: "acme"})
 	id, _ := e.app.ResolveInstallation(ctx, 0, "acme/v7")
 	if _, _, err := e.app.InstallationToken(ctx, id, nil); err == nil {
 		t.Fatal("minted for a removed installation")
@@ -488,7 +488,7 @@ func TestResolveInstallation(t *testing.T) {
 	if _, err := e.app.ResolveInstallation(ctx, 0, "just-a-name"); err == nil {
 		t.Error("repository without owner: no error")
 	}
-	cfgd := newEnv(t, func(c *auth.AppConfig) { c.InstallationID = 12 })
+	cfgd := newEnv(t, func(c *github.AppConfig) { c.InstallationID = 12 })
 	if id, _ := cfgd.app.ResolveInstallation(ctx, 0, "acme/v7"); id != 12 {
 		t.Errorf("configured installation not used: %d", id)
 	}
@@ -496,9 +496,9 @@ func TestResolveInstallation(t *testing.T) {
 
 func TestMissingPermission(t *testing.T) {
 	e := newEnv(t)
-	e.gh.AddInstallation(authtest.Installation{ID: testInstallation, Account: "acme", Permissions: map[string]string{"metadata": "read"}})
+	e.gh.AddInstallation(githubtest.Installation{ID: testInstallation, Account: "acme", Permissions: map[string]string{"metadata": "read"}})
 	_, _, err := e.app.InstallationToken(context.Background(), testInstallation, nil)
-	asGitHubError(t, err, auth.KindPermission)
+	asGitHubError(t, err, github.KindPermission)
 	for _, want := range []string{"packages: read", "Packages: Read-only"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
@@ -511,7 +511,7 @@ func TestRateLimited(t *testing.T) {
 	reset := time.Now().Add(20 * time.Minute).Truncate(time.Second)
 	e.gh.SetRateLimited(reset)
 	_, _, err := e.app.InstallationToken(context.Background(), testInstallation, nil)
-	ge := asGitHubError(t, err, auth.KindRateLimited)
+	ge := asGitHubError(t, err, github.KindRateLimited)
 	if !ge.RateLimitReset.Equal(reset) {
 		t.Errorf("reset = %v, want %v", ge.RateLimitReset, reset)
 	}

@@ -1,0 +1,141 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// ErrNoCredential is matched (errors.Is) by the *ChainError returned when no
+// source could give a credential for an image.
+var ErrNoCredential = errors.New("no usable registry credential")
+
+// Explain returns, in plain words with the fix, what it means that the
+// registry refused source's credential for image with reason: for doctor's
+// FAIL lines and a deployment's failure hint. It does not change the chain.
+func (c *Chain) Explain(host, image, source, reason string) string {
+	host, image = splitImage(host, image)
+	ref := host + "/" + image
+	r := c.registries[host]
+	switch source {
+	case SourceGitHubApp:
+		msg := fmt.Sprintf("registry denied the GitHub App token for %s (%s): GitHub App installation tokens cannot read this private package", ref, reason)
+		if r != nil && contains(r.sources, SourceTokenFile) {
+			return msg + "; the token_file credential is used instead"
+		}
+		return msg + fmt.Sprintf("; add a token_file with a read:packages token to the credentials of %s", host)
+	case SourceTokenFile:
+		path := "token_file"
+		if r != nil && r.tokenFile != nil {
+			path = r.tokenFile.path
+		}
+		return fmt.Sprintf("registry denied the token in %s for %s (%s): it must be a classic personal access token with read:packages that can see the package", path, ref, reason)
+	case SourceNone:
+		return fmt.Sprintf("registry requires a login for %s (%s): list github_app or token_file in the credentials of %s", ref, reason, host)
+	default:
+		return fmt.Sprintf("registry denied the %s credential for %s (%s)", source, ref, reason)
+	}
+}
+
+// Attempt is one source tried for an image, and why it gave nothing.
+type Attempt struct {
+	Source string `json:"source"`
+	// Denied: the registry refused this source for the image and it is put
+	// aside until Until.
+	Denied bool      `json:"denied"`
+	Until  time.Time `json:"until,omitzero"`
+	// Reason is the registry's answer (Denied) or the source's error.
+	Reason string `json:"reason"`
+	// Err is the source's error when it could not produce a credential.
+	Err error `json:"-"`
+}
+
+// ChainError says that no source gave a usable credential for an image:
+// each source tried with why, and a hint at the fix. It never contains a
+// credential.
+type ChainError struct {
+	Host     string
+	Image    string // path without host, tag or digest
+	Attempts []Attempt
+	Hint     string
+}
+
+// Error lists every source with its reason, then the hint.
+func (e *ChainError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "no registry credential left for %s/%s", e.Host, e.Image)
+	for i, a := range e.Attempts {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(a.describe())
+	}
+	if e.Hint != "" {
+		b.WriteString("; ")
+		b.WriteString(e.Hint)
+	}
+	return b.String()
+}
+
+// Is matches ErrNoCredential.
+func (e *ChainError) Is(target error) bool { return target == ErrNoCredential }
+
+// Unwrap returns the errors of sources that failed to produce a credential,
+// so that errors.As finds a *github.Error.
+func (e *ChainError) Unwrap() []error {
+	var errs []error
+	for _, a := range e.Attempts {
+		if a.Err != nil {
+			errs = append(errs, a.Err)
+		}
+	}
+	return errs
+}
+
+func (a Attempt) describe() string {
+	if !a.Denied {
+		return fmt.Sprintf("%s failed: %s", a.Source, a.Reason)
+	}
+	what := "the " + a.Source + " credential"
+	switch a.Source {
+	case SourceGitHubApp:
+		what = "the GitHub App token"
+	case SourceTokenFile:
+		what = "the token_file token"
+	case SourceNone:
+		what = "anonymous access"
+	}
+	return fmt.Sprintf("registry denied %s (%s), put aside until %s", what, a.Reason, a.Until.UTC().Format(time.RFC3339))
+}
+
+func newChainError(r *registry, image string, attempts []Attempt) *ChainError {
+	e := &ChainError{Host: r.host, Image: image, Attempts: attempts}
+	ref := r.host + "/" + image
+	byName := make(map[string]Attempt, len(attempts))
+	for _, a := range attempts {
+		byName[a.Source] = a
+	}
+	var hints []string
+	app, appTried := byName[SourceGitHubApp]
+	file, fileTried := byName[SourceTokenFile]
+	fileConfigured := contains(r.sources, SourceTokenFile)
+	if appTried && app.Denied {
+		h := fmt.Sprintf("GitHub App installation tokens cannot read the private package %s (ghcr.io accepts the login, then denies the pull)", ref)
+		if !fileConfigured {
+			h += fmt.Sprintf(": add token_file to the credentials of %s with a classic personal access token that has read:packages, or grant the App access to the package", r.host)
+		}
+		hints = append(hints, h)
+	}
+	// A GitHub App that failed to mint has its hint in its reason already.
+	if fileTried && file.Denied {
+		hints = append(hints, fmt.Sprintf("the token in %s was refused: it must be a classic personal access token with read:packages that can see %s", r.tokenFile.path, ref))
+	}
+	if a, ok := byName[SourceNone]; ok && a.Denied {
+		hints = append(hints, fmt.Sprintf("%s requires a login for %s: list github_app or token_file in its credentials", r.host, ref))
+	}
+	e.Hint = strings.Join(hints, "; ")
+	return e
+}
