@@ -34,6 +34,16 @@ const preallocBodyBytes = 256 << 10
 // minBodyChunk is the first buffer of a body of unknown length (chunked).
 const minBodyChunk = 16 << 10
 
+// freeBodyBytes is what a body may hold before it draws on the body
+// budget, as little as the connection's own buffers: a typical delivery
+// (10 KB) never touches the budget, and a request that sends its headers
+// and then nothing holds none of it.
+const freeBodyBytes = minBodyChunk
+
+// bodyReadTimeout bounds how long a body may take to arrive. GitHub gives
+// up on a delivery not answered within 10 seconds.
+const bodyReadTimeout = 30 * time.Second
+
 // busyRetryAfter is the Retry-After of a delivery refused because the body
 // budget was taken: about the time a large body takes to arrive.
 const busyRetryAfter = "10"
@@ -114,11 +124,13 @@ type HandlerConfig struct {
 //
 // Bodies are read into memory before their signature can be checked, so
 // what they may hold in total is bounded (HandlerConfig.BodyBudget and
-// SmallBodyReserve): a body whose declared length does not fit is refused
-// at once, without reading it, and one of unknown length as soon as it
-// outgrows what is left; both with 503 and a Retry-After header, the only
-// answers that carry one, and not recorded. A request gives back its share
-// when it ends, however it ends.
+// SmallBodyReserve): a body that declares a length over 256 KiB that does
+// not fit is refused at once, without reading it, and any other as soon as
+// its bytes outgrow what is left; both with 503 and a Retry-After header,
+// the only answers that carry one, and not recorded. The first 16 KiB of a
+// body are not counted, so typical deliveries never wait on the budget. A
+// request gives back its share once its body is checked (before it is
+// recorded), however it ends; a body must arrive within 30 seconds.
 //
 // The recorded BodySHA256 is the hash of the event JSON: the body itself, or
 // the payload field of a form-encoded body, so that the same event sent
@@ -209,16 +221,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	log := h.logger(r)
 	o := outcome{id: clip(github.DeliveryID(r), maxDeliveryIDLen), event: clip(github.WebHookType(r), maxEventLen)}
 	defer func() { h.logOutcome(log, &o, start) }()
-	// The buffers go back before the lease, so that the large body the
-	// lease admits next finds this one's buffer, and the lease before
-	// the log line, so that once a delivery is logged its share of the
-	// budget is back. The log line holds nothing of the body.
-	l := lease{b: h.budget}
-	defer l.release()
-	body := bodyMemory{small: h.bodyBuffer()}
-	defer h.recycle(&body) // after everything else is done with it
-
-	d, reqs, p := h.intake(w, r, start, &body, &l)
+	d, reqs, p := h.check(w, r, start)
 	if p != nil {
 		o.status, o.result, o.reason, o.err = p.status, deployer.ResultRejected, p.msg, p.cause
 		switch {
@@ -297,6 +300,25 @@ func (h *Handler) recycle(m *bodyMemory) {
 	}
 }
 
+// check reads the body and runs intake on it, holding the body's memory
+// and its share of the budget only meanwhile: nothing taken from the body
+// outlives intake (the payload is decoded into copies), so the share is
+// back before the delivery is recorded. The buffers go back before the
+// lease, so that the large body the lease admits next finds this one's
+// buffer.
+func (h *Handler) check(w http.ResponseWriter, r *http.Request, now time.Time) (accepted, []deployer.Request, *problem) {
+	l := lease{b: h.budget}
+	defer l.release()
+	body := bodyMemory{small: h.bodyBuffer()}
+	defer h.recycle(&body)
+	// A body has no longer to arrive than GitHub waits for the answer; a
+	// client that trickles one holds its share for this long at most.
+	if err := http.NewResponseController(w).SetReadDeadline(now.Add(bodyReadTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return accepted{}, nil, &problem{status: http.StatusInternalServerError, msg: "could not read the body", cause: err}
+	}
+	return h.intake(w, r, now, &body, &l)
+}
+
 // intake runs every check before recording: method, signature, size,
 // headers and payload, reading the body into m under the lease l. It
 // returns the delivery and its requests, or the problem that refuses it.
@@ -362,13 +384,16 @@ func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time, 
 
 // readBody reads the body, at most MaxBodyBytes of it, into m, whose small
 // buffer is empty, and returns the bytes read. The lease l covers a buffer
-// before any byte is read into it: a body whose declared length does not
-// fit in the budget is refused before anything is read, one of unknown
-// length when its buffer would outgrow what the budget has left.
+// past freeBodyBytes before any byte is read into it. A body that declares
+// a length over smallBodyBytes takes its share for that length before
+// anything is read, and is refused at once when it does not fit; a smaller
+// or chunked body takes its share as its bytes arrive, and is refused when
+// its buffer would outgrow what the budget has left. So a request that
+// sends headers and no body holds nothing but a large one's share.
 //
-// A declared length alone allocates at most preallocBodyBytes; once that
-// much has arrived, a larger body moves to a large buffer of its class for
-// the declared length. A body of unknown length doubles the small buffer
+// A declared length alone allocates at most freeBodyBytes; as bytes arrive
+// the buffer grows to preallocBodyBytes and then, for a larger body, moves
+// to a large buffer of its class for the declared length. A body of unknown length doubles the small buffer
 // up to smallBodyBytes, then moves to a large buffer of MaxBodyBytes. So a
 // large body is copied once at most, into a buffer that the next large
 // body can reuse.
@@ -377,12 +402,12 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, m *bodyMemory
 	if declared > MaxBodyBytes {
 		return nil, tooLarge()
 	}
-	if declared >= 0 && !l.grow(leaseSize(declared)) {
+	if declared > smallBodyBytes && !l.grow(leaseSize(declared)) {
 		return nil, busy(l, leaseSize(declared))
 	}
 	src := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 	b := (*m.small)[:0]
-	room := min(cap(b), int(l.held)) // how far b may be filled
+	room := 0 // how far b may be filled
 	for {
 		if len(b) == room {
 			switch {
@@ -393,7 +418,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, m *bodyMemory
 			}
 			next := nextBodySize(len(b), declared)
 			switch {
-			case !l.grow(leaseSize(int64(next))):
+			case next > freeBodyBytes && !l.grow(leaseSize(int64(next))):
 				return nil, busy(l, leaseSize(int64(next)))
 			case next > smallBodyBytes:
 				m.large = append(h.large.get(next), b...)
@@ -416,11 +441,13 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, m *bodyMemory
 }
 
 // nextBodySize is the size a body's buffer grows to once n bytes fill it:
-// for a declared length, first at most preallocBodyBytes, then the whole
-// length; for an unknown length, twice n (at least minBodyChunk) up to
-// smallBodyBytes, then MaxBodyBytes.
+// for a declared length, first at most freeBodyBytes, then at most
+// preallocBodyBytes, then the whole length; for an unknown length, twice n
+// (at least minBodyChunk) up to smallBodyBytes, then MaxBodyBytes.
 func nextBodySize(n int, declared int64) int {
 	switch {
+	case declared >= 0 && n < freeBodyBytes:
+		return int(min(declared, freeBodyBytes))
 	case declared >= 0 && n < preallocBodyBytes:
 		return int(min(declared, preallocBodyBytes))
 	case declared >= 0:

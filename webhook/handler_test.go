@@ -780,3 +780,54 @@ func TestHandlerReusesLargeBuffers(t *testing.T) {
 		}
 	}
 }
+
+// TestHandlerIdleBodiesHoldNoBudget: requests that declare a small body
+// and then send (next to) nothing hold none of the budget, however many
+// there are: a typical signed delivery sent meanwhile is accepted. Each
+// idle request has had one byte read, so it is inside readBody.
+func TestHandlerIdleBodiesHoldNoBudget(t *testing.T) {
+	rec := &fakeRecorder{}
+	h, err := NewHandler(HandlerConfig{
+		Secret:           []byte(testSecret),
+		Matcher:          newTestMatcher(t, testConfig()),
+		Recorder:         rec,
+		Now:              func() time.Time { return testNow },
+		SmallBodyReserve: 1 << 20,
+		BodyBudget:       MaxBodyBytes,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Enough to take both pools if each held its declared length.
+	const idle = (1<<20+MaxBodyBytes)/(200<<10) + 1
+	var held []*heldBody
+	defer func() {
+		for _, hb := range held {
+			hb.abort()
+		}
+	}()
+	for i := range idle {
+		pr, pw := io.Pipe()
+		r := unsignedRequest(fmt.Sprint("idle-", i), 200<<10)
+		r.Body = pr
+		hb := &heldBody{PipeWriter: pw, done: make(chan *http.Response, 1)}
+		go func() { hb.done <- serve(h, r).Result() }()
+		held = append(held, hb)
+		written := make(chan error, 1)
+		go func() { _, err := pw.Write([]byte("{")); written <- err }()
+		select {
+		case err := <-written:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case resp := <-hb.done:
+			hb.done <- resp
+			t.Fatalf("idle request %d answered %s before its first byte was read", i, resp.Status)
+		}
+	}
+	small := fixture(t, "registry_package.published.container-tagged.json")
+	wantStatus(t, serve(h, delivery(EventRegistryPackage, "small-1", small)), http.StatusAccepted)
+	if rec.count() != 1 {
+		t.Errorf("recorded %d deliveries, want the signed one", rec.count())
+	}
+}
