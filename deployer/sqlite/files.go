@@ -23,23 +23,27 @@ const fileMode fs.FileMode = 0o600
 // companionSuffixes name the files SQLite keeps next to the database.
 var companionSuffixes = []string{"-wal", "-shm", "-journal"}
 
-// privateFiles makes the store's files readable by their owner only. It
-// creates the database file with mode 0600 when it is missing: SQLite gives
-// the -wal, -shm and -journal files it creates the database file's mode, so
-// they are private too, whatever the umask. It also takes the group and
-// others' bits off those files where they already exist (a database made
-// by an earlier deployd, a WAL left by a crash) and returns the paths it
-// changed with their modes before.
-func privateFiles(path string) (tightened map[string]fs.FileMode, err error) {
+// createPrivate creates the database file with mode 0600 when it is
+// missing: SQLite gives the -wal, -shm and -journal files it creates the
+// database file's mode, so they are private too, whatever the umask.
+func createPrivate(path string) error {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, fileMode)
 	switch {
 	case err == nil:
 		if err := f.Close(); err != nil {
-			return nil, fmt.Errorf("create %s: %w", path, err)
+			return fmt.Errorf("create %s: %w", path, err)
 		}
 	case !errors.Is(err, fs.ErrExist):
-		return nil, fmt.Errorf("create %s: %w", path, err)
+		return fmt.Errorf("create %s: %w", path, err)
 	}
+	return nil
+}
+
+// privateFiles takes the group and others' bits off the store's files
+// where they exist (a database made by an earlier deployd, a WAL left by a
+// crash) and returns the paths it changed with their modes before. Open
+// calls it only once the file is known to be deployd's database.
+func privateFiles(path string) (tightened map[string]fs.FileMode, err error) {
 	for _, p := range append([]string{path}, companions(path)...) {
 		fi, err := os.Stat(p)
 		if errors.Is(err, fs.ErrNotExist) {

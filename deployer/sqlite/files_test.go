@@ -112,7 +112,15 @@ func TestOpenRefusesUnusableDatabases(t *testing.T) {
 		{other, true, "a SQLite database of something else (tables notes, tags)"},
 		{migrateTool, true, "a SQLite database of something else (tables schema_migrations)"},
 	} {
+		// Another program's file keeps its mode: deployd refuses it and
+		// changes nothing.
+		if err := os.Chmod(c.path, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		s, err := Open(ctx, c.path)
+		if fi, err := os.Stat(c.path); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Errorf("%s: mode after Open %v (%v), want 0644 unchanged", filepath.Base(c.path), fi.Mode().Perm(), err)
+		}
 		if err == nil {
 			s.Close()
 			t.Errorf("%s: opened", filepath.Base(c.path))

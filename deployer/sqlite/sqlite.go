@@ -176,6 +176,12 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
+	if err := createPrivate(abs); err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if err := checkDatabase(ctx, abs); err != nil {
+		return nil, unusable(abs, path, err) // and leaves another program's file as it is
+	}
 	tightened, err := privateFiles(abs)
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -183,9 +189,6 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	for _, p := range slices.Sorted(maps.Keys(tightened)) {
 		o.log.Warn().Str("file", p).Str("mode", fmt.Sprintf("%04o", tightened[p])).
 			Msg("store file was readable by group or others; made it 0600")
-	}
-	if err := checkDatabase(ctx, abs); err != nil {
-		return nil, unusable(abs, path, err)
 	}
 
 	// Every connection gets these on open; _txlock=immediate makes the
