@@ -63,13 +63,12 @@ func TestStoreFilesArePrivate(t *testing.T) {
 			t.Errorf("reopened, %s: %v, %v; want mode 0600", filepath.Base(p), fi.Mode(), err)
 		}
 	}
-	for _, want := range []string{
-		`"file":"` + path + `","mode":"0644","message":"store file was readable by group or others; made it 0600"`,
-		`"file":"` + path + `-wal","mode":"0666","message":"store file was readable by group or others; made it 0600"`,
-	} {
-		if !strings.Contains(logs.String(), want) {
-			t.Errorf("log lacks %s:\n%s", want, logs.String())
-		}
+	// The empty WAL is gone once Open has checked the database (SQLite
+	// removes it when the checking connection closes); the store's new one
+	// has the database's mode, checked above.
+	want := `"file":"` + path + `","mode":"0644","message":"store file was readable by group or others; made it 0600"`
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("log lacks %s:\n%s", want, logs.String())
 	}
 }
 
