@@ -7,7 +7,10 @@
 package configs
 
 import (
+	"fmt"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -223,6 +226,19 @@ func DeployableRunEvents() []string {
 
 // DefaultRunEvents returns the default of on.workflow_run.events, [push].
 func DefaultRunEvents() []string { return []string{RunEventPush} }
+
+// CheckRunEvent returns why event may not be listed in a service's
+// on.workflow_run.events, or nil when it may.
+func CheckRunEvent(event string) error {
+	allowed := strings.Join(DeployableRunEvents(), ", ")
+	if why := RefusedRunEvent(event); why != "" {
+		return fmt.Errorf("runs started by %s never deploy: %s (deployable events: %s)", event, why, allowed)
+	}
+	if !slices.Contains(DeployableRunEvents(), event) {
+		return fmt.Errorf("unknown event %q (one of %s)", event, allowed)
+	}
+	return nil
+}
 
 // RefusedRunEvent returns why runs started by event never deploy, or ""
 // when event is not one of those: pull_request, pull_request_target and

@@ -402,10 +402,8 @@ func (v *validator) runEvents(p string, events []string) {
 	for i, e := range events {
 		ep := fmt.Sprintf("%s[%d]", p, i)
 		switch {
-		case RefusedRunEvent(e) != "":
-			v.add(ep, "runs started by %s never deploy: %s (deployable events: %s)", e, RefusedRunEvent(e), strings.Join(allowed, ", "))
-		case !slices.Contains(allowed, e):
-			v.add(ep, "unknown event %q (one of %s)", e, strings.Join(allowed, ", "))
+		case CheckRunEvent(e) != nil:
+			v.add(ep, "%v", CheckRunEvent(e))
 		case seen[e]:
 			v.add(ep, "%s listed twice", e)
 		}

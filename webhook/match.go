@@ -147,11 +147,8 @@ func prepareRun(wr *configs.WorkflowRun, tags []string) (*runFilter, error) {
 		events = configs.DefaultRunEvents()
 	}
 	for _, e := range events {
-		if why := configs.RefusedRunEvent(e); why != "" {
-			return nil, fmt.Errorf("workflow_run event %q: runs it starts never deploy: %s", e, why)
-		}
-		if !slices.Contains(configs.DeployableRunEvents(), e) {
-			return nil, fmt.Errorf("workflow_run event %q is not one of %s", e, strings.Join(configs.DeployableRunEvents(), ", "))
+		if err := configs.CheckRunEvent(e); err != nil {
+			return nil, fmt.Errorf("workflow_run events: %w", err)
 		}
 	}
 	text := wr.Tag

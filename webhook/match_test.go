@@ -520,9 +520,9 @@ func TestNewMatcherRefuses(t *testing.T) {
 		}, "no tag template"},
 		{"no settings", func(c *configs.Config) { c.Services["nil"] = nil }, `service "nil": no settings`},
 		{"pull_request runs", func(c *configs.Config) { c.Services["web"].On.WorkflowRun.Events = []string{"push", "pull_request"} },
-			`workflow_run event "pull_request": runs it starts never deploy`},
+			`workflow_run events: runs started by pull_request never deploy`},
 		{"unknown run event", func(c *configs.Config) { c.Services["web"].On.WorkflowRun.Events = []string{"check_suite"} },
-			`workflow_run event "check_suite" is not one of push, workflow_dispatch, release, schedule`},
+			`workflow_run events: unknown event "check_suite" (one of push, workflow_dispatch, release, schedule)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
