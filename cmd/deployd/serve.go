@@ -17,6 +17,7 @@ import (
 
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/deployer/ghdeployments"
 	"github.com/deployd/deployd/deployer/podman"
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/server"
@@ -109,7 +110,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err != nil {
 		return err
 	}
-	defer ghDeploys.Close(ghDeploymentsCloseTimeout) // after the queue's drain: reports its interrupted ends
+	defer ghDeploys.Close(ghdeployments.CloseTimeout) // after the queue's drain: reports its interrupted ends
 	pipeline, err := podman.NewPipeline(podman.PipelineConfig{
 		Services:    specs,
 		Store:       store,
