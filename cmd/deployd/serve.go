@@ -160,7 +160,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 		Metrics:       mets.Handler(),
 		// The status page and its event stream.
 		Events:      hub,
-		Credentials: newCredentialReport(app, creds),
+		Credentials: credentialHealth(app, creds),
 	})
 	if err != nil {
 		return err
