@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"os/exec"
 	"slices"
 	"strings"
@@ -63,17 +64,24 @@ func ours(paths []string) []string {
 // TestImportRules keeps the layout the README's Development section
 // describes: deployer is the vocabulary and imports nothing of the project
 // (nor containers/image, which the podman executor brings); the store and
-// the podman executor build on deployer alone; and only the command wires
-// the podman executor, so that another executor can take its place.
+// the podman executor build on deployer alone; GitHub Deployments
+// reporting and doctor import only what they report on or check; and only
+// the command wires the podman executor, so that another executor can take
+// its place, and runs doctor.
 func TestImportRules(t *testing.T) {
 	pkgs := listPackages(t)
 	var (
-		deployer = module + "/deployer"
-		sqlite   = module + "/deployer/sqlite"
-		podman   = module + "/deployer/podman"
-		command  = module + "/cmd/deployd"
+		deployer      = module + "/deployer"
+		sqlite        = module + "/deployer/sqlite"
+		podman        = module + "/deployer/podman"
+		ghdeployments = module + "/deployer/ghdeployments"
+		doctor        = module + "/doctor"
+		command       = module + "/cmd/deployd"
+		configs       = module + "/configs"
+		github        = module + "/auth/github"
+		registry      = module + "/auth/registry"
 	)
-	for _, name := range []string{deployer, sqlite, podman, command} {
+	for _, name := range []string{deployer, sqlite, podman, ghdeployments, doctor, command} {
 		if _, ok := pkgs[name]; !ok {
 			t.Fatalf("go list does not know %s: the rules below name a package that moved", name)
 		}
@@ -86,10 +94,17 @@ func TestImportRules(t *testing.T) {
 			t.Errorf("deployer builds on %s; registry and podman code belongs in deployer/podman", dep)
 		}
 	}
-	for _, name := range []string{sqlite, podman} {
+	// Of the project, each of these may import only the packages listed.
+	allowed := map[string][]string{
+		sqlite:        {deployer},
+		podman:        {deployer},
+		ghdeployments: {deployer, github},
+		doctor:        {deployer, configs, github, registry},
+	}
+	for _, name := range slices.Sorted(maps.Keys(allowed)) {
 		for _, imp := range ours(pkgs[name].Imports) {
-			if imp != deployer {
-				t.Errorf("%s imports %s; of the project it may import only deployer", name, imp)
+			if !slices.Contains(allowed[name], imp) {
+				t.Errorf("%s imports %s; of the project it may import only %v", name, imp, allowed[name])
 			}
 		}
 	}
@@ -99,8 +114,14 @@ func TestImportRules(t *testing.T) {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		if name != command && slices.Contains(pkgs[name].Imports, podman) {
+		if name == command {
+			continue
+		}
+		if slices.Contains(pkgs[name].Imports, podman) {
 			t.Errorf("%s imports deployer/podman; only cmd/deployd may (others speak deployer's Executor)", name)
+		}
+		if slices.Contains(pkgs[name].Imports, doctor) {
+			t.Errorf("%s imports doctor; only cmd/deployd may (doctor is the deployd doctor command's checks)", name)
 		}
 	}
 }

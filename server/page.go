@@ -16,6 +16,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/deployer"
 )
 
@@ -38,47 +40,16 @@ const (
 const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 
-// CredentialReporter tells the status page how the registry credentials
-// fare. Implementations must be safe for concurrent use and must never
-// report a secret.
-type CredentialReporter interface {
-	CredentialReport() CredentialReport
-}
-
-// CredentialReport is the credential health shown on the status page.
-type CredentialReport struct {
-	// Sources lists every configured source of every registry, hosts in
-	// order and each host's sources in the order they are tried.
-	Sources []CredentialSource
-	// Tokens describes the cached GitHub App installation tokens.
-	Tokens []InstallationToken
-	// MintFailures counts failed installation token requests since start.
-	MintFailures int64
-}
-
-// CredentialSource is the state of one credential source of one registry.
-type CredentialSource struct {
-	Host   string
-	Source string // github_app | token_file | none
-	State  string // unknown | ok | denied | failed
-	// Reason says why the registry denied the source or why it failed.
-	Reason string
-	// Image is the image the last report was about.
-	Image   string
-	Updated time.Time
-	// Expires is when the last credential handed out expires; zero if unknown.
-	Expires time.Time
-	// PutAsideUntil is until when a denied source is tried after the others; zero if not put aside.
-	PutAsideUntil time.Time
-}
-
-// InstallationToken describes a cached GitHub App installation token,
-// never its value.
-type InstallationToken struct {
-	InstallationID int64
-	Permissions    string
-	Repositories   []string
-	ExpiresAt      time.Time
+// Credentials is where the status page reads how the registry credentials
+// fare, in the types of the packages that own them: each source's health
+// from the credential chain (registry.Chain.Health) and the cached
+// installation tokens and failed mints from the GitHub App
+// (github.App.Stats). Either may be nil (no chain, no App configured);
+// with both nil the page says that credential health is not reported.
+// They must be safe for concurrent use and never report a secret.
+type Credentials struct {
+	Sources func() []registry.SourceHealth
+	Tokens  func() github.AppStats
 }
 
 // page renders the status page and serves its assets.
@@ -193,13 +164,13 @@ type deploymentRow struct {
 type credentialsView struct {
 	Reported     bool
 	Sources      []credentialRow
-	Tokens       []InstallationToken
+	Tokens       []github.TokenInfo
 	MintFailures int64
 }
 
 // credentialRow is a source and whether it is the one in use for its host.
 type credentialRow struct {
-	CredentialSource
+	registry.SourceHealth
 	InUse bool
 }
 
@@ -234,8 +205,16 @@ func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data.Deliveries = deliveries
-	if s.credentials != nil {
-		data.Credentials = credentialsFrom(s.credentials.CredentialReport())
+	if c := s.credentials; c.Sources != nil || c.Tokens != nil {
+		var sources []registry.SourceHealth
+		var app github.AppStats
+		if c.Sources != nil {
+			sources = c.Sources()
+		}
+		if c.Tokens != nil {
+			app = c.Tokens()
+		}
+		data.Credentials = credentialsFrom(sources, app)
 	}
 	var buf bytes.Buffer
 	if err := s.page.tmpl.ExecuteTemplate(&buf, "page.html", data); err != nil {
@@ -249,12 +228,12 @@ func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 
 // credentialsFrom marks, per host, the source the registry accepted most
 // recently as the one in use.
-func credentialsFrom(rep CredentialReport) credentialsView {
-	v := credentialsView{Reported: true, Tokens: rep.Tokens, MintFailures: rep.MintFailures}
+func credentialsFrom(sources []registry.SourceHealth, app github.AppStats) credentialsView {
+	v := credentialsView{Reported: true, Tokens: app.Tokens, MintFailures: app.MintFailures}
 	inUse := make(map[string]int) // host → index into v.Sources
-	for _, src := range rep.Sources {
-		v.Sources = append(v.Sources, credentialRow{CredentialSource: src})
-		if src.State != "ok" {
+	for _, src := range sources {
+		v.Sources = append(v.Sources, credentialRow{SourceHealth: src})
+		if src.State != registry.HealthOK {
 			continue
 		}
 		i, ok := inUse[src.Host]

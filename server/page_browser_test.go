@@ -21,6 +21,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/auth/apitoken"
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/internal/e2e"
@@ -242,20 +244,21 @@ func (e *stepExecutor) Execute(ctx context.Context, d deployer.Deployment) deplo
 }
 
 // fixedCredentials reports a realistic credential state.
-type fixedCredentials struct{}
-
-func (fixedCredentials) CredentialReport() server.CredentialReport {
-	now := time.Now().UTC()
-	return server.CredentialReport{
-		Sources: []server.CredentialSource{
+var fixedCredentials = server.Credentials{
+	Sources: func() []registry.SourceHealth {
+		now := time.Now().UTC()
+		return []registry.SourceHealth{
 			{Host: "ghcr.io", Source: "github_app", State: "ok", Image: "ghcr.io/acme/v7/backend",
 				Updated: now.Add(-40 * time.Minute), Expires: now.Add(52 * time.Minute)},
 			{Host: "ghcr.io", Source: "token_file", State: "ok", Image: "ghcr.io/acme/v7/web",
 				Updated: now.Add(-26 * time.Hour)},
-		},
-		Tokens: []server.InstallationToken{{InstallationID: 48151623, Permissions: "packages:read",
-			Repositories: []string{"v7"}, ExpiresAt: now.Add(52 * time.Minute)}},
-	}
+		}
+	},
+	Tokens: func() github.AppStats {
+		now := time.Now().UTC()
+		return github.AppStats{Tokens: []github.TokenInfo{{InstallationID: 48151623, Permissions: "packages:read",
+			Repositories: []string{"v7"}, ExpiresAt: now.Add(52 * time.Minute)}}}
+	},
 }
 
 // hostileText is what the live deployment's step message and a seeded
@@ -607,7 +610,7 @@ func startBrowserServer(t *testing.T, digest, message string, private bool) brow
 		Logger:        zerolog.Nop(),
 		StatusPrivate: private,
 		Events:        hub,
-		Credentials:   fixedCredentials{},
+		Credentials:   fixedCredentials,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/sqlite"
 )
@@ -42,12 +44,13 @@ func pageSample() pageData {
 		Reason: hostile, DeploymentIDs: []int64{7}}
 	return pageData{
 		Services: []serviceCard{{serviceView: svc, Recent: []deploymentRow{{Deployment: d, Open: true}}}},
-		Credentials: credentialsFrom(CredentialReport{
-			Sources: []CredentialSource{{Host: hostile, Source: hostile, State: "ok", Reason: hostile, Image: hostile,
+		Credentials: credentialsFrom(
+			[]registry.SourceHealth{{Host: hostile, Source: hostile, State: "ok", Reason: hostile, Image: hostile,
 				Updated: now, Expires: now.Add(time.Hour), PutAsideUntil: now.Add(time.Minute)}},
-			Tokens:       []InstallationToken{{InstallationID: 1, Permissions: hostile, Repositories: []string{hostile}, ExpiresAt: now.Add(time.Hour)}},
-			MintFailures: 2,
-		}),
+			github.AppStats{
+				Tokens:       []github.TokenInfo{{InstallationID: 1, Permissions: hostile, Repositories: []string{hostile}, ExpiresAt: now.Add(time.Hour)}},
+				MintFailures: 2,
+			}),
 		Deliveries:      []deployer.Delivery{delivery},
 		Now:             now,
 		CSS:             hostile,
@@ -162,11 +165,11 @@ func TestTemplateFormatting(t *testing.T) {
 
 func TestCredentialsInUse(t *testing.T) {
 	now := time.Now()
-	v := credentialsFrom(CredentialReport{Sources: []CredentialSource{
+	v := credentialsFrom([]registry.SourceHealth{
 		{Host: "ghcr.io", Source: "github_app", State: "ok", Updated: now.Add(-time.Hour)},
 		{Host: "ghcr.io", Source: "token_file", State: "ok", Updated: now},
 		{Host: "registry.local", Source: "none", State: "unknown"},
-	}})
+	}, github.AppStats{})
 	got := []bool{v.Sources[0].InUse, v.Sources[1].InUse, v.Sources[2].InUse}
 	if got[0] || !got[1] || got[2] {
 		t.Errorf("in use = %v, want [false true false]", got)

@@ -82,8 +82,9 @@ type Config struct {
 	// Events feeds GET /api/v1/events; nil means a hub that nothing
 	// publishes to (the stream then carries only the initial state).
 	Events *Hub
-	// Credentials reports credential health for the status page; may be nil.
-	Credentials CredentialReporter
+	// Credentials reports credential health for the status page; its
+	// zero value reports none.
+	Credentials Credentials
 }
 
 // Server is deployd's HTTP handler. It is safe for concurrent use.
@@ -108,7 +109,7 @@ type Server struct {
 	secureCookie bool
 
 	hub         *Hub
-	credentials CredentialReporter
+	credentials Credentials
 	page        *page
 }
 

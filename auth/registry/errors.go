@@ -3,24 +3,30 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
+
+	"github.com/containers/image/v5/docker"
+	"github.com/docker/distribution/registry/api/errcode"
+
+	"github.com/deployd/deployd/auth/github"
 )
 
 // ErrNoCredential is matched (errors.Is) by the *ChainError returned when no
 // source could give a credential for an image.
 var ErrNoCredential = errors.New("no usable registry credential")
 
-// Explain returns, in plain words with the fix, what it means that the
-// registry refused source's credential for image with reason: for doctor's
-// FAIL lines and a deployment's failure hint. It does not change the chain.
+// Explain returns, in plain words with the fix, in one line, what it means
+// that the registry refused source's credential for image with reason
+// (ExplainDenied gives the fix apart). It does not change the chain.
 func (c *Chain) Explain(host, image, source, reason string) string {
 	host, image = splitImage(host, image)
 	ref := host + "/" + image
 	r := c.registries[host]
 	switch source {
 	case SourceGitHubApp:
-		msg := fmt.Sprintf("registry denied the GitHub App token for %s (%s): GitHub App installation tokens cannot read this private package", ref, reason)
+		msg := appDenied(ref, reason)
 		if r != nil && contains(r.sources, SourceTokenFile) {
 			return msg + "; the token_file credential is used instead"
 		}
@@ -36,6 +42,102 @@ func (c *Chain) Explain(host, image, source, reason string) string {
 	default:
 		return fmt.Sprintf("registry denied the %s credential for %s (%s)", source, ref, reason)
 	}
+}
+
+// appDenied says what it means that the registry refused a GitHub App
+// installation token for ref.
+func appDenied(ref, reason string) string {
+	return fmt.Sprintf("registry denied the GitHub App token for %s (%s): GitHub App installation tokens cannot read this private package", ref, reason)
+}
+
+// appPackageAccess says how an App installation token can come to read a
+// private package, and what does not help.
+const appPackageAccess = "make the package inherit access from a repository the App is installed on " +
+	"(package settings → \"Inherit access from source repository\"), the only way an installation token can read a private package; " +
+	"\"Manage Actions access\" grants workflows' GITHUB_TOKEN, not the App"
+
+// Explanation is a problem with one credential source in plain words,
+// Detail, and how to fix it, Fix, naming the configuration keys to change.
+// Neither ever contains a credential.
+type Explanation struct {
+	Detail string
+	Fix    string
+}
+
+// ExplainDenied explains that the registry refused source's credential for
+// image with reason (the registry's own words, see Answer), with the fix
+// apart: for doctor, which checks every source and says itself what
+// deploys fall back to. It does not change the chain.
+func (c *Chain) ExplainDenied(host, image, source, reason string) Explanation {
+	host, image = splitImage(host, image)
+	ref := host + "/" + image
+	creds := "registries." + host + ".credentials"
+	r := c.registries[host]
+	switch source {
+	case SourceGitHubApp:
+		e := Explanation{Detail: appDenied(ref, reason), Fix: "for the App to read it, " + appPackageAccess}
+		if r == nil || !contains(r.sources, SourceTokenFile) {
+			e.Fix = "add token_file with a classic personal access token that has read:packages to " + creds +
+				", after github_app (the reliable fix); or " + appPackageAccess
+		}
+		return e
+	case SourceTokenFile:
+		path := "token_file"
+		if r != nil && r.tokenFile != nil {
+			path = r.tokenFile.path
+		}
+		return Explanation{
+			Detail: c.Explain(host, image, source, reason),
+			Fix:    fmt.Sprintf("put a classic personal access token with read:packages that can see %s in %s", ref, path),
+		}
+	default:
+		return Explanation{Detail: c.Explain(host, image, source, reason), Fix: "list github_app or token_file in " + creds}
+	}
+}
+
+// ExplainUnavailable explains that source could not produce a credential
+// for host: err is the error of SourceCredential. The fix is the GitHub
+// App's own (a *github.Error's hint) when the App failed.
+func (c *Chain) ExplainUnavailable(host, source string, err error) Explanation {
+	e := Explanation{Detail: "no credential: " + err.Error(), Fix: "check the credentials of the registry"}
+	var ge *github.Error
+	r := c.registries[strings.ToLower(strings.TrimSpace(host))]
+	switch {
+	case errors.As(err, &ge) && ge.Hint != "":
+		e.Fix = ge.Hint
+	case source == SourceTokenFile && r != nil && r.tokenFile != nil:
+		e.Fix = fmt.Sprintf("write a classic personal access token with read:packages to %s (the token alone on one line, mode 0600)", r.tokenFile.path)
+	}
+	return e
+}
+
+// Answer returns the registry's own words in err, an error of a registry
+// client (containers/image, as deployer/podman's resolver returns it), for
+// the reason of Explain and ExplainDenied: the message of the registry's
+// error code ("requested access to the resource is denied"), else the
+// unexpected HTTP status it answered ("403 Forbidden"), else "401
+// Unauthorized" when it refused the credentials. It returns "" when err
+// (nil included) holds none of these.
+func Answer(err error) string {
+	var ec errcode.Error
+	var status docker.UnexpectedHTTPStatusError
+	var unauthorized docker.ErrUnauthorizedForCredentials
+	switch {
+	case errors.As(err, &ec):
+		if ec.Message != "" {
+			return ec.Message
+		}
+		return ec.Code.Message()
+	case errors.As(err, &status):
+		return fmt.Sprintf("%d %s", status.StatusCode, http.StatusText(status.StatusCode))
+	case errors.As(err, &unauthorized):
+		// It does not unwrap: look into its cause.
+		if a := Answer(unauthorized.Err); a != "" {
+			return a
+		}
+		return "401 Unauthorized"
+	}
+	return ""
 }
 
 // Attempt is one source tried for an image, and why it gave nothing.

@@ -6,6 +6,8 @@ import (
 	"sort"
 
 	"github.com/deployd/deployd/configs"
+	"github.com/deployd/deployd/deployer/podman"
+	"github.com/deployd/deployd/doctor"
 )
 
 func checkConfigCommand(_ context.Context, e env, args []string) error {
@@ -28,6 +30,31 @@ func checkConfigCommand(_ context.Context, e env, args []string) error {
 	for _, n := range names {
 		s := cfg.Services[n]
 		fmt.Fprintf(e.stdout, "  %-16s %s tags %v, strategy %s\n", n, s.Image, s.Tags, s.Strategy)
+	}
+	return nil
+}
+
+func doctorCommand(ctx context.Context, e env, args []string) error {
+	flags := newFlags(e, "doctor")
+	configPath := flags.String("config", defaultConfigPath, "configuration file")
+	strict := flags.Bool("strict", false, "exit non-zero on warnings too, such as a registry that only accepts a fallback credential")
+	if err := parseFlags(flags, args); err != nil {
+		return err
+	}
+	counts, err := doctor.Run(ctx, doctor.Config{
+		Out:      e.stdout,
+		Getenv:   e.getenv,
+		Resolver: podman.RegistryResolver{UserAgent: "deployd/" + version + " doctor"},
+		Classify: podman.ClassifyRegistryError,
+	}, *configPath)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("doctor: %w", err)
+	}
+	if counts.Fail > 0 || (*strict && counts.Warn > 0) {
+		return exitError{code: 1}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/deployd/deployd/auth/github"
 	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/configs"
+	"github.com/deployd/deployd/deployer/ghdeployments"
 )
 
 // newApp builds the GitHub App from the configuration, or returns nil when
@@ -57,4 +58,25 @@ func newCredentials(cfg *configs.Config, log zerolog.Logger) (*github.App, *regi
 		return nil, nil, err
 	}
 	return app, chain, nil
+}
+
+// newGitHubDeployments builds the reporter of deployments to GitHub's
+// Deployments API from the configuration: nil when github.deployments is
+// off or no App is configured.
+func newGitHubDeployments(cfg *configs.Config, app *github.App, log zerolog.Logger) (*ghdeployments.Reporter, error) {
+	if !cfg.GitHub.Deployments || app == nil {
+		return nil, nil
+	}
+	api, err := github.NewDeploymentReporter(github.DeploymentReporterConfig{App: app})
+	if err != nil {
+		return nil, err
+	}
+	repos := make(map[string]string, len(cfg.Services))
+	for name, s := range cfg.Services {
+		repos[name] = s.Repository
+	}
+	return ghdeployments.New(ghdeployments.Config{
+		API: api, Repositories: repos, PublicURL: cfg.PublicURL,
+		Logger: log.With().Str("component", "github_deployments").Logger(),
+	})
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -17,8 +16,10 @@ import (
 
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/deployer/ghdeployments"
 	"github.com/deployd/deployd/deployer/podman"
 	"github.com/deployd/deployd/deployer/sqlite"
+	"github.com/deployd/deployd/doctor"
 	"github.com/deployd/deployd/server"
 	"github.com/deployd/deployd/webhook"
 )
@@ -65,11 +66,11 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data_dir: %w", err)
 	}
-	if mode, err := dataDirOpenMode(cfg.DataDir); err != nil {
+	if mode, err := doctor.DataDirOpenMode(cfg.DataDir); err != nil {
 		return err
 	} else if mode != 0 {
 		log.Warn().Str("data_dir", cfg.DataDir).Str("mode", fmt.Sprintf("%04o", mode)).
-			Msg("data_dir lets group or others in; deployd's files in it are 0600, but the directory should be private too: " + dataDirFix(cfg.DataDir))
+			Msg("data_dir lets group or others in; deployd's files in it are 0600, but the directory should be private too: " + doctor.DataDirFix(cfg.DataDir))
 	}
 	store, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "deployd.db"),
 		sqlite.WithLogger(log.With().Str("component", "store").Logger()))
@@ -109,7 +110,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err != nil {
 		return err
 	}
-	defer ghDeploys.Close(ghDeploymentsCloseTimeout) // after the queue's drain: reports its interrupted ends
+	defer ghDeploys.Close(ghdeployments.CloseTimeout) // after the queue's drain: reports its interrupted ends
 	pipeline, err := podman.NewPipeline(podman.PipelineConfig{
 		Services:    specs,
 		Store:       store,
@@ -159,7 +160,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 		Metrics:       mets.Handler(),
 		// The status page and its event stream.
 		Events:      hub,
-		Credentials: newCredentialReport(app, creds),
+		Credentials: credentialHealth(app, creds),
 	})
 	if err != nil {
 		return err
@@ -217,27 +218,6 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	drainQueue(ctx, queue, log)
 	log.Info().Msg("stopped")
 	return nil
-}
-
-// dataDirOpenMode returns the permission bits of data_dir when they let
-// group or others in, 0 when they do not or dir does not exist yet.
-func dataDirOpenMode(dir string) (fs.FileMode, error) {
-	fi, err := os.Stat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("check data_dir: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 == 0 {
-		return 0, nil
-	}
-	return fi.Mode().Perm(), nil
-}
-
-// dataDirFix says how to make data_dir private.
-func dataDirFix(dir string) string {
-	return "chmod 700 " + dir + " (under systemd: StateDirectoryMode=0700)"
 }
 
 // drainQueue waits for running deployments, at most drainShutdownTimeout;

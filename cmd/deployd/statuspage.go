@@ -10,41 +10,17 @@ import (
 	"github.com/deployd/deployd/webhook"
 )
 
-// credentialReport adapts the credential chain and the GitHub App to the
-// status page's server.CredentialReporter. Either may be nil.
-type credentialReport struct {
-	chain *registry.Chain
-	app   *github.App
-}
-
-// newCredentialReport reports on chain and on app (nil when no GitHub App
-// is configured).
-func newCredentialReport(app *github.App, chain *registry.Chain) credentialReport {
-	return credentialReport{chain: chain, app: app}
-}
-
-// CredentialReport implements server.CredentialReporter. It holds no secret.
-func (c credentialReport) CredentialReport() server.CredentialReport {
-	var out server.CredentialReport
-	if c.chain != nil {
-		for _, h := range c.chain.Health() {
-			out.Sources = append(out.Sources, server.CredentialSource{
-				Host: h.Host, Source: h.Source, State: string(h.State), Reason: h.Reason, Image: h.Image,
-				Updated: h.Updated, Expires: h.Expires, PutAsideUntil: h.PutAsideUntil,
-			})
-		}
+// credentialHealth is what the status page shows of the credential chain
+// and of the GitHub App; either may be nil.
+func credentialHealth(app *github.App, chain *registry.Chain) server.Credentials {
+	var c server.Credentials
+	if chain != nil {
+		c.Sources = chain.Health
 	}
-	if c.app != nil {
-		st := c.app.Stats()
-		out.MintFailures = st.MintFailures
-		for _, t := range st.Tokens {
-			out.Tokens = append(out.Tokens, server.InstallationToken{
-				InstallationID: t.InstallationID, Permissions: t.Permissions,
-				Repositories: t.Repositories, ExpiresAt: t.ExpiresAt,
-			})
-		}
+	if app != nil {
+		c.Tokens = app.Stats
 	}
-	return out
+	return c
 }
 
 // publishDeliveries announces every delivery that next records, duplicates

@@ -103,8 +103,8 @@ func TestServeStatusPageAndEvents(t *testing.T) {
 }
 
 func TestCredentialReport(t *testing.T) {
-	if rep := newCredentialReport(nil, nil).CredentialReport(); len(rep.Sources)+len(rep.Tokens) != 0 {
-		t.Errorf("no chain, no App: %+v", rep)
+	if c := credentialHealth(nil, nil); c.Sources != nil || c.Tokens != nil {
+		t.Errorf("no chain, no App: %+v", c)
 	}
 	chain, err := registry.NewChain(registry.ChainConfig{Registries: map[string]registry.HostConfig{
 		"registry.example": {Sources: []string{registry.SourceNone}},
@@ -112,8 +112,11 @@ func TestCredentialReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := newCredentialReport(nil, chain).CredentialReport()
-	if len(rep.Sources) != 1 || rep.Sources[0].Host != "registry.example" || rep.Sources[0].State != string(registry.HealthUnknown) {
+	c := credentialHealth(nil, chain)
+	if c.Tokens != nil {
+		t.Errorf("no App, yet tokens are reported")
+	}
+	if rep := c.Sources(); len(rep) != 1 || rep[0].Host != "registry.example" || rep[0].State != registry.HealthUnknown {
 		t.Errorf("report = %+v", rep)
 	}
 }

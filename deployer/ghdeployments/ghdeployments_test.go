@@ -1,6 +1,7 @@
-package main
+package ghdeployments
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"path/filepath"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/deployd/deployd/auth/github"
 	"github.com/deployd/deployd/auth/github/githubtest"
-	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/sqlite"
 )
@@ -31,7 +31,7 @@ const (
 type ghdFixture struct {
 	github *githubtest.FakeGitHub
 	app    *github.App
-	cfg    *configs.Config
+	cfg    Config // the reporter's configuration as serve makes it
 	logs   *syncBuffer
 	log    zerolog.Logger
 }
@@ -50,21 +50,26 @@ func newGHDFixture(t *testing.T) *ghdFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.cfg = &configs.Config{
+	api, err := github.NewDeploymentReporter(github.DeploymentReporterConfig{App: f.app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cfg = Config{
+		API:       api,
 		PublicURL: ghdPublicURL + "/",
-		GitHub:    configs.GitHub{Deployments: true},
-		Services: map[string]*configs.Service{
-			"web":  {Repository: "acme/web"},
-			"tool": {}, // no repository: not reported
+		Repositories: map[string]string{
+			"web":  "acme/web",
+			"tool": "", // no repository: not reported
 		},
+		Logger: f.log,
 	}
 	return f
 }
 
 // mirror builds the mirror as serve does.
-func (f *ghdFixture) mirror(t *testing.T) *ghDeployments {
+func (f *ghdFixture) mirror(t *testing.T) *Reporter {
 	t.Helper()
-	g, err := newGitHubDeployments(f.cfg, f.app, f.log)
+	g, err := New(f.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,11 +93,12 @@ func runDeployment(t *testing.T, notify func(deployer.Deployment), end func(depl
 		Store:    store,
 		Executor: deployer.ExecutorFunc(func(_ context.Context, d deployer.Deployment) deployer.Deployment { return end(d) }),
 		Logger:   zerolog.Nop(),
-		Notify: notifyAll(notify, func(d deployer.Deployment) {
+		Notify: func(d deployer.Deployment) {
+			notify(d)
 			if d.State.Final() {
 				ended <- d
 			}
-		}),
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -282,10 +288,13 @@ func (b *blockingReporter) Status(context.Context, github.DeploymentStatus) erro
 func TestGitHubDeploymentsNeverBlock(t *testing.T) {
 	logs := &syncBuffer{}
 	rep := &blockingReporter{release: make(chan struct{})}
-	g := newGHDeployments(ghDeploymentsConfig{
-		Reporter: rep, Repositories: map[string]string{"web": "acme/web"},
+	g, err := New(Config{
+		API: rep, Repositories: map[string]string{"web": "acme/web"},
 		Logger: zerolog.New(logs), QueueSize: 2, Timeout: time.Minute,
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	// returns fails the test if f hangs; it sets no speed threshold.
 	returns := func(what string, f func()) {
 		t.Helper()
@@ -338,16 +347,9 @@ func TestLinkBaseDropsCredentials(t *testing.T) {
 func TestGitHubDeploymentsOffOrNotApplicable(t *testing.T) {
 	f := newGHDFixture(t)
 
-	// github.deployments off, or no App: no mirror, and a nil one is inert.
-	f.cfg.GitHub.Deployments = false
-	g, err := newGitHubDeployments(f.cfg, f.app, f.log)
-	if err != nil || g != nil {
-		t.Fatalf("mirror with github.deployments off = %v, %v", g, err)
-	}
-	f.cfg.GitHub.Deployments = true
-	if g, err := newGitHubDeployments(f.cfg, nil, f.log); err != nil || g != nil {
-		t.Fatalf("mirror without App = %v, %v", g, err)
-	}
+	// github.deployments off, or no App: no mirror (serve's wiring, tested
+	// in cmd/deployd), and a nil one is inert.
+	var g *Reporter
 	runDeployment(t, g.Notify, succeed)
 	g.Close(time.Second)
 
@@ -366,4 +368,29 @@ func TestGitHubDeploymentsOffOrNotApplicable(t *testing.T) {
 	if !strings.Contains(f.logs.String(), "service has no repository") {
 		t.Errorf("no warning about the service without repository:\n%s", f.logs)
 	}
+}
+
+func TestNewNeedsAPI(t *testing.T) {
+	if g, err := New(Config{Repositories: map[string]string{"web": "acme/web"}}); err == nil {
+		g.Close(time.Second)
+		t.Fatal("New without an API succeeded")
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger written from many goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

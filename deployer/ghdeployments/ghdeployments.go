@@ -1,7 +1,15 @@
-package main
+// Package ghdeployments reports deployd's deployments to GitHub's
+// Deployments API (SPEC §6 Outputs). Its Reporter is a subscriber of
+// deployment events: the queue's Notify hook hands it every change, and it
+// creates a GitHub Deployment when a deployment starts running, posts
+// in_progress, then success, failure or error when it ends. It reaches
+// GitHub through the small API interface that auth/github's
+// DeploymentReporter satisfies.
+package ghdeployments
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -12,48 +20,47 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/auth/github"
-	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
 )
 
-// Limits of the GitHub Deployments mirror.
+// Limits of the reporter.
 const (
-	// ghDeploymentsQueue is how many reports may wait for the worker;
+	// DefaultQueueSize is how many reports may wait for the worker;
 	// beyond, reports are dropped and logged.
-	ghDeploymentsQueue = 64
-	// ghDeploymentsCallTimeout bounds one report (token, create, status).
-	ghDeploymentsCallTimeout = 20 * time.Second
-	// ghDeploymentsRemembered is how many deployd → GitHub deployment ids
-	// are kept; the oldest is forgotten first.
-	ghDeploymentsRemembered = 256
-	// ghDeploymentsCloseTimeout is how long shutdown waits for the reports
-	// still queued.
-	ghDeploymentsCloseTimeout = 10 * time.Second
+	DefaultQueueSize = 64
+	// DefaultTimeout bounds one report (token, create, status).
+	DefaultTimeout = 20 * time.Second
+	// CloseTimeout is how long shutdown should wait for the reports still
+	// queued (the wait given to Close).
+	CloseTimeout = 10 * time.Second
+	// remembered is how many deployd → GitHub deployment ids are kept; the
+	// oldest is forgotten first.
+	remembered = 256
 )
 
-// Log keys of the mirror, next to deployer's stable ones.
+// Log keys of the reporter, next to deployer's stable ones.
 const (
 	keyGitHubDeploymentID = "github_deployment_id"
 	keyGitHubState        = "github_state"
 )
 
-// deploymentReporter is what the mirror needs from GitHub; *github.DeploymentReporter
-// implements it.
-type deploymentReporter interface {
+// API is what the reporter needs of GitHub's Deployments API;
+// *github.DeploymentReporter implements it.
+type API interface {
 	Start(ctx context.Context, s github.DeploymentStart) (int64, error)
 	Status(ctx context.Context, s github.DeploymentStatus) error
 }
 
-// ghDeployments mirrors deployd's deployments to GitHub's Deployments API
-// (SPEC §6 Outputs): when a deployment starts running it creates a GitHub
-// Deployment and posts in_progress; when it ends it posts success, failure
-// or error. Notify only queues the work: one background worker talks to
-// GitHub, in order, with a timeout per report, so GitHub being slow or down
-// never holds up a deployment; it logs a warning instead. The GitHub
-// deployment ids live in memory only. A nil *ghDeployments does nothing.
-// Its methods are safe for concurrent use.
-type ghDeployments struct {
-	reporter  deploymentReporter
+// Reporter mirrors deployd's deployments to GitHub's Deployments API:
+// when a deployment starts running it creates a GitHub Deployment and
+// posts in_progress; when it ends it posts success, failure or error.
+// Notify only queues the work: one background worker talks to GitHub, in
+// order, with a timeout per report, so GitHub being slow or down never
+// holds up a deployment; it logs a warning instead. The GitHub deployment
+// ids live in memory only. A nil *Reporter does nothing. Its methods are
+// safe for concurrent use.
+type Reporter struct {
+	api       API
 	repos     map[string]string // service → "owner/name"
 	publicURL string            // without a trailing slash; "" for no links
 	log       zerolog.Logger
@@ -65,76 +72,70 @@ type ghDeployments struct {
 
 	mu     sync.Mutex
 	closed bool
-	jobs   chan ghJob
+	jobs   chan job
 
 	ids recentIDs // deployd id → GitHub id; the worker's own
 }
 
-// ghJob is one deployment change to report.
-type ghJob struct {
+// job is one deployment change to report.
+type job struct {
 	d    deployer.Deployment
 	repo string
 }
 
-// ghDeploymentsConfig is what newGHDeployments needs.
-type ghDeploymentsConfig struct {
-	Reporter deploymentReporter
-	// Repositories maps each service to its repository; services without
-	// one are not reported.
+// Config is what New needs.
+type Config struct {
+	// API creates the GitHub deployments and their statuses. Required.
+	API API
+	// Repositories maps each service to its repository, "owner/name".
+	// Services without one are not reported; New logs a warning for each
+	// service mapped to "".
 	Repositories map[string]string
-	PublicURL    string
-	Logger       zerolog.Logger
-	// QueueSize and Timeout default to ghDeploymentsQueue and
-	// ghDeploymentsCallTimeout.
+	// PublicURL is deployd's public_url: the environment and log links on
+	// GitHub start with it, without any user:password, query or fragment.
+	// No links are sent when it is not an absolute http(s) URL.
+	PublicURL string
+	Logger    zerolog.Logger
+	// QueueSize and Timeout default to DefaultQueueSize and DefaultTimeout.
 	QueueSize int
 	Timeout   time.Duration
 }
 
-// newGHDeployments starts the mirror's worker; call Close to stop it.
-func newGHDeployments(cfg ghDeploymentsConfig) *ghDeployments {
+// New starts the reporter's worker; call Close to stop it. It fails when
+// cfg has no API.
+func New(cfg Config) (*Reporter, error) {
+	if cfg.API == nil {
+		return nil, errors.New("new GitHub deployments reporter: no API")
+	}
 	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = ghDeploymentsQueue
+		cfg.QueueSize = DefaultQueueSize
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = ghDeploymentsCallTimeout
+		cfg.Timeout = DefaultTimeout
+	}
+	repos := make(map[string]string, len(cfg.Repositories))
+	for name, repo := range cfg.Repositories {
+		if repo == "" {
+			cfg.Logger.Warn().Str(deployer.KeyService, name).Msg("service has no repository: its deployments are not reported to GitHub")
+			continue
+		}
+		repos[name] = repo
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	g := &ghDeployments{
-		reporter:  cfg.Reporter,
-		repos:     cfg.Repositories,
-		publicURL: strings.TrimRight(cfg.PublicURL, "/"),
+	g := &Reporter{
+		api:       cfg.API,
+		repos:     repos,
+		publicURL: linkBase(cfg.PublicURL),
 		log:       cfg.Logger,
 		timeout:   cfg.Timeout,
 		ctx:       ctx,
 		cancel:    cancel,
 		done:      make(chan struct{}),
-		jobs:      make(chan ghJob, cfg.QueueSize),
-		ids:       newRecentIDs(ghDeploymentsRemembered),
+		jobs:      make(chan job, cfg.QueueSize),
+		ids:       newRecentIDs(remembered),
 	}
 	go g.work()
-	return g
-}
-
-// newGitHubDeployments builds the mirror from the configuration: nil when
-// github.deployments is off or no App is configured.
-func newGitHubDeployments(cfg *configs.Config, app *github.App, log zerolog.Logger) (*ghDeployments, error) {
-	if !cfg.GitHub.Deployments || app == nil {
-		return nil, nil
-	}
-	rep, err := github.NewDeploymentReporter(github.DeploymentReporterConfig{App: app})
-	if err != nil {
-		return nil, err
-	}
-	log = log.With().Str("component", "github_deployments").Logger()
-	repos := make(map[string]string, len(cfg.Services))
-	for name, s := range cfg.Services {
-		if s.Repository == "" {
-			log.Warn().Str(deployer.KeyService, name).Msg("service has no repository: its deployments are not reported to GitHub")
-			continue
-		}
-		repos[name] = s.Repository
-	}
-	return newGHDeployments(ghDeploymentsConfig{Reporter: rep, Repositories: repos, PublicURL: linkBase(cfg.PublicURL), Logger: log}), nil
+	return g, nil
 }
 
 // linkBase returns public_url for links shown on GitHub: without any
@@ -149,10 +150,11 @@ func linkBase(publicURL string) string {
 	return strings.TrimRight(u.String(), "/")
 }
 
-// Notify is a deployer Notify hook: it queues running and final states of
-// deployments that are not dry runs, and never blocks. When the queue is
-// full the change is dropped and a warning logged.
-func (g *ghDeployments) Notify(d deployer.Deployment) {
+// Notify is a deployer Notify hook (deployer.QueueConfig.Notify): it queues
+// running and final states of deployments that are not dry runs, and never
+// blocks. When the queue is full the change is dropped and a warning
+// logged.
+func (g *Reporter) Notify(d deployer.Deployment) {
 	if g == nil || d.DryRun || (d.State != deployer.StateRunning && !d.State.Final()) {
 		return
 	}
@@ -166,7 +168,7 @@ func (g *ghDeployments) Notify(d deployer.Deployment) {
 		return
 	}
 	select {
-	case g.jobs <- ghJob{d: d, repo: repo}:
+	case g.jobs <- job{d: d, repo: repo}:
 	default:
 		log := g.logger(d)
 		log.Warn().Str("state", string(d.State)).
@@ -176,7 +178,7 @@ func (g *ghDeployments) Notify(d deployer.Deployment) {
 
 // Close stops taking reports and waits up to wait for the queued ones to be
 // sent; then it abandons the rest (the call in flight is cancelled).
-func (g *ghDeployments) Close(wait time.Duration) {
+func (g *Reporter) Close(wait time.Duration) {
 	if g == nil {
 		return
 	}
@@ -198,7 +200,7 @@ func (g *ghDeployments) Close(wait time.Duration) {
 	g.cancel()
 }
 
-func (g *ghDeployments) work() {
+func (g *Reporter) work() {
 	defer close(g.done)
 	for j := range g.jobs {
 		if g.ctx.Err() != nil {
@@ -213,7 +215,7 @@ func (g *ghDeployments) work() {
 }
 
 // start creates the GitHub deployment and posts in_progress.
-func (g *ghDeployments) start(j ghJob) {
+func (g *Reporter) start(j job) {
 	d := j.d
 	if _, ok := g.ids.get(d.ID); ok {
 		return // already reported
@@ -229,7 +231,7 @@ func (g *ghDeployments) start(j ghJob) {
 	if d.Digest != "" {
 		payload["digest"] = d.Digest
 	}
-	id, err := g.reporter.Start(ctx, github.DeploymentStart{
+	id, err := g.api.Start(ctx, github.DeploymentStart{
 		Repository:     j.repo,
 		InstallationID: d.Trigger.InstallationID,
 		Ref:            ref,
@@ -247,7 +249,7 @@ func (g *ghDeployments) start(j ghJob) {
 }
 
 // finish posts the final status of a reported deployment.
-func (g *ghDeployments) finish(j ghJob) {
+func (g *Reporter) finish(j job) {
 	d := j.d
 	id, ok := g.ids.get(d.ID)
 	if !ok {
@@ -261,7 +263,7 @@ func (g *ghDeployments) finish(j ghJob) {
 	g.status(ctx, log, j, id, state, desc)
 }
 
-func (g *ghDeployments) status(ctx context.Context, log zerolog.Logger, j ghJob, id int64, state, desc string) {
+func (g *Reporter) status(ctx context.Context, log zerolog.Logger, j job, id int64, state, desc string) {
 	s := github.DeploymentStatus{
 		Repository:     j.repo,
 		InstallationID: j.d.Trigger.InstallationID,
@@ -273,7 +275,7 @@ func (g *ghDeployments) status(ctx context.Context, log zerolog.Logger, j ghJob,
 		s.EnvironmentURL = g.publicURL
 		s.LogURL = g.publicURL + "/api/v1/deployments/" + strconv.FormatInt(j.d.ID, 10)
 	}
-	if err := g.reporter.Status(ctx, s); err != nil {
+	if err := g.api.Status(ctx, s); err != nil {
 		log.Warn().Err(err).Int64(keyGitHubDeploymentID, id).Str(keyGitHubState, state).
 			Msg("cannot report the deployment's status to GitHub")
 	}
@@ -319,7 +321,7 @@ func imageRef(d deployer.Deployment) string {
 	return digest
 }
 
-func (g *ghDeployments) logger(d deployer.Deployment) zerolog.Logger {
+func (g *Reporter) logger(d deployer.Deployment) zerolog.Logger {
 	return g.log.With().Str(deployer.KeyService, d.Service).Int64(deployer.KeyDeploymentID, d.ID).Logger()
 }
 

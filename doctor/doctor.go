@@ -1,4 +1,13 @@
-package main
+// Package doctor runs deployd's live checks (SPEC §7, deployd doctor):
+// configuration, webhook secret, data_dir, the GitHub App's key, JWT,
+// installation and token, and for each service every registry credential
+// source in order, each line OK, WARN, FAIL or SKIP with the fix. The
+// explanations are those of the packages that talk to GitHub and the
+// registry: github.Error's message and hint, and the credential chain's
+// (registry.Chain.ExplainDenied and ExplainUnavailable). The registry
+// itself is reached through the resolver and the error classifier the
+// pipeline uses, passed in by the command.
+package doctor
 
 import (
 	"context"
@@ -17,38 +26,61 @@ import (
 	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
-	"github.com/deployd/deployd/deployer/podman"
 )
 
-// doctorCheckTimeout bounds each live check of doctor (one GitHub call, one
-// registry resolve).
-const doctorCheckTimeout = 15 * time.Second
+// DefaultTimeout bounds each live check (one GitHub call, one registry
+// resolve) when Config.Timeout is 0.
+const DefaultTimeout = 15 * time.Second
 
 // minWebhookSecretLen is the shortest webhook secret doctor accepts without
 // a warning.
 const minWebhookSecretLen = 16
 
-func doctorCommand(ctx context.Context, e env, args []string) error {
-	flags := newFlags(e, "doctor")
-	configPath := flags.String("config", defaultConfigPath, "configuration file")
-	strict := flags.Bool("strict", false, "exit non-zero on warnings too, such as a registry that only accepts a fallback credential")
-	if err := parseFlags(flags, args); err != nil {
-		return err
+// Resolver looks up the digest a tag points at in a registry, with exactly
+// the credential given; deployer/podman's RegistryResolver implements it.
+type Resolver interface {
+	Digest(ctx context.Context, ref string, cred deployer.Credential, insecure bool) (string, error)
+}
+
+// Config is what Run needs.
+type Config struct {
+	// Out receives the report.
+	Out io.Writer
+	// Getenv expands ${VAR} in the configuration; nil means os.Getenv.
+	Getenv func(string) string
+	// Timeout bounds each live check; 0 means DefaultTimeout.
+	Timeout time.Duration
+	// Resolver is the registry digest lookup the pipeline uses. Required.
+	Resolver Resolver
+	// Classify reads an error of Resolver for image, made with source's
+	// credential, as the pipeline does (deployer/podman's
+	// ClassifyRegistryError): ClassAuth when the registry refused it.
+	// Required.
+	Classify func(image, source string, err error) *deployer.Failure
+}
+
+// Counts counts the check lines of each outcome.
+type Counts struct{ OK, Warn, Fail, Skip int }
+
+// Run runs every check against the configuration at path, in order, and
+// writes one line per check to cfg.Out: the outcome, the check and a
+// detail, and for WARN and FAIL an indented "fix:" line, then a summary.
+// It stops after the first check when the configuration does not load.
+// It never writes a secret: tokens and keys stay in their redacting types
+// and are revealed only to the registry. It fails only when cfg lacks a
+// dependency; what the checks find is in the counts.
+func Run(ctx context.Context, cfg Config, path string) (Counts, error) {
+	if cfg.Out == nil || cfg.Resolver == nil || cfg.Classify == nil {
+		return Counts{}, errors.New("doctor: Out, Resolver and Classify are required")
 	}
-	d := &doctor{
-		w:        e.stdout,
-		getenv:   e.getenv,
-		timeout:  doctorCheckTimeout,
-		resolver: podman.RegistryResolver{UserAgent: "deployd/" + version + " doctor"},
+	d := &checker{w: cfg.Out, getenv: cfg.Getenv, timeout: cfg.Timeout, resolver: cfg.Resolver, classify: cfg.Classify}
+	if d.getenv == nil {
+		d.getenv = os.Getenv
 	}
-	counts := d.run(ctx, *configPath)
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("doctor: %w", err)
+	if d.timeout <= 0 {
+		d.timeout = DefaultTimeout
 	}
-	if counts.fail > 0 || (*strict && counts.warn > 0) {
-		return exitError{code: 1}
-	}
-	return nil
+	return d.run(ctx, path), nil
 }
 
 // checkStatus is the outcome of one check.
@@ -65,33 +97,27 @@ const (
 	statusSkip checkStatus = "SKIP"
 )
 
-// doctorCounts counts the lines of each outcome.
-type doctorCounts struct{ ok, warn, fail, skip int }
-
-// doctor runs deployd's live checks in order (SPEC §7) and writes one line
-// per check to w: the outcome, the check and a detail, and for WARN and
-// FAIL an indented "fix:" line. It never writes a secret: tokens and keys
-// stay in their redacting types and are revealed only to the registry.
-// A doctor is used once, by one goroutine.
-type doctor struct {
+// checker runs the checks of one Run. It is used once, by one goroutine.
+type checker struct {
 	w        io.Writer
 	getenv   func(string) string
-	timeout  time.Duration   // per check
-	resolver podman.Resolver // the registry digest lookup the pipeline uses
-	counts   doctorCounts
+	timeout  time.Duration // per check
+	resolver Resolver
+	classify func(image, source string, err error) *deployer.Failure
+	counts   Counts
 }
 
 // report writes one check's line, and its fix when there is one.
-func (d *doctor) report(st checkStatus, check, detail, fix string) {
+func (d *checker) report(st checkStatus, check, detail, fix string) {
 	switch st {
 	case statusOK:
-		d.counts.ok++
+		d.counts.OK++
 	case statusWarn:
-		d.counts.warn++
+		d.counts.Warn++
 	case statusFail:
-		d.counts.fail++
+		d.counts.Fail++
 	case statusSkip:
-		d.counts.skip++
+		d.counts.Skip++
 	}
 	fmt.Fprintf(d.w, "%-4s  %s: %s\n", st, check, detail)
 	if fix != "" && (st == statusWarn || st == statusFail) {
@@ -102,7 +128,7 @@ func (d *doctor) report(st checkStatus, check, detail, fix string) {
 // run runs every check against the configuration at path and returns the
 // counts. It stops after the first check when the configuration does not
 // load.
-func (d *doctor) run(ctx context.Context, path string) doctorCounts {
+func (d *checker) run(ctx context.Context, path string) Counts {
 	cfg := d.checkConfig(path)
 	if cfg != nil {
 		d.checkWebhookSecret(cfg)
@@ -111,13 +137,13 @@ func (d *doctor) run(ctx context.Context, path string) doctorCounts {
 		d.checkRegistries(ctx, cfg, st)
 	}
 	c := d.counts
-	fmt.Fprintf(d.w, "\n%d OK, %d WARN, %d FAIL, %d SKIP\n", c.ok, c.warn, c.fail, c.skip)
+	fmt.Fprintf(d.w, "\n%d OK, %d WARN, %d FAIL, %d SKIP\n", c.OK, c.Warn, c.Fail, c.Skip)
 	return c
 }
 
 // checkConfig loads and validates the configuration; it returns nil, after
 // listing every problem, when that fails.
-func (d *doctor) checkConfig(path string) *configs.Config {
+func (d *checker) checkConfig(path string) *configs.Config {
 	cfg, err := configs.Load(path, d.getenv)
 	if err != nil {
 		var ve *configs.ValidationError
@@ -139,7 +165,7 @@ func (d *doctor) checkConfig(path string) *configs.Config {
 
 // checkWebhookSecret checks that the secret is set and strong, and that its
 // file is private. The secret itself is never printed.
-func (d *doctor) checkWebhookSecret(cfg *configs.Config) {
+func (d *checker) checkWebhookSecret(cfg *configs.Config) {
 	const check = "webhook secret"
 	gh := cfg.GitHub
 	n := len(gh.WebhookSecret.Reveal())
@@ -172,7 +198,7 @@ func (d *doctor) checkWebhookSecret(cfg *configs.Config) {
 
 // checkDataDir checks that data_dir, which holds the database and the
 // registry auth file, lets neither group nor others in.
-func (d *doctor) checkDataDir(cfg *configs.Config) {
+func (d *checker) checkDataDir(cfg *configs.Config) {
 	const check = "data_dir"
 	fi, err := os.Stat(cfg.DataDir)
 	switch {
@@ -182,10 +208,32 @@ func (d *doctor) checkDataDir(cfg *configs.Config) {
 		d.report(statusFail, check, err.Error(), "check that deployd's user can reach "+cfg.DataDir)
 	case fi.Mode().Perm()&0o077 != 0:
 		d.report(statusWarn, check, fmt.Sprintf("%s lets group or others in (mode %04o); deployd's files in it are 0600, but the directory should be private too",
-			cfg.DataDir, fi.Mode().Perm()), dataDirFix(cfg.DataDir))
+			cfg.DataDir, fi.Mode().Perm()), DataDirFix(cfg.DataDir))
 	default:
 		d.report(statusOK, check, fmt.Sprintf("%s, mode %04o", cfg.DataDir, fi.Mode().Perm()), "")
 	}
+}
+
+// DataDirOpenMode returns the permission bits of data_dir when they let
+// group or others in, 0 when they do not or dir does not exist yet: for
+// serve's start-up warning, which DataDirFix completes.
+func DataDirOpenMode(dir string) (fs.FileMode, error) {
+	fi, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("check data_dir: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 == 0 {
+		return 0, nil
+	}
+	return fi.Mode().Perm(), nil
+}
+
+// DataDirFix says how to make data_dir private.
+func DataDirFix(dir string) string {
+	return "chmod 700 " + dir + " (under systemd: StateDirectoryMode=0700)"
 }
 
 // appState is what the GitHub App checks leave for the registry checks.
@@ -208,7 +256,7 @@ const (
 )
 
 // checkApp runs the App checks: key file, JWT, installation, token.
-func (d *doctor) checkApp(ctx context.Context, cfg *configs.Config) appState {
+func (d *checker) checkApp(ctx context.Context, cfg *configs.Config) appState {
 	skip := func(from int, why string) {
 		for _, c := range []string{checkAppKey, checkAppJWT, checkInstallation, checkToken}[from:] {
 			d.report(statusSkip, c, why, "")
@@ -249,7 +297,7 @@ func (d *doctor) checkApp(ctx context.Context, cfg *configs.Config) appState {
 // checkKey checks that the App key file is readable, an RSA key, and not
 // readable by every user of the host. It returns the key, or nil when it
 // does not load.
-func (d *doctor) checkKey(path string) *github.PrivateKey {
+func (d *checker) checkKey(path string) *github.PrivateKey {
 	const fromSettings = "download a private key from the App's settings page on GitHub (Private keys) and point github.app.private_key_file at it"
 	fi, err := os.Stat(path)
 	switch {
@@ -286,7 +334,7 @@ func (d *doctor) checkKey(path string) *github.PrivateKey {
 
 // checkJWT asks GitHub who the App is (GET /app) and reports whether GitHub
 // accepts the App's JWT.
-func (d *doctor) checkJWT(ctx context.Context, app *github.App) bool {
+func (d *checker) checkJWT(ctx context.Context, app *github.App) bool {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	info, err := app.Verify(ctx)
@@ -304,7 +352,7 @@ func (d *doctor) checkJWT(ctx context.Context, app *github.App) bool {
 // else the one covering each service's repository. It records repositories
 // without an installation in problems and returns what GitHub says about
 // each installation found, by id.
-func (d *doctor) checkInstallations(ctx context.Context, cfg *configs.Config, app *github.App, problems map[string]string) map[int64]github.InstallationInfo {
+func (d *checker) checkInstallations(ctx context.Context, cfg *configs.Config, app *github.App, problems map[string]string) map[int64]github.InstallationInfo {
 	infos := map[int64]github.InstallationInfo{}
 	repos := serviceRepositories(cfg, func(*configs.Registry) bool { return true })
 	if id := cfg.GitHub.App.InstallationID; id > 0 {
@@ -353,7 +401,7 @@ func (d *doctor) checkInstallations(ctx context.Context, cfg *configs.Config, ap
 }
 
 // installation fetches one installation within the check timeout.
-func (d *doctor) installation(ctx context.Context, app *github.App, id int64) (github.InstallationInfo, error) {
+func (d *checker) installation(ctx context.Context, app *github.App, id int64) (github.InstallationInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	info, err := app.Installation(ctx, id)
@@ -365,7 +413,7 @@ func (d *doctor) installation(ctx context.Context, app *github.App, id int64) (g
 
 // installationForRepo looks up the installation covering owner/name within
 // the check timeout.
-func (d *doctor) installationForRepo(ctx context.Context, app *github.App, owner, name string) (int64, error) {
+func (d *checker) installationForRepo(ctx context.Context, app *github.App, owner, name string) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	id, err := app.InstallationForRepo(ctx, owner, name)
@@ -390,7 +438,7 @@ func describeInstallation(info github.InstallationInfo) string {
 // checkTokens mints, for the repository of each service on a registry that
 // uses github_app, the packages: read token the registry will get. It
 // records repositories whose mint failed in problems.
-func (d *doctor) checkTokens(ctx context.Context, cfg *configs.Config, app *github.App, infos map[int64]github.InstallationInfo, problems map[string]string) {
+func (d *checker) checkTokens(ctx context.Context, cfg *configs.Config, app *github.App, infos map[int64]github.InstallationInfo, problems map[string]string) {
 	repos := serviceRepositories(cfg, func(r *configs.Registry) bool {
 		return slices.Contains(r.Credentials, configs.CredentialGitHubApp)
 	})
@@ -428,7 +476,7 @@ func (d *doctor) checkTokens(ctx context.Context, cfg *configs.Config, app *gith
 // mint resolves the installation of repo and mints its token within the
 // check timeout. The token stays in the App's cache, where the registry
 // checks find it; it is not returned.
-func (d *doctor) mint(ctx context.Context, app *github.App, repo string) (int64, time.Time, error) {
+func (d *checker) mint(ctx context.Context, app *github.App, repo string) (int64, time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	id, err := app.ResolveInstallation(ctx, 0, repo)
@@ -454,7 +502,7 @@ type sourceResult struct {
 // checkRegistries checks, for each service and each credential source of
 // its registry in order, that the registry grants a pull token and that the
 // default tag resolves to a digest, then says which source deploys will use.
-func (d *doctor) checkRegistries(ctx context.Context, cfg *configs.Config, st appState) {
+func (d *checker) checkRegistries(ctx context.Context, cfg *configs.Config, st appState) {
 	chain, err := doctorChain(cfg, st.app)
 	if err != nil {
 		d.report(statusFail, "registry credentials", err.Error(), "check the credentials of each registry")
@@ -488,7 +536,7 @@ func doctorChain(cfg *configs.Config, app *github.App) (*registry.Chain, error) 
 }
 
 // checkService checks every credential source of one service's registry.
-func (d *doctor) checkService(ctx context.Context, cfg *configs.Config, chain *registry.Chain, st appState, name string, s *configs.Service) {
+func (d *checker) checkService(ctx context.Context, cfg *configs.Config, chain *registry.Chain, st appState, name string, s *configs.Service) {
 	check := "pull " + name
 	img, err := configs.ParseImage(s.Image)
 	if err != nil {
@@ -556,7 +604,7 @@ func (d *doctor) checkService(ctx context.Context, cfg *configs.Config, chain *r
 }
 
 // trySource gets a credential from one source and resolves ref with it.
-func (d *doctor) trySource(ctx context.Context, chain *registry.Chain, st appState, req deployer.CredentialRequest, ref string, reg *configs.Registry, src string) sourceResult {
+func (d *checker) trySource(ctx context.Context, chain *registry.Chain, st appState, req deployer.CredentialRequest, ref string, reg *configs.Registry, src string) sourceResult {
 	r := sourceResult{source: src, status: statusFail, word: "failed"}
 	if src == registry.SourceGitHubApp {
 		why := st.why
@@ -572,21 +620,21 @@ func (d *doctor) trySource(ctx context.Context, chain *registry.Chain, st appSta
 	defer cancel()
 	cred, err := chain.SourceCredential(ctx, req, src)
 	if err != nil {
-		r.detail = "no credential: " + err.Error()
-		r.fix = credentialFix(err, src, reg)
+		e := chain.ExplainUnavailable(req.Host, src, err)
+		r.detail, r.fix = e.Detail, e.Fix
 		return r
 	}
-	dc := deployer.Credential{Source: src}
-	if !cred.Anonymous() {
-		dc.Username, dc.Password = cred.Username, deployer.Password(cred.Password.Reveal())
-	}
-	digest, err := d.resolver.Digest(ctx, ref, dc, reg.Insecure)
+	digest, err := d.resolver.Digest(ctx, ref, cred, reg.Insecure)
 	if err != nil {
-		f := podman.ClassifyRegistryError(req.Image, src, err)
+		f := d.classify(req.Image, src, err)
 		switch f.Class {
 		case deployer.ClassAuth:
-			r.word = "denied"
-			r.detail, r.fix = explainDenied(chain, req, src, registryAnswer(err), reg)
+			reason := registry.Answer(err)
+			if reason == "" {
+				reason = f.Error()
+			}
+			e := chain.ExplainDenied(req.Host, req.Image, src, reason)
+			r.word, r.detail, r.fix = "denied", e.Detail, e.Fix
 		case deployer.ClassPodman: // not classified: no podman involved here
 			r.detail, r.fix = f.Error(), "check the service's image and that the registry answers at "+req.Host
 		default:
@@ -597,59 +645,6 @@ func (d *doctor) trySource(ctx context.Context, chain *registry.Chain, st appSta
 	r.status, r.word = statusOK, "OK"
 	r.detail = fmt.Sprintf("pull token granted; %s is %s", ref, digest)
 	return r
-}
-
-// registryAnswer returns the registry's own words at the end of a resolve
-// error, such as "403 Forbidden" or "requested access to the resource is
-// denied", for the parentheses of a plain-words explanation.
-func registryAnswer(err error) string {
-	msg := err.Error()
-	if i := strings.LastIndex(msg, ": "); i >= 0 {
-		msg = msg[i+2:]
-	}
-	return msg
-}
-
-// appPackageAccess says how an App installation token can come to read a
-// private package, and what does not help.
-const appPackageAccess = "make the package inherit access from a repository the App is installed on " +
-	"(package settings → \"Inherit access from source repository\"), the only way an installation token can read a private package; " +
-	"\"Manage Actions access\" grants workflows' GITHUB_TOKEN, not the App"
-
-// explainDenied says in plain words what it means that the registry refused
-// the credential of src, and how to fix it.
-func explainDenied(chain *registry.Chain, req deployer.CredentialRequest, src, reason string, reg *configs.Registry) (detail, fix string) {
-	creds := "registries." + req.Host + ".credentials"
-	switch src {
-	case registry.SourceGitHubApp:
-		// Chain.Explain adds "the token_file credential is used instead"
-		// when one is configured; doctor says what really happens instead.
-		detail = fmt.Sprintf("registry denied the GitHub App token for %s (%s): GitHub App installation tokens cannot read this private package", req.Image, reason)
-		fix = "for the App to read it, " + appPackageAccess
-		if !slices.Contains(reg.Credentials, registry.SourceTokenFile) {
-			fix = "add token_file with a classic personal access token that has read:packages to " + creds +
-				", after github_app (the reliable fix); or " + appPackageAccess
-		}
-	case registry.SourceTokenFile:
-		detail = chain.Explain(req.Host, req.Image, src, reason)
-		fix = fmt.Sprintf("put a classic personal access token with read:packages that can see %s in %s", req.Image, reg.TokenFile)
-	default:
-		detail = chain.Explain(req.Host, req.Image, src, reason)
-		fix = "list github_app or token_file in " + creds
-	}
-	return detail, fix
-}
-
-// credentialFix says how to fix a source that could not produce a credential.
-func credentialFix(err error, src string, reg *configs.Registry) string {
-	var ge *github.Error
-	if errors.As(err, &ge) && ge.Hint != "" {
-		return ge.Hint
-	}
-	if src == registry.SourceTokenFile {
-		return fmt.Sprintf("write a classic personal access token with read:packages to %s (the token alone on one line, mode 0600)", reg.TokenFile)
-	}
-	return "check the credentials of the registry"
 }
 
 // explainGitHub returns a failed GitHub call's plain-words message and fix.
