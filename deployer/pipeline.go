@@ -23,7 +23,7 @@ type PodmanConfig struct {
 
 // PipelineConfig holds a Pipeline's dependencies.
 type PipelineConfig struct {
-	Services    map[string]ServiceSpec
+	Services    map[string]Service
 	Store       Store
 	Credentials Credentials
 	Resolver    Resolver
@@ -45,7 +45,7 @@ type PipelineConfig struct {
 // switch, verify, and roll back when verify fails. It is an Executor and is
 // safe for concurrent use by different services' workers.
 type Pipeline struct {
-	services    map[string]ServiceSpec
+	services    map[string]Service
 	store       Store
 	creds       Credentials
 	resolver    Resolver
@@ -118,7 +118,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 type job struct {
 	p      *Pipeline
 	d      Deployment
-	spec   ServiceSpec
+	spec   Service
 	status ServiceStatus
 	req    CredentialRequest
 	cred   Credential

@@ -41,19 +41,33 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
+// serviceInfo is what the API shows of a configured service besides its
+// status. It leaves out the container arguments, the command and the health
+// URL: they may hold secrets (an -e PASSWORD=... among the arguments).
+type serviceInfo struct {
+	Name     string   `json:"name"`
+	Image    string   `json:"image"`
+	Strategy string   `json:"strategy"`
+	Tags     []string `json:"tags"`
+	// DefaultTag is what a manual deploy without tag or digest deploys;
+	// empty when the first tag is a pattern.
+	DefaultTag string `json:"default_tag,omitempty"`
+}
+
 // serviceView is a configured service with what runs for it now.
 type serviceView struct {
-	Service
+	serviceInfo
 	Status         deployer.ServiceStatus `json:"status"`
 	LastDeployment *deployer.Deployment   `json:"last_deployment,omitempty"`
 }
 
-func (s *Server) serviceView(r *http.Request, svc Service) (serviceView, error) {
+func (s *Server) serviceView(r *http.Request, svc deployer.Service) (serviceView, error) {
 	st, err := s.store.ServiceStatus(r.Context(), svc.Name)
 	if err != nil {
 		return serviceView{}, err
 	}
-	v := serviceView{Service: svc, Status: st}
+	info := serviceInfo{Name: svc.Name, Image: svc.Image, Strategy: svc.Strategy, Tags: svc.Tags, DefaultTag: svc.DefaultTag}
+	v := serviceView{serviceInfo: info, Status: st}
 	if ds, err := s.store.Deployments(r.Context(), svc.Name, deployer.Page{Limit: 1}); err != nil {
 		return serviceView{}, err
 	} else if len(ds) > 0 {

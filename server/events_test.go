@@ -220,7 +220,7 @@ func TestEventStreamClientStopsReading(t *testing.T) {
 	// stream can only end by its write deadline.
 	hub := NewHub(HubConfig{Buffer: 4096, WriteTimeout: 200 * time.Millisecond, Logger: zerolog.Nop()})
 	srv, err := New(Config{Webhook: http.NotFoundHandler(), Store: st, Drainer: notDraining{},
-		Services: []Service{{Name: "backend"}}, Logger: zerolog.Nop(), Events: hub})
+		Services: []deployer.Service{{Name: "backend"}}, Logger: zerolog.Nop(), Events: hub})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 	st := openPageStore(t)
 	hub := NewHub(HubConfig{Logger: zerolog.Nop()})
 	srv, err := New(Config{Webhook: http.NotFoundHandler(), Store: st, Drainer: notDraining{},
-		Services: []Service{{Name: "backend"}}, Logger: zerolog.Nop(), Events: hub})
+		Services: []deployer.Service{{Name: "backend"}}, Logger: zerolog.Nop(), Events: hub})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -600,7 +600,7 @@ func startBrowserServer(t *testing.T, digest, message string, private bool) brow
 		Drainer: queue,
 		Queue:   queue,
 		Tokens:  verifier{key},
-		Services: []server.Service{
+		Services: []deployer.Service{
 			{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
 			{Name: "web", Image: "ghcr.io/acme/v7/web", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
 		},

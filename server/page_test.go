@@ -33,7 +33,7 @@ func pageSample() pageData {
 		Steps: []deployer.Step{{Name: hostile, Started: started, Duration: 1500 * time.Millisecond, Outcome: hostile, Message: hostile}},
 	}
 	svc := serviceView{
-		Service: Service{Name: hostile, Image: hostile, Strategy: hostile, Tags: []string{hostile}},
+		serviceInfo: serviceInfo{Name: hostile, Image: hostile, Strategy: hostile, Tags: []string{hostile}},
 		Status: deployer.ServiceStatus{Name: hostile, Tag: hostile, Digest: hostile, Degraded: true,
 			Credential: hostile, CredentialNote: hostile},
 		LastDeployment: &d,
@@ -196,7 +196,7 @@ func newPageServer(t *testing.T, st *sqlite.Store, hub *Hub) *httptest.Server {
 		Webhook:  http.NotFoundHandler(),
 		Store:    st,
 		Drainer:  notDraining{},
-		Services: []Service{{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}}},
+		Services: []deployer.Service{{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}}},
 		Logger:   zerolog.Nop(),
 		Events:   hub,
 	})

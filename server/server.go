@@ -40,17 +40,6 @@ type Drainer interface {
 	Draining() bool
 }
 
-// Service is what the API shows of a configured service besides its status.
-type Service struct {
-	Name     string   `json:"name"`
-	Image    string   `json:"image"`
-	Strategy string   `json:"strategy"`
-	Tags     []string `json:"tags"`
-	// DefaultTag is what a manual deploy without tag or digest deploys;
-	// empty when the first tag is a pattern.
-	DefaultTag string `json:"default_tag,omitempty"`
-}
-
 // Config holds the server's dependencies.
 type Config struct {
 	// Webhook handles POST /webhooks/github.
@@ -61,7 +50,7 @@ type Config struct {
 	Writes  WriteHealth
 	Drainer Drainer
 	// Services lists the configured services, in display order.
-	Services []Service
+	Services []deployer.Service
 	Logger   zerolog.Logger
 	// Tokens verifies API bearer tokens; nil turns the write API off (it
 	// answers 503 saying so). Required when StatusPrivate is set.
@@ -92,8 +81,8 @@ type Server struct {
 	store    Reader
 	writes   WriteHealth
 	drainer  Drainer
-	services []Service
-	byName   map[string]Service
+	services []deployer.Service
+	byName   map[string]deployer.Service
 	log      zerolog.Logger
 	router   http.Handler
 
@@ -128,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 		writes:   cfg.Writes,
 		drainer:  cfg.Drainer,
 		services: cfg.Services,
-		byName:   make(map[string]Service, len(cfg.Services)),
+		byName:   make(map[string]deployer.Service, len(cfg.Services)),
 		log:      cfg.Logger,
 	}
 	for _, svc := range cfg.Services {

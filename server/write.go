@@ -152,17 +152,17 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 
 // writePrologue runs the checks both write endpoints share, in order:
 // token, scope, service, query.
-func (s *Server) writePrologue(r *http.Request, name string) (Caller, Service, writeOptions, error) {
+func (s *Server) writePrologue(r *http.Request, name string) (Caller, deployer.Service, writeOptions, error) {
 	caller, err := s.authorize(r, deployScope(name))
 	if err != nil {
-		return Caller{}, Service{}, writeOptions{}, err
+		return Caller{}, deployer.Service{}, writeOptions{}, err
 	}
 	svc, ok := s.byName[name]
 	if !ok {
-		return Caller{}, Service{}, writeOptions{}, unknownService(name)
+		return Caller{}, deployer.Service{}, writeOptions{}, unknownService(name)
 	}
 	if s.queue == nil {
-		return Caller{}, Service{}, writeOptions{}, errors.New("write API without a queue")
+		return Caller{}, deployer.Service{}, writeOptions{}, errors.New("write API without a queue")
 	}
 	opts, err := writeOptionsFrom(r)
 	return caller, svc, opts, err

@@ -139,7 +139,7 @@ func newAPIEnv(t *testing.T, o apiOpts) *apiEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	services := []server.Service{
+	services := []deployer.Service{
 		{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
 		{Name: "web", Image: "ghcr.io/acme/v7/web", Strategy: "container", Tags: []string{"sha-*"}},
 	}

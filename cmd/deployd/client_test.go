@@ -78,7 +78,7 @@ func cliServer(t *testing.T) (url string, key *auth.APIKey) {
 		Webhook:  http.NotFoundHandler(),
 		Store:    st,
 		Drainer:  q,
-		Services: []server.Service{{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"}},
+		Services: []deployer.Service{{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"}},
 		Logger:   zerolog.Nop(),
 		Tokens:   apiTokens{key},
 		Queue:    q,

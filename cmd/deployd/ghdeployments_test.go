@@ -53,7 +53,7 @@ func newGHDFixture(t *testing.T) *ghdFixture {
 	f.cfg = &configs.Config{
 		PublicURL: ghdPublicURL + "/",
 		GitHub:    configs.GitHub{Deployments: true},
-		Services: map[string]*configs.Service{
+		Services: map[string]*deployer.Service{
 			"web":  {Repository: "acme/web"},
 			"tool": {}, // no repository: not reported
 		},

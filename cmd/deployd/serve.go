@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -85,10 +84,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err != nil {
 		return err
 	}
-	specs, err := serviceSpecs(cfg)
-	if err != nil {
-		return err
-	}
+	services := cfg.ServiceList()
 	tokens, err := newAPITokens(cfg, log)
 	if err != nil {
 		return err
@@ -110,7 +106,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	}
 	defer ghDeploys.Close(ghDeploymentsCloseTimeout) // after the queue's drain: reports its interrupted ends
 	pipeline, err := deployer.NewPipeline(deployer.PipelineConfig{
-		Services:    specs,
+		Services:    servicesByName(services),
 		Store:       store,
 		Credentials: chainCredentials{creds},
 		Resolver:    deployer.RegistryResolver{UserAgent: "deployd/" + version},
@@ -148,7 +144,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 		Store:    store,
 		Writes:   store,
 		Drainer:  queue,
-		Services: serverServices(cfg),
+		Services: services,
 		Logger:   log,
 		// The write API, its tokens and /metrics.
 		Tokens:        tokens,
@@ -173,7 +169,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 		return err
 	}
 	reconciler, err := deployer.NewReconciler(deployer.ReconcilerConfig{
-		Services: sortedSpecs(specs), Resolver: pipeline, Store: store, Queue: queue,
+		Services: services, Resolver: pipeline, Store: store, Queue: queue,
 		Interval: cfg.ReconcileInterval.Std(), Logger: log,
 	})
 	if err != nil {
@@ -195,7 +191,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	httpSrv.RegisterOnShutdown(hub.Close) // end event streams, or Shutdown waits for them
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
-	log.Info().Str("addr", ln.Addr().String()).Str("version", version).Int("services", len(specs)).Msg("listening")
+	log.Info().Str("addr", ln.Addr().String()).Str("version", version).Int("services", len(services)).Msg("listening")
 
 	select {
 	case err := <-serveErr:
@@ -249,52 +245,11 @@ func drainQueue(ctx context.Context, queue *deployer.Queue, log zerolog.Logger) 
 	}
 }
 
-// serviceSpecs turns the configured services into the pipeline's specs.
-func serviceSpecs(cfg *configs.Config) (map[string]deployer.ServiceSpec, error) {
-	specs := make(map[string]deployer.ServiceSpec, len(cfg.Services))
-	for name, s := range cfg.Services {
-		img, err := configs.ParseImage(s.Image)
-		if err != nil {
-			return nil, fmt.Errorf("service %s: %w", name, err)
-		}
-		reg := cfg.Registries[img.Host]
-		spec := deployer.ServiceSpec{
-			Name:       name,
-			Host:       img.Host,
-			Image:      img.String(),
-			Repository: s.Repository,
-			Insecure:   reg != nil && reg.Insecure,
-			Strategy:   s.Strategy,
-			Container:  deployer.ContainerSpec{Name: s.Container.Name, Args: s.Container.Args, Command: s.Container.Command},
-			Systemd:    deployer.SystemdSpec{Unit: s.Systemd.Unit, User: s.Systemd.User},
-			Command:    s.Command,
-			Health:     deployer.HealthSpec{URL: s.Health.URL, Timeout: s.Health.Timeout.Std(), Interval: s.Health.Interval.Std()},
-			Rollback:   s.RollbackEnabled(),
-			KeepImages: s.KeepImages,
-			DryRun:     s.DryRun,
-		}
-		spec.DefaultTag = s.DefaultTag()
-		specs[name] = spec
+// servicesByName indexes services by name.
+func servicesByName(services []deployer.Service) map[string]deployer.Service {
+	m := make(map[string]deployer.Service, len(services))
+	for _, s := range services {
+		m[s.Name] = s
 	}
-	return specs, nil
-}
-
-// sortedSpecs lists the specs in name order.
-func sortedSpecs(specs map[string]deployer.ServiceSpec) []deployer.ServiceSpec {
-	out := make([]deployer.ServiceSpec, 0, len(specs))
-	for _, s := range specs {
-		out = append(out, s)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-// serverServices lists the services for the API, sorted by name.
-func serverServices(cfg *configs.Config) []server.Service {
-	out := make([]server.Service, 0, len(cfg.Services))
-	for name, s := range cfg.Services {
-		out = append(out, server.Service{Name: name, Image: s.Image, Strategy: s.Strategy, Tags: s.Tags, DefaultTag: s.DefaultTag()})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return m
 }
