@@ -1,6 +1,7 @@
 // Package server is deployd's HTTP surface: the router, its middleware, the
 // JSON API, the probes and the status page. All routes are declared in
-// routes.go; errors become responses in errors.go only.
+// routes.go; errors become responses in httperr.Write only, the mounted
+// webhook handler's too.
 package server
 
 import (
