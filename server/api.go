@@ -20,7 +20,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 // store answers and its last write succeeded. A failed write (a full disk)
 // makes it 503 with the reason until a write succeeds again.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if s.drainer.Draining() {
+	if s.queue.Draining() {
 		httperr.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
 		return
 	}

@@ -173,8 +173,8 @@ func TestCredentialsInUse(t *testing.T) {
 	}
 }
 
-// notDraining is a Drainer that never drains.
-type notDraining struct{}
+// notDraining is a Queue that never drains; it takes no deploys.
+type notDraining struct{ Enqueuer }
 
 func (notDraining) Draining() bool { return false }
 
@@ -194,11 +194,10 @@ func newPageServer(t *testing.T, st *sqlite.Store, hub *Hub) *httptest.Server {
 	t.Helper()
 	srv, err := New(Config{
 		Webhook:  http.NotFoundHandler(),
-		Store:    st,
-		Drainer:  notDraining{},
+		Reads:    Reads{Store: st, Events: hub},
+		Queue:    notDraining{},
 		Services: []deployer.Service{{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}}},
 		Logger:   zerolog.Nop(),
-		Events:   hub,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -162,9 +162,6 @@ func (s *Server) writePrologue(r *http.Request, name string) (Caller, deployer.S
 	if !ok {
 		return Caller{}, deployer.Service{}, writeOptions{}, unknownService(name)
 	}
-	if s.queue == nil {
-		return Caller{}, deployer.Service{}, writeOptions{}, errors.New("write API without a queue")
-	}
 	opts, err := writeOptionsFrom(r)
 	return caller, svc, opts, err
 }

@@ -76,12 +76,11 @@ func cliServer(t *testing.T) (url string, key *auth.APIKey) {
 	}
 	srv, err := server.New(server.Config{
 		Webhook:  http.NotFoundHandler(),
-		Store:    st,
-		Drainer:  q,
+		Reads:    server.Reads{Store: st},
+		Queue:    q,
+		Auth:     server.Auth{Tokens: apiTokens{key}},
 		Services: []deployer.Service{{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"}},
 		Logger:   zerolog.Nop(),
-		Tokens:   apiTokens{key},
-		Queue:    q,
 	})
 	if err != nil {
 		t.Fatal(err)

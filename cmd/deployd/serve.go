@@ -14,10 +14,12 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/deployd/deployd/auth"
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/server"
+	"github.com/deployd/deployd/server/metrics"
 	"github.com/deployd/deployd/webhook"
 )
 
@@ -60,17 +62,7 @@ func newLogger(c configs.Log, w io.Writer) (zerolog.Logger, error) {
 // serve runs deployd until ctx ends, then shuts down in order: stop
 // intake, drain deployments, close the store.
 func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data_dir: %w", err)
-	}
-	if mode, err := dataDirOpenMode(cfg.DataDir); err != nil {
-		return err
-	} else if mode != 0 {
-		log.Warn().Str("data_dir", cfg.DataDir).Str("mode", fmt.Sprintf("%04o", mode)).
-			Msg("data_dir lets group or others in; deployd's files in it are 0600, but the directory should be private too: " + dataDirFix(cfg.DataDir))
-	}
-	store, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "deployd.db"),
-		sqlite.WithLogger(log.With().Str("component", "store").Logger()))
+	store, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -79,36 +71,96 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 			log.Error().Err(err).Msg("close store")
 		}
 	}()
-
-	app, creds, err := newCredentials(cfg, log)
+	app, chain, err := newCredentials(cfg, log)
 	if err != nil {
 		return err
 	}
+	out, err := newOutputs(ctx, cfg, store, app, chain, log)
+	if err != nil {
+		return err
+	}
+	defer out.close() // after the queue's drain: reports the ends of what it cut short
 	services := cfg.ServiceList()
-	tokens, err := newAPITokens(cfg, log)
+	queue, reconciler, err := newDeployments(cfg, services, store, chain, out, log)
 	if err != nil {
 		return err
 	}
-	mets, err := newMetrics(cfg, store, app, creds)
+	handler, err := newHandler(cfg, services, store, queue, newCredentialReport(app, chain), out, log)
 	if err != nil {
 		return err
+	}
+	d := &daemon{listen: cfg.Listen, handler: handler, hub: out.hub, queue: queue, reconciler: reconciler,
+		services: len(services), log: log}
+	return d.run(ctx)
+}
+
+// openStore creates data_dir, warns when it is open to group or others,
+// and opens the store in it.
+func openStore(ctx context.Context, cfg *configs.Config, log zerolog.Logger) (*sqlite.Store, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data_dir: %w", err)
+	}
+	if mode, err := dataDirOpenMode(cfg.DataDir); err != nil {
+		return nil, err
+	} else if mode != 0 {
+		log.Warn().Str("data_dir", cfg.DataDir).Str("mode", fmt.Sprintf("%04o", mode)).
+			Msg("data_dir lets group or others in; deployd's files in it are 0600, but the directory should be private too: " + dataDirFix(cfg.DataDir))
+	}
+	return sqlite.Open(ctx, filepath.Join(cfg.DataDir, "deployd.db"),
+		sqlite.WithLogger(log.With().Str("component", "store").Logger()))
+}
+
+// outputs hear of deployments and deliveries: the metrics, the status
+// page's event stream and, with github.deployments, GitHub's Deployments
+// API (github is nil, doing nothing, when that is off).
+type outputs struct {
+	metrics *metrics.Metrics
+	hub     *server.Hub
+	github  *ghDeployments
+}
+
+// newOutputs builds the outputs; the metrics start with the last
+// successes in the store. app and chain may be nil.
+func newOutputs(ctx context.Context, cfg *configs.Config, store *sqlite.Store, app *auth.App, chain *auth.Chain, log zerolog.Logger) (*outputs, error) {
+	mets, err := newMetrics(cfg, store, app, chain)
+	if err != nil {
+		return nil, err
 	}
 	if err := mets.SeedLastSuccess(ctx); err != nil {
-		return err
+		return nil, err
 	}
-	// The status page's event stream hears of every deployment change.
-	hub := server.NewHub(server.HubConfig{Logger: log.With().Str("component", "events").Logger()})
-	// GitHub's Deployments API hears of deployments starting and ending
-	// (github.deployments); nil, doing nothing, when off.
-	ghDeploys, err := newGitHubDeployments(cfg, app, log)
+	gh, err := newGitHubDeployments(cfg, app, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer ghDeploys.Close(ghDeploymentsCloseTimeout) // after the queue's drain: reports its interrupted ends
+	hub := server.NewHub(server.HubConfig{Logger: log.With().Str("component", "events").Logger()})
+	return &outputs{metrics: mets, hub: hub, github: gh}, nil
+}
+
+// step hears of every pipeline step of a deployment.
+func (o *outputs) step(d deployer.Deployment) {
+	o.metrics.Step(d)
+	o.hub.Publish(d)
+}
+
+// change hears of every change of a deployment's state in the queue.
+func (o *outputs) change(d deployer.Deployment) {
+	o.metrics.Deployment(d)
+	o.hub.Publish(d)
+	o.github.Notify(d)
+}
+
+// close waits, a bounded time, for GitHub to hear the last reports.
+func (o *outputs) close() { o.github.Close(ghDeploymentsCloseTimeout) }
+
+// newDeployments builds the machinery that carries deployments out: the
+// pipeline on this host, the queue that runs it per service and the
+// reconciler that catches up with the registries.
+func newDeployments(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, chain *auth.Chain, out *outputs, log zerolog.Logger) (*deployer.Queue, *deployer.Reconciler, error) {
 	pipeline, err := deployer.NewPipeline(deployer.PipelineConfig{
 		Services:    servicesByName(services),
 		Store:       store,
-		Credentials: chainCredentials{creds},
+		Credentials: chainCredentials{chain},
 		Resolver:    deployer.RegistryResolver{UserAgent: "deployd/" + version},
 		Runner:      &deployer.CommandRunner{Env: deployer.ChildEnv(os.Environ())},
 		Podman: deployer.PodmanConfig{
@@ -117,101 +169,119 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 			AuthFile:   cfg.AuthFile(),
 		},
 		Logger: log,
-		Notify: notifyAll(mets.Step, hub.Publish),
+		Notify: out.step,
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: pipeline, Logger: log, Notify: notifyAll(mets.Deployment, hub.Publish, ghDeploys.Notify)})
+	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: pipeline, Logger: log, Notify: out.change})
 	if err != nil {
-		return err
-	}
-	matcher, err := webhook.NewMatcher(cfg)
-	if err != nil {
-		return err
-	}
-	hook, err := webhook.NewHandler(webhook.HandlerConfig{
-		Secret:   []byte(cfg.GitHub.WebhookSecret.Reveal()),
-		Matcher:  matcher,
-		Recorder: publishDeliveries(mets.CountDeliveries(queue), hub),
-		Logger:   log.With().Str("component", "webhook").Logger(),
-	})
-	if err != nil {
-		return err
-	}
-	srv, err := server.New(server.Config{
-		Webhook:  mets.Webhook(hook),
-		Store:    store,
-		Writes:   store,
-		Drainer:  queue,
-		Services: services,
-		Logger:   log,
-		// The write API, its tokens and /metrics.
-		Tokens:        tokens,
-		Queue:         queue,
-		StatusPrivate: !cfg.StatusPublic(),
-		PublicURL:     cfg.PublicURL,
-		Metrics:       mets.Handler(),
-		// The status page and its event stream.
-		Events:      hub,
-		Credentials: newCredentialReport(app, creds),
-	})
-	if err != nil {
-		return err
-	}
-
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
-	}
-	if err := queue.Start(ctx); err != nil {
-		ln.Close()
-		return err
+		return nil, nil, err
 	}
 	reconciler, err := deployer.NewReconciler(deployer.ReconcilerConfig{
 		Services: services, Resolver: pipeline, Store: store, Queue: queue,
 		Interval: cfg.ReconcileInterval.Std(), Logger: log,
 	})
 	if err != nil {
+		return nil, nil, err
+	}
+	return queue, reconciler, nil
+}
+
+// newHandler builds deployd's HTTP surface: the server, with the webhook
+// handler mounted in it.
+func newHandler(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, queue *deployer.Queue, creds server.CredentialReporter, out *outputs, log zerolog.Logger) (http.Handler, error) {
+	tokens, err := newAPITokens(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	matcher, err := webhook.NewMatcher(cfg)
+	if err != nil {
+		return nil, err
+	}
+	hook, err := webhook.NewHandler(webhook.HandlerConfig{
+		Secret:   []byte(cfg.GitHub.WebhookSecret.Reveal()),
+		Matcher:  matcher,
+		Recorder: publishDeliveries(out.metrics.CountDeliveries(queue), out.hub),
+		Logger:   log.With().Str("component", "webhook").Logger(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return server.New(server.Config{
+		Services: services,
+		Webhook:  out.metrics.Webhook(hook),
+		Reads: server.Reads{Store: store, WriteHealth: store, Events: out.hub, Credentials: creds,
+			Metrics: out.metrics.Handler()},
+		Queue:  queue,
+		Auth:   server.Auth{Tokens: tokens, StatusPrivate: !cfg.StatusPublic(), PublicURL: cfg.PublicURL},
+		Logger: log,
+	})
+}
+
+// daemon is deployd wired: what serve runs.
+type daemon struct {
+	listen     string
+	handler    http.Handler
+	hub        *server.Hub // its event streams end when the HTTP server shuts down
+	queue      *deployer.Queue
+	reconciler *deployer.Reconciler
+	services   int
+	log        zerolog.Logger
+}
+
+// run listens, starts the deployments and the reconciler and serves until
+// ctx ends or the listener fails; then it stops intake (in-flight requests
+// finish and are recorded) and drains the deployments.
+func (d *daemon) run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", d.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", d.listen, err)
+	}
+	if err := d.queue.Start(ctx); err != nil {
 		ln.Close()
-		drainQueue(ctx, queue, log)
 		return err
 	}
-	reconcileCtx, stopReconcile := context.WithCancel(ctx)
-	reconcileDone := make(chan struct{})
-	go func() {
-		defer close(reconcileDone)
-		reconciler.Run(reconcileCtx)
-	}()
-	defer func() {
-		stopReconcile()
-		<-reconcileDone
-	}()
-	httpSrv := server.HTTPServer(cfg.Listen, srv, log)
-	httpSrv.RegisterOnShutdown(hub.Close) // end event streams, or Shutdown waits for them
+	stopReconciler := d.startReconciler(ctx)
+	defer stopReconciler()
+	httpSrv := server.HTTPServer(d.listen, d.handler, d.log)
+	httpSrv.RegisterOnShutdown(d.hub.Close) // end event streams, or Shutdown waits for them
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
-	log.Info().Str("addr", ln.Addr().String()).Str("version", version).Int("services", len(services)).Msg("listening")
+	d.log.Info().Str("addr", ln.Addr().String()).Str("version", version).Int("services", d.services).Msg("listening")
 
 	select {
 	case err := <-serveErr:
 		// The listener failed; still drain what runs.
-		drainQueue(ctx, queue, log)
+		drainQueue(ctx, d.queue, d.log)
 		return fmt.Errorf("serve http: %w", err)
 	case <-ctx.Done():
 	}
-	// Shut down in order: stop intake (in-flight requests finish and are
-	// recorded), then drain deployments, then (deferred) close the store.
-	log.Info().Msg("shutting down: no new requests")
+	d.log.Info().Msg("shutting down: no new requests")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), httpShutdownTimeout)
 	defer cancel()
 	if err := httpSrv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Warn().Err(err).Msg("http shutdown")
+		d.log.Warn().Err(err).Msg("http shutdown")
 	}
-	log.Info().Msg("draining deployments")
-	drainQueue(ctx, queue, log)
-	log.Info().Msg("stopped")
+	d.log.Info().Msg("draining deployments")
+	drainQueue(ctx, d.queue, d.log)
+	d.log.Info().Msg("stopped")
 	return nil
+}
+
+// startReconciler runs the reconciler until the returned function is
+// called, which waits for it to stop.
+func (d *daemon) startReconciler(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.reconciler.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // dataDirOpenMode returns the permission bits of data_dir when they let
