@@ -4,14 +4,22 @@
 // ${VAR} from the environment, apply defaults, read *_file secrets, then
 // Validate what could be read. The problems of every step are reported
 // together, each with its YAML path and line.
+//
+// Services load straight into deployer.Service, the one service type every
+// package uses; configs fills in what the file does not spell out there
+// (the name, the registry host, the default tag, the registry's insecure
+// setting).
 package configs
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/deployd/deployd/deployer"
 )
 
 // Config is the whole configuration file.
@@ -44,8 +52,9 @@ type Config struct {
 	API API `yaml:"api"`
 	// Status configures the status page and read API.
 	Status Status `yaml:"status"`
-	// Services are the deployable services by name.
-	Services map[string]*Service `yaml:"services"`
+	// Services are the deployable services by name, loaded straight into
+	// deployer's type: see deployer.Service for their keys.
+	Services map[string]*deployer.Service `yaml:"services"`
 
 	// lines maps the YAML path of every key read by Parse to its line, so
 	// that Validate can point at it. It is nil for a Config built in code.
@@ -142,72 +151,6 @@ type Status struct {
 	Public *bool `yaml:"public"`
 }
 
-// Deploy strategies.
-const (
-	StrategyContainer = "container"
-	StrategySystemd   = "systemd"
-	StrategyCommand   = "command"
-)
-
-// Service is one deployable service.
-type Service struct {
-	// Image is the fully qualified image repository without tag or
-	// digest, on a configured registry (see ParseImage).
-	Image string `yaml:"image"`
-	// Repository is the GitHub repository OWNER/NAME allowed to trigger
-	// deploys; also used to down-scope tokens.
-	Repository string `yaml:"repository"`
-	// Tags are path.Match patterns of pushed tags that deploy (default
-	// ["latest"]). The first must be a plain tag: it is the default tag
-	// for manual deploys and reconciling (see DefaultTag and MatchTag).
-	Tags []string `yaml:"tags"`
-	// On says which events deploy the service.
-	On On `yaml:"on"`
-	// Strategy is how a new image goes live: StrategyContainer (default),
-	// StrategySystemd or StrategyCommand.
-	Strategy string `yaml:"strategy"`
-	// Container configures the container strategy.
-	Container Container `yaml:"container"`
-	// Systemd configures the systemd strategy.
-	Systemd Systemd `yaml:"systemd"`
-	// Command is the argv run by the command strategy, with DEPLOY_SERVICE
-	// DEPLOY_IMAGE DEPLOY_TAG DEPLOY_DIGEST DEPLOY_ID in its environment.
-	Command []string `yaml:"command"`
-	// Health configures the check after a switch.
-	Health Health `yaml:"health"`
-	// Rollback restores the previous image when a deploy fails; nil means
-	// the default, true (see RollbackEnabled).
-	Rollback *bool `yaml:"rollback"`
-	// KeepImages is how many images of the service are kept (default 3).
-	KeepImages int `yaml:"keep_images"`
-	// DryRun records what a deploy would do and changes nothing.
-	DryRun bool `yaml:"dry_run"`
-}
-
-// On says which events deploy a service.
-type On struct {
-	Package     *bool        `yaml:"package"` // nil means the default, true
-	WorkflowRun *WorkflowRun `yaml:"workflow_run"`
-}
-
-// WorkflowRun deploys a service when a matching workflow run succeeds.
-type WorkflowRun struct {
-	// Workflows are workflow names or paths (.github/workflows/ci.yml);
-	// at least one is required.
-	Workflows []string `yaml:"workflows"`
-	// Branches are patterns (path.Match syntax) of the head branches
-	// whose runs deploy; empty means any branch.
-	Branches []string `yaml:"branches"`
-	// Tag is a text/template over TagData (.SHA .ShortSHA .Branch .RunID
-	// .RunNumber) giving the tag to deploy; empty means the service's
-	// default tag. See ExecuteTag.
-	Tag string `yaml:"tag"`
-	// Events are the events (workflow_run.event) whose runs deploy, from
-	// DeployableRunEvents (default [push]). Runs started by pull_request,
-	// pull_request_target or workflow_run never deploy: see RefusedRunEvent.
-	Events []string `yaml:"events"`
-}
-
 // Events that start workflow runs, as GitHub names them in a run's "event",
 // that on.workflow_run.events may list.
 const (
@@ -255,34 +198,6 @@ func RefusedRunEvent(event string) string {
 	return ""
 }
 
-// Container configures the container strategy.
-type Container struct {
-	// Name is the container name (default: the service name).
-	Name string `yaml:"name"`
-	// Args are podman run arguments, without the image and --name.
-	Args []string `yaml:"args"`
-	// Command is the optional command after the image.
-	Command []string `yaml:"command"`
-}
-
-// Systemd configures the systemd strategy.
-type Systemd struct {
-	// Unit is the unit restarted, e.g. v7-backend.service.
-	Unit string `yaml:"unit"`
-	// User uses the user's service manager (systemctl --user).
-	User bool `yaml:"user"`
-}
-
-// Health configures the health check after a switch.
-type Health struct {
-	// URL is polled until it answers 2xx; empty means no HTTP check.
-	URL string `yaml:"url"`
-	// Timeout bounds the whole check (default 60s).
-	Timeout Duration `yaml:"timeout"`
-	// Interval is the time between polls (default 2s).
-	Interval Duration `yaml:"interval"`
-}
-
 // Duration is a time.Duration written the Go way in YAML ("60s", "10m").
 type Duration time.Duration
 
@@ -304,12 +219,6 @@ func (c *Config) IsGitHubPackages(host string) bool {
 	return host == DefaultGitHubPackagesHost
 }
 
-// PackageEnabled reports whether package events deploy the service (default true).
-func (s *Service) PackageEnabled() bool { return s.On.Package == nil || *s.On.Package }
-
-// RollbackEnabled reports whether a failed deploy rolls back (default true).
-func (s *Service) RollbackEnabled() bool { return s.Rollback == nil || *s.Rollback }
-
 // AuthFile returns the registry auth file podman uses: podman.auth_file,
 // else <data_dir>/auth.json.
 func (c *Config) AuthFile() string {
@@ -319,14 +228,15 @@ func (c *Config) AuthFile() string {
 	return filepath.Join(c.DataDir, "auth.json")
 }
 
-// DefaultTag returns the tag that manual deploys and reconciling use when
-// none is given: the first of the service's tags ("" if it has none;
-// Validate ensures it is a plain tag).
-func (s *Service) DefaultTag() string {
-	if len(s.Tags) == 0 {
-		return ""
+// ServiceList returns the services in name order.
+func (c *Config) ServiceList() []deployer.Service {
+	out := make([]deployer.Service, 0, len(c.Services))
+	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
+		if s := c.Services[name]; s != nil {
+			out = append(out, *s)
+		}
 	}
-	return s.Tags[0]
+	return out
 }
 
 // StatusPublic reports whether the status page and read API need no token (default true).

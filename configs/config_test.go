@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/deployd/deployd/deployer"
 )
 
 // env returns a getenv over m.
@@ -217,13 +219,13 @@ func TestDefaults(t *testing.T) {
 		{"registry credentials without app", r.Credentials, []string{"none"}},
 		{"strategy", s.Strategy, "container"},
 		{"tags", s.Tags, []string{"latest"}},
-		{"DefaultTag", s.DefaultTag(), "latest"},
+		{"DefaultTag", s.DefaultTag, "latest"},
 		{"container.name", s.Container.Name, "backend"},
-		{"health.timeout", s.Health.Timeout, Duration(60 * time.Second)},
-		{"health.interval", s.Health.Interval, Duration(2 * time.Second)},
+		{"health.timeout", s.Health.Timeout, 60 * time.Second},
+		{"health.interval", s.Health.Interval, 2 * time.Second},
 		{"keep_images", s.KeepImages, 3},
 		{"PackageEnabled", s.PackageEnabled(), true},
-		{"RollbackEnabled", s.RollbackEnabled(), true},
+		{"rollback", s.Rollback, true},
 		{"IsGitHubPackages(ghcr.io)", c.IsGitHubPackages("ghcr.io"), true},
 	}
 	for _, ch := range checks {
@@ -581,7 +583,7 @@ services:
 		{"a secret that looks like a boolean stays text", c.GitHub.WebhookSecret.Reveal(), "true"},
 		{"number", c.GitHub.App.ID, int64(42)},
 		{"boolean", c.GitHub.Deployments, true},
-		{"duration", c.Services["backend"].Health.Timeout, Duration(5 * time.Second)},
+		{"duration", c.Services["backend"].Health.Timeout, 5 * time.Second},
 	}
 	for _, ch := range checks {
 		if !reflect.DeepEqual(ch.got, ch.want) {
@@ -846,7 +848,7 @@ func TestExecuteTag(t *testing.T) {
 		{"{{range 100000}}x{{end}}", "", "too long"},
 	}
 	for _, tt := range tests {
-		got, err := (&WorkflowRun{Tag: tt.tmpl}).ExecuteTag(data)
+		got, err := ExecuteTag(tt.tmpl, data)
 		switch {
 		case tt.err == "" && (err != nil || got != tt.want):
 			t.Errorf("%q: got %q, %v; want %q", tt.tmpl, got, err, tt.want)
@@ -934,7 +936,7 @@ services:
 	_, err = parse(t, src, nil)
 	wantProblem(t, problems(t, err), "services.backend.status", 9, "unknown key")
 	c := mustParse(t, strings.Replace(src, "    status: ~\n", "", 1), nil)
-	if w := c.Services["web"]; w.Image != "ghcr.io/acme/web" || w.Repository != "acme/app" || w.Health.Timeout.Std() != 5*time.Second || w.Container.Name != "web" {
+	if w := c.Services["web"]; w.Image != "ghcr.io/acme/web" || w.Repository != "acme/app" || w.Health.Timeout != 5*time.Second || w.Container.Name != "web" {
 		t.Errorf("merged service = %+v", w)
 	}
 	if r := c.Registries["ghcr.io"]; r == nil || r.Username != "x-access-token" {
@@ -971,7 +973,7 @@ func TestValidateBuiltInCode(t *testing.T) {
 	c := &Config{
 		GitHub:     GitHub{WebhookSecret: "x"},
 		Registries: map[string]*Registry{"ghcr.io": nil},
-		Services:   map[string]*Service{"backend": {Image: "ghcr.io/acme/backend", Repository: "acme/app"}},
+		Services:   map[string]*deployer.Service{"backend": {Image: "ghcr.io/acme/backend", Repository: "acme/app"}},
 	}
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {

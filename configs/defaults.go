@@ -3,6 +3,8 @@ package configs
 import (
 	"slices"
 	"time"
+
+	"github.com/deployd/deployd/deployer"
 )
 
 // Defaults of the configuration (SPEC §4).
@@ -22,15 +24,19 @@ const (
 )
 
 // ApplyDefaults fills every unset (zero) field with its default, as Parse
-// does for keys absent from the file. It is meant for configurations built
-// in code; call it before Validate. Unlike Parse, it cannot tell an explicit
-// zero from an unset field, so it sets ReconcileInterval to 10m when zero:
-// set it to 0 afterwards to turn reconciling off.
+// does for keys absent from the file, and fills in each service's derived
+// fields (Name, Host, DefaultTag, Insecure). It is meant for configurations
+// built in code; call it before Validate. Unlike Parse, it cannot tell an
+// explicit zero from an unset field, so it sets ReconcileInterval to 10m
+// when zero and each service's Rollback to true when false: set them
+// afterwards to turn reconciling or rolling back off.
 func (c *Config) ApplyDefaults() { c.applyDefaults(func(string) bool { return false }) }
 
-// applyDefaults fills unset fields. isSet reports whether the file set the
-// key at a YAML path; a key set explicitly keeps its value, even zero, so
-// that "reconcile_interval: 0" means off and "keep_images: 0" is refused.
+// applyDefaults fills unset fields and the services' derived ones. isSet
+// reports whether the file set the key at a YAML path; a key set
+// explicitly keeps its value, even zero, so that "reconcile_interval: 0"
+// means off, "rollback: false" does not roll back and "keep_images: 0" is
+// refused.
 func (c *Config) applyDefaults(isSet func(path string) bool) {
 	setString(&c.Listen, DefaultListen)
 	setString(&c.DataDir, DefaultDataDir)
@@ -55,30 +61,45 @@ func (c *Config) applyDefaults(isSet func(path string) bool) {
 
 	for name, s := range c.Services {
 		if s == nil {
-			s = &Service{}
+			s = &deployer.Service{}
 			c.Services[name] = s
 		}
 		p := "services." + name
-		setString(&s.Strategy, StrategyContainer)
+		s.Name = name
+		setString(&s.Strategy, deployer.StrategyContainer)
 		if len(s.Tags) == 0 && !isSet(p+".tags") {
 			s.Tags = []string{DefaultServiceTag}
 		}
+		s.DefaultTag = ""
+		if len(s.Tags) > 0 {
+			s.DefaultTag = s.Tags[0] // Validate ensures it is a plain tag
+		}
+		s.Host, s.Insecure = "", false
+		if img, err := ParseImage(s.Image); err == nil { // else Validate says what is wrong
+			s.Host = img.Host
+			if r := c.Registries[img.Host]; r != nil {
+				s.Insecure = r.Insecure
+			}
+		}
 		if w := s.On.WorkflowRun; w != nil {
-			if t := s.DefaultTag(); w.Tag == "" && ValidTag(t) {
+			if t := s.DefaultTag; w.Tag == "" && ValidTag(t) {
 				w.Tag = t
 			}
 			if len(w.Events) == 0 && !isSet(p+".on.workflow_run.events") {
 				w.Events = DefaultRunEvents()
 			}
 		}
-		if s.Strategy == StrategyContainer {
+		if s.Strategy == deployer.StrategyContainer {
 			setString(&s.Container.Name, name)
 		}
 		if s.Health.Timeout == 0 && !isSet(p+".health.timeout") {
-			s.Health.Timeout = Duration(DefaultHealthTimeout)
+			s.Health.Timeout = DefaultHealthTimeout
 		}
 		if s.Health.Interval == 0 && !isSet(p+".health.interval") {
-			s.Health.Interval = Duration(DefaultHealthInterval)
+			s.Health.Interval = DefaultHealthInterval
+		}
+		if !s.Rollback && !isSet(p+".rollback") {
+			s.Rollback = true
 		}
 		if s.KeepImages == 0 && !isSet(p+".keep_images") {
 			s.KeepImages = DefaultKeepImages

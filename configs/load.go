@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -388,6 +389,18 @@ func (w *walker) scalar(n *yaml.Node, t reflect.Type, path string) bool {
 	if t.Kind() == reflect.String && !reflect.PointerTo(t).Implements(reflect.TypeFor[yaml.Unmarshaler]()) {
 		return true // any scalar decodes into a string
 	}
+	if t == reflect.TypeFor[time.Duration]() {
+		// A time.Duration (deployer's health timeouts) reads as a Duration
+		// does, with its messages. yaml reads a Go duration into a
+		// time.Duration from text only, "0" included: mark it as text.
+		var d Duration
+		if err := d.UnmarshalYAML(n); err != nil {
+			w.add(path, n.Line, "%v", err)
+			return false
+		}
+		n.Tag = "!!str"
+		return true
+	}
 	if err := n.Decode(reflect.New(t).Interface()); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
@@ -540,7 +553,7 @@ func kindName(n *yaml.Node) string {
 
 func typeName(t reflect.Type) string {
 	switch {
-	case t == reflect.TypeFor[Duration]():
+	case t == reflect.TypeFor[Duration](), t == reflect.TypeFor[time.Duration]():
 		return "a duration such as 60s"
 	case t.Kind() == reflect.Bool:
 		return "true or false"

@@ -173,11 +173,12 @@ func sampleTagData() TagData {
 	}
 }
 
-// ExecuteTag executes the workflow_run tag template with d and returns the
-// tag. It fails if the template does not parse, refers to an unknown field,
-// or does not yield a valid tag. It is safe for concurrent use.
-func (w *WorkflowRun) ExecuteTag(d TagData) (string, error) {
-	t, err := w.ParseTag()
+// ExecuteTag executes the workflow_run tag template text (on.workflow_run.tag)
+// with d and returns the tag. It fails if the template does not parse,
+// refers to an unknown field, or does not yield a valid tag. It is safe for
+// concurrent use.
+func ExecuteTag(text string, d TagData) (string, error) {
+	t, err := ParseTag(text)
 	if err != nil {
 		return "", fmt.Errorf("parse tag template: %w", err)
 	}
@@ -197,9 +198,9 @@ type TagTemplate struct {
 	t *template.Template
 }
 
-// ParseTag parses the workflow_run tag template once; see ExecuteTag.
-func (w *WorkflowRun) ParseTag() (*TagTemplate, error) {
-	t, err := template.New("tag").Option("missingkey=error").Parse(w.Tag)
+// ParseTag parses the workflow_run tag template text once; see ExecuteTag.
+func ParseTag(text string) (*TagTemplate, error) {
+	t, err := template.New("tag").Option("missingkey=error").Parse(text)
 	if err != nil {
 		return nil, err
 	}

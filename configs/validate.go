@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/containers/image/v5/docker/reference"
+
+	"github.com/deployd/deployd/deployer"
 )
 
 // Problem is one thing wrong with a configuration.
@@ -63,7 +65,7 @@ func newValidationError(problems []Problem) *ValidationError {
 var (
 	logLevels    = []string{"trace", "debug", "info", "warn", "error"}
 	logFormats   = []string{"json", "console"}
-	strategies   = []string{StrategyContainer, StrategySystemd, StrategyCommand}
+	strategies   = []string{deployer.StrategyContainer, deployer.StrategySystemd, deployer.StrategyCommand}
 	credentials  = []string{CredentialGitHubApp, CredentialTokenFile, CredentialNone}
 	repositoryRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$`)
 	// serviceNameRE also fits podman container names, API paths and token scopes.
@@ -238,7 +240,7 @@ func (v *validator) registries() {
 	}
 }
 
-func (v *validator) service(name string, s *Service) {
+func (v *validator) service(name string, s *deployer.Service) {
 	p := "services." + name
 	if s == nil {
 		v.add(p, "empty service: image, repository and a strategy are needed")
@@ -282,7 +284,7 @@ func (v *validator) service(name string, s *Service) {
 	}
 }
 
-func (v *validator) tags(p string, s *Service) {
+func (v *validator) tags(p string, s *deployer.Service) {
 	if len(s.Tags) == 0 {
 		v.add(p+".tags", "list at least one tag; the first is the default for manual deploys")
 		return
@@ -298,7 +300,7 @@ func (v *validator) tags(p string, s *Service) {
 
 // workflowRun checks w at path p; defaultTag is the path of the tag that an
 // empty w.Tag stands for.
-func (v *validator) workflowRun(p string, w *WorkflowRun, defaultTag string) {
+func (v *validator) workflowRun(p string, w *deployer.WorkflowRun, defaultTag string) {
 	if len(w.Workflows) == 0 {
 		v.add(p+".workflows", "list at least one workflow name or path (.github/workflows/FILE.yml)")
 	}
@@ -323,14 +325,14 @@ func (v *validator) workflowRun(p string, w *WorkflowRun, defaultTag string) {
 		v.add(p+".tag", "required: a template such as sha-{{.ShortSHA}} (or make the service's first tag a plain tag)")
 		return
 	}
-	if _, err := w.ExecuteTag(sampleTagData()); err != nil {
+	if _, err := ExecuteTag(w.Tag, sampleTagData()); err != nil {
 		v.add(p+".tag", "%v (fields: .SHA .ShortSHA .Branch .RunID .RunNumber)", err)
 	}
 }
 
-func (v *validator) strategy(p string, s *Service) {
+func (v *validator) strategy(p string, s *deployer.Service) {
 	switch s.Strategy {
-	case StrategyContainer:
+	case deployer.StrategyContainer:
 		if s.Container.Name == "" {
 			v.add(p+".container.name", "required for strategy container")
 		} else if !serviceNameRE.MatchString(s.Container.Name) {
@@ -341,7 +343,7 @@ func (v *validator) strategy(p string, s *Service) {
 				v.add(fmt.Sprintf("%s.container.args[%d]", p, i), "set the name with container.name, not --name")
 			}
 		}
-	case StrategySystemd:
+	case deployer.StrategySystemd:
 		u := s.Systemd.Unit
 		switch {
 		case u == "":
@@ -349,7 +351,7 @@ func (v *validator) strategy(p string, s *Service) {
 		case strings.HasPrefix(u, "-") || strings.ContainsAny(u, "/ \t\n"):
 			v.add(p+".systemd.unit", "%q is not a unit name", u)
 		}
-	case StrategyCommand:
+	case deployer.StrategyCommand:
 		if (len(s.Command) == 0 || s.Command[0] == "") && !v.unread(p+".command[0]") {
 			v.add(p+".command", "required for strategy command: the program and its arguments, e.g. [\"/usr/local/bin/restart-backend\"]")
 		}

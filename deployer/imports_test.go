@@ -65,7 +65,8 @@ func ours(paths []string) []string {
 // describes: deployer is the vocabulary and imports nothing of the project
 // (nor containers/image, which the podman executor brings); the store and
 // the podman executor build on deployer alone; GitHub Deployments
-// reporting and doctor import only what they report on or check; and only
+// reporting and doctor import only what they report on or check; each
+// other package imports only what the README says it does; and only
 // the command wires the podman executor, so that another executor can take
 // its place, and runs doctor.
 func TestImportRules(t *testing.T) {
@@ -80,8 +81,14 @@ func TestImportRules(t *testing.T) {
 		configs       = module + "/configs"
 		github        = module + "/auth/github"
 		registry      = module + "/auth/registry"
+		apitoken      = module + "/auth/apitoken"
+		auth          = module + "/auth"
+		server        = module + "/server"
+		httperr       = module + "/server/httperr"
+		metrics       = module + "/server/metrics"
+		webhook       = module + "/webhook"
 	)
-	for _, name := range []string{deployer, sqlite, podman, ghdeployments, doctor, command} {
+	for _, name := range []string{deployer, sqlite, podman, ghdeployments, doctor, command, configs, github, registry, apitoken, auth, server, httperr, metrics, webhook} {
 		if _, ok := pkgs[name]; !ok {
 			t.Fatalf("go list does not know %s: the rules below name a package that moved", name)
 		}
@@ -100,6 +107,15 @@ func TestImportRules(t *testing.T) {
 		podman:        {deployer},
 		ghdeployments: {deployer, github},
 		doctor:        {deployer, configs, github, registry},
+		configs:       {deployer},
+		auth:          {},
+		github:        {auth},
+		apitoken:      {auth},
+		registry:      {deployer, github, auth},
+		httperr:       {deployer},
+		webhook:       {deployer, configs, httperr},
+		server:        {deployer, httperr, github, registry},
+		metrics:       {deployer, github, registry},
 	}
 	for _, name := range slices.Sorted(maps.Keys(allowed)) {
 		for _, imp := range ours(pkgs[name].Imports) {

@@ -25,7 +25,7 @@ type DigestResolver interface {
 // registry or GitHub outage is logged and waited out, not turned into
 // failed deployments.
 type Reconciler struct {
-	services []ServiceSpec
+	services []Service
 	resolver DigestResolver
 	store    Store
 	queue    *Queue
@@ -36,7 +36,7 @@ type Reconciler struct {
 
 // ReconcilerConfig holds a Reconciler's dependencies.
 type ReconcilerConfig struct {
-	Services []ServiceSpec
+	Services []Service
 	Resolver DigestResolver
 	Store    Store
 	Queue    *Queue
@@ -93,7 +93,7 @@ func (r *Reconciler) Once(ctx context.Context) []Deployment {
 }
 
 // service checks one service and queues a deployment when it is behind.
-func (r *Reconciler) service(ctx context.Context, s ServiceSpec) (*Deployment, error) {
+func (r *Reconciler) service(ctx context.Context, s Service) (*Deployment, error) {
 	if s.DefaultTag == "" || s.DryRun {
 		return nil, nil // no plain default tag to follow, or nothing to change
 	}

@@ -536,14 +536,14 @@ func doctorChain(cfg *configs.Config, app *github.App) (*registry.Chain, error) 
 }
 
 // checkService checks every credential source of one service's registry.
-func (d *checker) checkService(ctx context.Context, cfg *configs.Config, chain *registry.Chain, st appState, name string, s *configs.Service) {
+func (d *checker) checkService(ctx context.Context, cfg *configs.Config, chain *registry.Chain, st appState, name string, s *deployer.Service) {
 	check := "pull " + name
 	img, err := configs.ParseImage(s.Image)
 	if err != nil {
 		d.report(statusFail, check, err.Error(), "fix services."+name+".image")
 		return
 	}
-	tag := s.DefaultTag()
+	tag := s.DefaultTag
 	if tag == "" || configs.IsTagPattern(tag) {
 		d.report(statusSkip, check, fmt.Sprintf("the first tag %q is a pattern: there is no tag to resolve", tag),
 			"make the first of services."+name+".tags a plain tag for manual deploys and reconciling")

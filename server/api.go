@@ -9,23 +9,24 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/server/httperr"
 )
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	httperr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readyz answers 200 when deployd can take deliveries: not draining, the
 // store answers and its last write succeeded. A failed write (a full disk)
 // makes it 503 with the reason until a write succeeds again.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	if s.drainer.Draining() {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+	if s.queue.Draining() {
+		httperr.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
 		return
 	}
 	if s.writes != nil {
 		if reason, since := s.writes.WriteFailure(); reason != "" {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{
+			httperr.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{
 				"status": "store writes fail",
 				"reason": reason,
 				"since":  since.UTC().Format(time.RFC3339),
@@ -35,25 +36,39 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := s.store.Ping(r.Context()); err != nil {
 		zerolog.Ctx(r.Context()).Warn().Err(err).Msg("readiness: store unreachable")
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unreachable"})
+		httperr.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unreachable"})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	httperr.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// serviceInfo is what the API shows of a configured service besides its
+// status. It leaves out the container arguments, the command and the health
+// URL: they may hold secrets (an -e PASSWORD=... among the arguments).
+type serviceInfo struct {
+	Name     string   `json:"name"`
+	Image    string   `json:"image"`
+	Strategy string   `json:"strategy"`
+	Tags     []string `json:"tags"`
+	// DefaultTag is what a manual deploy without tag or digest deploys;
+	// empty when the first tag is a pattern.
+	DefaultTag string `json:"default_tag,omitempty"`
 }
 
 // serviceView is a configured service with what runs for it now.
 type serviceView struct {
-	Service
+	serviceInfo
 	Status         deployer.ServiceStatus `json:"status"`
 	LastDeployment *deployer.Deployment   `json:"last_deployment,omitempty"`
 }
 
-func (s *Server) serviceView(r *http.Request, svc Service) (serviceView, error) {
+func (s *Server) serviceView(r *http.Request, svc deployer.Service) (serviceView, error) {
 	st, err := s.store.ServiceStatus(r.Context(), svc.Name)
 	if err != nil {
 		return serviceView{}, err
 	}
-	v := serviceView{Service: svc, Status: st}
+	info := serviceInfo{Name: svc.Name, Image: svc.Image, Strategy: svc.Strategy, Tags: svc.Tags, DefaultTag: svc.DefaultTag}
+	v := serviceView{serviceInfo: info, Status: st}
 	if ds, err := s.store.Deployments(r.Context(), svc.Name, deployer.Page{Limit: 1}); err != nil {
 		return serviceView{}, err
 	} else if len(ds) > 0 {
@@ -67,83 +82,83 @@ func (s *Server) listServices(w http.ResponseWriter, r *http.Request) {
 	for _, svc := range s.services {
 		v, err := s.serviceView(r, svc)
 		if err != nil {
-			s.writeError(w, r, err)
+			httperr.Write(w, r, err)
 			return
 		}
 		out = append(out, v)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"services": out})
+	httperr.WriteJSON(w, http.StatusOK, map[string]any{"services": out})
 }
 
 func (s *Server) getService(w http.ResponseWriter, r *http.Request) {
 	svc, ok := s.byName[chi.URLParam(r, "name")]
 	if !ok {
-		s.writeError(w, r, unknownService(chi.URLParam(r, "name")))
+		httperr.Write(w, r, unknownService(chi.URLParam(r, "name")))
 		return
 	}
 	v, err := s.serviceView(r, svc)
 	if err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	httperr.WriteJSON(w, http.StatusOK, v)
 }
 
 func (s *Server) listDeployments(w http.ResponseWriter, r *http.Request) {
 	service := r.URL.Query().Get("service")
 	if service != "" {
 		if _, ok := s.byName[service]; !ok {
-			s.writeError(w, r, unknownService(service))
+			httperr.Write(w, r, unknownService(service))
 			return
 		}
 	}
 	p, err := pageFrom(r)
 	if err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	ds, err := s.store.Deployments(r.Context(), service, p)
 	if err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	body := map[string]any{"deployments": ds}
 	if len(ds) > 0 && len(ds) == p.Limit {
 		body["next_before"] = ds[len(ds)-1].ID
 	}
-	writeJSON(w, http.StatusOK, body)
+	httperr.WriteJSON(w, http.StatusOK, body)
 }
 
 func (s *Server) getDeployment(w http.ResponseWriter, r *http.Request) {
 	id, err := strconv.ParseInt(chi.URLParam(r, "id"), 10, 64)
 	if err != nil || id <= 0 {
-		s.writeError(w, r, &Error{Status: http.StatusBadRequest, Message: "deployment id must be a positive integer"})
+		httperr.Write(w, r, &httperr.Error{Status: http.StatusBadRequest, Message: "deployment id must be a positive integer"})
 		return
 	}
 	d, err := s.store.Deployment(r.Context(), id)
 	if err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, d)
+	httperr.WriteJSON(w, http.StatusOK, d)
 }
 
 func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
 	p, err := pageFrom(r)
 	if err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	ds, err := s.store.Deliveries(r.Context(), p)
 	if err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	body := map[string]any{"deliveries": ds}
 	if len(ds) > 0 && len(ds) == p.Limit {
 		body["next_before"] = ds[len(ds)-1].Seq
 	}
-	writeJSON(w, http.StatusOK, body)
+	httperr.WriteJSON(w, http.StatusOK, body)
 }
 
 // Paging bounds of the list endpoints.
@@ -159,14 +174,14 @@ func pageFrom(r *http.Request) (deployer.Page, error) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxLimit {
-			return p, &Error{Status: http.StatusBadRequest, Message: "limit must be an integer from 1 to 500"}
+			return p, &httperr.Error{Status: http.StatusBadRequest, Message: "limit must be an integer from 1 to 500"}
 		}
 		p.Limit = n
 	}
 	if v := q.Get("before"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 1 {
-			return p, &Error{Status: http.StatusBadRequest, Message: "before must be a positive integer cursor (next_before of the previous page)"}
+			return p, &httperr.Error{Status: http.StatusBadRequest, Message: "before must be a positive integer cursor (next_before of the previous page)"}
 		}
 		p.Before = n
 	}
@@ -174,6 +189,6 @@ func pageFrom(r *http.Request) (deployer.Page, error) {
 }
 
 func unknownService(name string) error {
-	return &Error{Status: http.StatusNotFound, Message: "unknown service " + strconv.Quote(name),
+	return &httperr.Error{Status: http.StatusNotFound, Message: "unknown service " + strconv.Quote(name),
 		Hint: "GET /api/v1/services lists the configured services"}
 }

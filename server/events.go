@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/server/httperr"
 )
 
 // Event stream defaults.
@@ -202,7 +203,7 @@ func (h *Hub) Close() {
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	sub, ok := s.hub.subscribe()
 	if !ok {
-		s.writeError(w, r, deployer.ErrDraining)
+		httperr.Write(w, r, deployer.ErrDraining)
 		return
 	}
 	defer s.hub.unsubscribe(sub)

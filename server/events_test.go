@@ -219,8 +219,8 @@ func TestEventStreamClientStopsReading(t *testing.T) {
 	// A buffer large enough that the hub never drops the subscriber: the
 	// stream can only end by its write deadline.
 	hub := NewHub(HubConfig{Buffer: 4096, WriteTimeout: 200 * time.Millisecond, Logger: zerolog.Nop()})
-	srv, err := New(Config{Webhook: http.NotFoundHandler(), Store: st, Drainer: notDraining{},
-		Services: []Service{{Name: "backend"}}, Logger: zerolog.Nop(), Events: hub})
+	srv, err := New(Config{Webhook: http.NotFoundHandler(), Reads: Reads{Store: st, Events: hub}, Queue: notDraining{},
+		Services: []deployer.Service{{Name: "backend"}}, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,8 +270,8 @@ func TestEventStreamClientStopsReading(t *testing.T) {
 func TestShutdownEndsStreams(t *testing.T) {
 	st := openPageStore(t)
 	hub := NewHub(HubConfig{Logger: zerolog.Nop()})
-	srv, err := New(Config{Webhook: http.NotFoundHandler(), Store: st, Drainer: notDraining{},
-		Services: []Service{{Name: "backend"}}, Logger: zerolog.Nop(), Events: hub})
+	srv, err := New(Config{Webhook: http.NotFoundHandler(), Reads: Reads{Store: st, Events: hub}, Queue: notDraining{},
+		Services: []deployer.Service{{Name: "backend"}}, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}

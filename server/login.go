@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/server/httperr"
 )
 
 // The status page login. With status.public: false a browser cannot send
@@ -96,7 +98,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.checkSameOrigin(r); err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -152,7 +154,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 // browser to the login form (or, with a public status, to the page).
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	if err := s.checkSameOrigin(r); err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	s.clearLoginCookie(w, r)
@@ -175,7 +177,7 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, status int,
 	data.CSS, data.Icon = s.page.css, s.page.icon
 	var buf bytes.Buffer
 	if err := s.page.tmpl.ExecuteTemplate(&buf, "login.html", data); err != nil {
-		s.writeError(w, r, fmt.Errorf("render login form: %w", err))
+		httperr.Write(w, r, fmt.Errorf("render login form: %w", err))
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -221,7 +223,7 @@ func (s *Server) checkSameOrigin(r *http.Request) error {
 	if s.publicOrigin == "" {
 		hint += "; behind a proxy that rewrites the Host header, set public_url to the URL you open deployd at"
 	}
-	return &Error{Status: http.StatusForbidden, Message: "cross-origin form post refused", Hint: hint}
+	return &httperr.Error{Status: http.StatusForbidden, Message: "cross-origin form post refused", Hint: hint}
 }
 
 // sameOrigin reports whether the origin or referrer URL from is this

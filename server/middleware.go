@@ -10,6 +10,8 @@ import (
 
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/server/httperr"
 )
 
 // requestIDHeader carries the request id in both directions.
@@ -84,7 +86,7 @@ func (s *Server) recoverPanics(next http.Handler) http.Handler {
 					panic(v)
 				}
 				zerolog.Ctx(r.Context()).Error().Interface("panic", v).Bytes("stack", debug.Stack()).Msg("handler panicked")
-				s.writeError(w, r, &Error{Status: http.StatusInternalServerError, Message: "internal error",
+				httperr.Write(w, r, &httperr.Error{Status: http.StatusInternalServerError, Message: "internal error",
 					Hint: "see deployd's log for this request id"})
 			}
 		}()

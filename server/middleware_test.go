@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/server"
 )
 
@@ -25,10 +26,14 @@ type pingReader struct {
 
 func (p pingReader) Ping(context.Context) error { return p.err }
 
-// drainFlag is a Drainer that answers with its own value.
+// drainFlag is a Queue that drains when set; it takes no deploys.
 type drainFlag bool
 
 func (d drainFlag) Draining() bool { return bool(d) }
+
+func (drainFlag) Enqueue(context.Context, deployer.Request) (deployer.Deployment, error) {
+	return deployer.Deployment{}, errors.New("drainFlag takes no deploys")
+}
 
 // middlewareEnv is a Server over fakes whose log goes to a buffer.
 type middlewareEnv struct {
@@ -37,14 +42,14 @@ type middlewareEnv struct {
 }
 
 // newMiddlewareEnv builds a Server with webhook as its webhook handler,
-// store and drainer as given, logging at debug level into a buffer.
-func newMiddlewareEnv(t *testing.T, webhook http.Handler, store server.Reader, drainer server.Drainer) *middlewareEnv {
+// store and queue as given, logging at debug level into a buffer.
+func newMiddlewareEnv(t *testing.T, webhook http.Handler, store server.Reader, queue server.Queue) *middlewareEnv {
 	t.Helper()
 	var buf bytes.Buffer
 	srv, err := server.New(server.Config{
 		Webhook: webhook,
-		Store:   store,
-		Drainer: drainer,
+		Reads:   server.Reads{Store: store},
+		Queue:   queue,
 		Logger:  zerolog.New(&buf).Level(zerolog.DebugLevel),
 	})
 	if err != nil {
@@ -156,7 +161,7 @@ func TestReadyz(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		store      server.Reader
-		drainer    server.Drainer
+		queue      server.Queue
 		wantStatus int
 		want       string
 	}{
@@ -166,7 +171,7 @@ func TestReadyz(t *testing.T) {
 		{"store down", pingReader{err: errors.New("disk gone")}, drainFlag(false), http.StatusServiceUnavailable, "store unreachable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			env := newMiddlewareEnv(t, okWebhook, tc.store, tc.drainer)
+			env := newMiddlewareEnv(t, okWebhook, tc.store, tc.queue)
 			rec := env.serve(httptest.NewRequest(http.MethodGet, "/readyz", nil))
 			if rec.Code != tc.wantStatus {
 				t.Errorf("status = %d, want %d", rec.Code, tc.wantStatus)

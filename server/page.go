@@ -19,6 +19,7 @@ import (
 	"github.com/deployd/deployd/auth/github"
 	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/server/httperr"
 )
 
 // The status page's templates and static assets, compiled into the binary.
@@ -180,19 +181,19 @@ func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 	for _, svc := range s.services {
 		v, err := s.serviceView(r, svc)
 		if err != nil {
-			s.writeError(w, r, err)
+			httperr.Write(w, r, err)
 			return
 		}
 		ds, err := s.store.Deployments(r.Context(), svc.Name, deployer.Page{Limit: pageDeployments})
 		if err != nil {
-			s.writeError(w, r, err)
+			httperr.Write(w, r, err)
 			return
 		}
 		card := serviceCard{serviceView: v, Recent: make([]deploymentRow, len(ds))}
 		for i, d := range ds {
 			// Listings leave the step logs out; the page shows them.
 			if d, err = s.store.Deployment(r.Context(), d.ID); err != nil {
-				s.writeError(w, r, err)
+				httperr.Write(w, r, err)
 				return
 			}
 			card.Recent[i] = deploymentRow{Deployment: d, Open: i == 0 && d.Error != ""}
@@ -201,7 +202,7 @@ func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 	}
 	deliveries, err := s.store.Deliveries(r.Context(), deployer.Page{Limit: pageDeliveries})
 	if err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	data.Deliveries = deliveries
@@ -218,7 +219,7 @@ func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 	}
 	var buf bytes.Buffer
 	if err := s.page.tmpl.ExecuteTemplate(&buf, "page.html", data); err != nil {
-		s.writeError(w, r, fmt.Errorf("render status page: %w", err))
+		httperr.Write(w, r, fmt.Errorf("render status page: %w", err))
 		return
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -599,18 +599,14 @@ func startBrowserServer(t *testing.T, digest, message string, private bool) brow
 	}
 	srv, err := server.New(server.Config{
 		Webhook: http.NotFoundHandler(),
-		Store:   st,
-		Drainer: queue,
+		Reads:   server.Reads{Store: st, Events: hub, Credentials: fixedCredentials},
 		Queue:   queue,
-		Tokens:  verifier{key},
-		Services: []server.Service{
+		Auth:    server.Auth{Tokens: verifier{key}, StatusPrivate: private},
+		Services: []deployer.Service{
 			{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
 			{Name: "web", Image: "ghcr.io/acme/v7/web", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
 		},
-		Logger:        zerolog.Nop(),
-		StatusPrivate: private,
-		Events:        hub,
-		Credentials:   fixedCredentials,
+		Logger: zerolog.Nop(),
 	})
 	if err != nil {
 		t.Fatal(err)

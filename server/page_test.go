@@ -35,7 +35,7 @@ func pageSample() pageData {
 		Steps: []deployer.Step{{Name: hostile, Started: started, Duration: 1500 * time.Millisecond, Outcome: hostile, Message: hostile}},
 	}
 	svc := serviceView{
-		Service: Service{Name: hostile, Image: hostile, Strategy: hostile, Tags: []string{hostile}},
+		serviceInfo: serviceInfo{Name: hostile, Image: hostile, Strategy: hostile, Tags: []string{hostile}},
 		Status: deployer.ServiceStatus{Name: hostile, Tag: hostile, Digest: hostile, Degraded: true,
 			Credential: hostile, CredentialNote: hostile},
 		LastDeployment: &d,
@@ -176,8 +176,8 @@ func TestCredentialsInUse(t *testing.T) {
 	}
 }
 
-// notDraining is a Drainer that never drains.
-type notDraining struct{}
+// notDraining is a Queue that never drains; it takes no deploys.
+type notDraining struct{ Enqueuer }
 
 func (notDraining) Draining() bool { return false }
 
@@ -197,11 +197,10 @@ func newPageServer(t *testing.T, st *sqlite.Store, hub *Hub) *httptest.Server {
 	t.Helper()
 	srv, err := New(Config{
 		Webhook:  http.NotFoundHandler(),
-		Store:    st,
-		Drainer:  notDraining{},
-		Services: []Service{{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}}},
+		Reads:    Reads{Store: st, Events: hub},
+		Queue:    notDraining{},
+		Services: []deployer.Service{{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}}},
 		Logger:   zerolog.Nop(),
-		Events:   hub,
 	})
 	if err != nil {
 		t.Fatal(err)

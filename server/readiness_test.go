@@ -26,7 +26,7 @@ func TestReadyzReportsFailingWrites(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		writes     server.WriteHealth
-		drainer    server.Drainer
+		queue      server.Queue
 		wantStatus int
 		want       map[string]string
 	}{
@@ -37,7 +37,7 @@ func TestReadyzReportsFailingWrites(t *testing.T) {
 			map[string]string{"status": "draining"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv, err := server.New(server.Config{Webhook: okWebhook, Store: pingReader{}, Writes: tc.writes, Drainer: tc.drainer, Logger: zerolog.Nop()})
+			srv, err := server.New(server.Config{Webhook: okWebhook, Reads: server.Reads{Store: pingReader{}, WriteHealth: tc.writes}, Queue: tc.queue, Logger: zerolog.Nop()})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,7 @@
 // Package server is deployd's HTTP surface: the router, its middleware, the
 // JSON API, the probes and the status page. All routes are declared in
-// routes.go; errors become responses in errors.go only.
+// routes.go; errors become responses in httperr.Write only, the mounted
+// webhook handler's too.
 package server
 
 import (
@@ -40,34 +41,55 @@ type Drainer interface {
 	Draining() bool
 }
 
-// Service is what the API shows of a configured service besides its status.
-type Service struct {
-	Name     string   `json:"name"`
-	Image    string   `json:"image"`
-	Strategy string   `json:"strategy"`
-	Tags     []string `json:"tags"`
-	// DefaultTag is what a manual deploy without tag or digest deploys;
-	// empty when the first tag is a pattern.
-	DefaultTag string `json:"default_tag,omitempty"`
+// Queue takes manual deploys and rollbacks and says whether deployd is
+// shutting down; *deployer.Queue satisfies it.
+type Queue interface {
+	Enqueuer
+	Drainer
 }
 
-// Config holds the server's dependencies.
+// Config holds the server's dependencies, grouped by the side that uses
+// them.
 type Config struct {
-	// Webhook handles POST /webhooks/github.
-	Webhook http.Handler
-	Store   Reader
-	// Writes, if set, makes /readyz answer not ready while the store's
-	// writes fail, with the reason.
-	Writes  WriteHealth
-	Drainer Drainer
 	// Services lists the configured services, in display order.
-	Services []Service
-	Logger   zerolog.Logger
+	Services []deployer.Service
+	// Webhook handles POST /webhooks/github; required.
+	Webhook http.Handler
+	// Reads is what the read API, the status page, its event stream, the
+	// probes and /metrics show.
+	Reads Reads
+	// Queue takes the write API's deploys and rollbacks, and /readyz
+	// answers "draining" while it drains; required.
+	Queue Queue
+	// Auth guards the write API and, when the status is private, the
+	// reads.
+	Auth Auth
+	// Logger receives the access log and the errors of requests.
+	Logger zerolog.Logger
+}
+
+// Reads is the read side of the server.
+type Reads struct {
+	// Store answers the read API, the status page and /readyz; required.
+	Store Reader
+	// WriteHealth, if set, makes /readyz answer not ready while the
+	// store's writes fail, with the reason.
+	WriteHealth WriteHealth
+	// Events feeds GET /api/v1/events; nil means a hub that nothing
+	// publishes to (the stream then carries only the initial state).
+	Events *Hub
+	// Credentials reports credential health for the status page; its
+	// zero value reports none.
+	Credentials Credentials
+	// Metrics serves GET /metrics; nil leaves the route out.
+	Metrics http.Handler
+}
+
+// Auth says who may deploy and who may read.
+type Auth struct {
 	// Tokens verifies API bearer tokens; nil turns the write API off (it
 	// answers 503 saying so). Required when StatusPrivate is set.
 	Tokens TokenVerifier
-	// Queue takes manual deploys and rollbacks; required with Tokens.
-	Queue Enqueuer
 	// StatusPrivate makes the read API, the status page, the event stream
 	// and /metrics require a status:read token (status.public: false).
 	StatusPrivate bool
@@ -77,14 +99,6 @@ type Config struct {
 	// rewrites Host), and an https URL makes the login cookie Secure even
 	// when TLS ends at a proxy.
 	PublicURL string
-	// Metrics serves GET /metrics; nil leaves the route out.
-	Metrics http.Handler
-	// Events feeds GET /api/v1/events; nil means a hub that nothing
-	// publishes to (the stream then carries only the initial state).
-	Events *Hub
-	// Credentials reports credential health for the status page; its
-	// zero value reports none.
-	Credentials Credentials
 }
 
 // Server is deployd's HTTP handler. It is safe for concurrent use.
@@ -92,14 +106,13 @@ type Server struct {
 	webhook  http.Handler
 	store    Reader
 	writes   WriteHealth
-	drainer  Drainer
-	services []Service
-	byName   map[string]Service
+	services []deployer.Service
+	byName   map[string]deployer.Service
 	log      zerolog.Logger
 	router   http.Handler
 
 	tokens        TokenVerifier
-	queue         Enqueuer
+	queue         Queue
 	statusPrivate bool
 	metrics       http.Handler
 	// publicOrigin is public_url's scheme://host, lower case; "" without one.
@@ -118,24 +131,30 @@ func New(cfg Config) (*Server, error) {
 	switch {
 	case cfg.Webhook == nil:
 		return nil, errors.New("new server: no webhook handler")
-	case cfg.Store == nil:
+	case cfg.Reads.Store == nil:
 		return nil, errors.New("new server: no store")
-	case cfg.Drainer == nil:
-		return nil, errors.New("new server: no drainer")
+	case cfg.Queue == nil:
+		return nil, errors.New("new server: no queue")
+	case cfg.Auth.StatusPrivate && cfg.Auth.Tokens == nil:
+		return nil, errors.New("new server: status.public is false but api.token_key_file is not set, so nobody could read the status")
 	}
 	s := &Server{
-		webhook:  cfg.Webhook,
-		store:    cfg.Store,
-		writes:   cfg.Writes,
-		drainer:  cfg.Drainer,
-		services: cfg.Services,
-		byName:   make(map[string]Service, len(cfg.Services)),
-		log:      cfg.Logger,
+		webhook:       cfg.Webhook,
+		store:         cfg.Reads.Store,
+		writes:        cfg.Reads.WriteHealth,
+		services:      cfg.Services,
+		byName:        make(map[string]deployer.Service, len(cfg.Services)),
+		log:           cfg.Logger,
+		tokens:        cfg.Auth.Tokens,
+		queue:         cfg.Queue,
+		statusPrivate: cfg.Auth.StatusPrivate,
+		metrics:       cfg.Reads.Metrics,
+		hub:           cfg.Reads.Events,
+		credentials:   cfg.Reads.Credentials,
 	}
 	for _, svc := range cfg.Services {
 		s.byName[svc.Name] = svc
 	}
-	s.hub, s.credentials = cfg.Events, cfg.Credentials
 	if s.hub == nil {
 		s.hub = NewHub(HubConfig{Logger: cfg.Logger})
 	}
@@ -143,15 +162,8 @@ func New(cfg Config) (*Server, error) {
 	if s.page, err = newPage(); err != nil {
 		return nil, fmt.Errorf("new server: %w", err)
 	}
-	s.tokens, s.queue, s.statusPrivate, s.metrics = cfg.Tokens, cfg.Queue, cfg.StatusPrivate, cfg.Metrics
-	if s.tokens != nil && s.queue == nil {
-		return nil, errors.New("new server: API tokens but no queue for the write API")
-	}
-	if s.statusPrivate && s.tokens == nil {
-		return nil, errors.New("new server: status.public is false but api.token_key_file is not set, so nobody could read the status")
-	}
-	if cfg.PublicURL != "" {
-		u, err := url.Parse(cfg.PublicURL)
+	if cfg.Auth.PublicURL != "" {
+		u, err := url.Parse(cfg.Auth.PublicURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			// The URL itself is not quoted: it may hold a password.
 			return nil, errors.New("new server: public_url is not an absolute http(s) URL")

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/deployd/deployd/server/httperr"
 )
 
 // Caller is who a verified API token speaks for.
@@ -52,31 +54,31 @@ func bearerToken(r *http.Request) (string, bool) {
 }
 
 // authorize checks the request's bearer token and that it grants scope. It
-// returns an *Error for 401 (no or invalid token, with a WWW-Authenticate
+// returns an *httperr.Error for 401 (no or invalid token, with a WWW-Authenticate
 // challenge), 403 (valid token without the scope) or 503 (no token key
 // configured, so no token can be checked).
 func (s *Server) authorize(r *http.Request, scope string) (Caller, error) {
 	if s.tokens == nil {
-		return Caller{}, &Error{Status: http.StatusServiceUnavailable,
+		return Caller{}, &httperr.Error{Status: http.StatusServiceUnavailable,
 			Message: "the write API is off: api.token_key_file is not set",
 			Hint:    "set api.token_key_file to a key of at least 32 bytes (head -c 32 /dev/urandom | base64 > api-key), restart deployd and issue a token with deployd token issue"}
 	}
 	tok, ok := bearerToken(r)
 	if !ok {
-		return Caller{}, &Error{Status: http.StatusUnauthorized, Challenge: bearerRealm,
+		return Caller{}, &httperr.Error{Status: http.StatusUnauthorized, Challenge: bearerRealm,
 			Message: "missing API token",
 			Hint:    "send Authorization: Bearer TOKEN with a token from deployd token issue --scope " + scope}
 	}
 	c, err := s.tokens.Verify(tok)
 	if err != nil {
 		zerolog.Ctx(r.Context()).Info().Str("reason", err.Error()).Msg("API token refused")
-		return Caller{}, &Error{Status: http.StatusUnauthorized, Challenge: bearerRealm + `, error="invalid_token"`,
+		return Caller{}, &httperr.Error{Status: http.StatusUnauthorized, Challenge: bearerRealm + `, error="invalid_token"`,
 			Message: err.Error(),
 			Hint:    "issue a new token with deployd token issue; tokens are only valid on the deployd whose api.token_key_file signed them"}
 	}
 	if c.Allows == nil || !c.Allows(scope) {
 		zerolog.Ctx(r.Context()).Info().Str("subject", c.Subject).Str("token_id", c.TokenID).Str("scope", scope).Msg("API token lacks scope")
-		return Caller{}, &Error{Status: http.StatusForbidden,
+		return Caller{}, &httperr.Error{Status: http.StatusForbidden,
 			Challenge: bearerRealm + `, error="insufficient_scope", scope=` + strconv.Quote(scope),
 			Message:   "the token of " + strconv.Quote(c.Subject) + " does not grant " + scope,
 			Hint:      "issue a token with --scope " + scope + hintAll(scope)}
@@ -125,7 +127,7 @@ func (s *Server) statusGuard(next http.Handler, toLogin bool) http.Handler {
 				http.Redirect(w, r, loginPath, http.StatusSeeOther)
 				return
 			}
-			s.writeError(w, r, err)
+			httperr.Write(w, r, err)
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -146,12 +148,12 @@ func (s *Server) authorizeRead(r *http.Request) (Caller, error) {
 	c, err := s.tokens.Verify(tok)
 	if err != nil {
 		zerolog.Ctx(r.Context()).Info().Str("reason", err.Error()).Msg("login cookie refused")
-		return Caller{}, &Error{Status: http.StatusUnauthorized, Challenge: bearerRealm + `, error="invalid_token"`,
+		return Caller{}, &httperr.Error{Status: http.StatusUnauthorized, Challenge: bearerRealm + `, error="invalid_token"`,
 			Message: "the login cookie holds a token that is no longer accepted: " + err.Error(),
 			Hint:    "log in again at " + loginPath + " with a current token"}
 	}
 	if c.Allows == nil || !c.Allows(scopeStatusRead) {
-		return Caller{}, &Error{Status: http.StatusForbidden,
+		return Caller{}, &httperr.Error{Status: http.StatusForbidden,
 			Challenge: bearerRealm + `, error="insufficient_scope", scope=` + strconv.Quote(scopeStatusRead),
 			Message:   "the token of " + strconv.Quote(c.Subject) + " does not grant " + scopeStatusRead,
 			Hint:      "log in again at " + loginPath + " with a token issued with --scope " + scopeStatusRead}

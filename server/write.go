@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/server/httperr"
 )
 
 // Enqueuer queues manual deploys and rollbacks. *deployer.Queue satisfies
@@ -78,12 +79,12 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
 	caller, svc, opts, err := s.writePrologue(r, name)
 	if err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	var body deployBody
 	if err := decodeBody(w, r, &body); err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	req := deployer.Request{
@@ -109,7 +110,7 @@ func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	s.submit(w, r, req, opts, caller)
@@ -123,20 +124,20 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 	name := chi.URLParam(r, "name")
 	caller, _, opts, err := s.writePrologue(r, name)
 	if err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	if err := decodeBody(w, r, &struct{}{}); err != nil {
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	st, err := s.store.ServiceStatus(r.Context(), name)
 	if err != nil {
-		s.writeError(w, r, fmt.Errorf("rollback %s: %w", name, err))
+		httperr.Write(w, r, fmt.Errorf("rollback %s: %w", name, err))
 		return
 	}
 	if st.PreviousDigest == "" {
-		s.writeError(w, r, &Error{Status: http.StatusConflict,
+		httperr.Write(w, r, &httperr.Error{Status: http.StatusConflict,
 			Message: "service " + strconv.Quote(name) + " has no previous version to roll back to",
 			Hint:    `deployd rolls back to the digest that ran before the current one, and none did; deploy a version with POST /api/v1/services/` + name + `/deploy {"digest": "sha256:..."}`})
 		return
@@ -152,17 +153,14 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 
 // writePrologue runs the checks both write endpoints share, in order:
 // token, scope, service, query.
-func (s *Server) writePrologue(r *http.Request, name string) (Caller, Service, writeOptions, error) {
+func (s *Server) writePrologue(r *http.Request, name string) (Caller, deployer.Service, writeOptions, error) {
 	caller, err := s.authorize(r, deployScope(name))
 	if err != nil {
-		return Caller{}, Service{}, writeOptions{}, err
+		return Caller{}, deployer.Service{}, writeOptions{}, err
 	}
 	svc, ok := s.byName[name]
 	if !ok {
-		return Caller{}, Service{}, writeOptions{}, unknownService(name)
-	}
-	if s.queue == nil {
-		return Caller{}, Service{}, writeOptions{}, errors.New("write API without a queue")
+		return Caller{}, deployer.Service{}, writeOptions{}, unknownService(name)
 	}
 	opts, err := writeOptionsFrom(r)
 	return caller, svc, opts, err
@@ -203,7 +201,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return &Error{Status: http.StatusRequestEntityTooLarge,
+			return &httperr.Error{Status: http.StatusRequestEntityTooLarge,
 				Message: fmt.Sprintf("body larger than %d bytes", MaxWriteBody),
 				Hint:    `the body is a small JSON object such as {"tag": "v1.2.3"}`}
 		}
@@ -249,8 +247,8 @@ func clipText(s string, n int) string {
 	return s
 }
 
-func badRequest(msg, hint string) *Error {
-	return &Error{Status: http.StatusBadRequest, Message: msg, Hint: hint}
+func badRequest(msg, hint string) *httperr.Error {
+	return &httperr.Error{Status: http.StatusBadRequest, Message: msg, Hint: hint}
 }
 
 // submit queues req and answers: at once with 202, or after waiting.
@@ -260,7 +258,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, req deployer.Req
 		if errors.Is(err, deployer.ErrBadTag) || errors.Is(err, deployer.ErrBadDigest) || errors.Is(err, deployer.ErrNoTagOrRef) {
 			err = badRequest(err.Error(), "")
 		}
-		s.writeError(w, r, err)
+		httperr.Write(w, r, err)
 		return
 	}
 	zerolog.Ctx(r.Context()).Info().Str(deployer.KeyService, d.Service).Int64(deployer.KeyDeploymentID, d.ID).
@@ -269,7 +267,7 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, req deployer.Req
 		Msg("deployment requested through the API")
 	w.Header().Set("Location", deploymentPath(d.ID))
 	if opts.wait == 0 {
-		writeJSON(w, http.StatusAccepted, deploymentResponse{Deployment: d})
+		httperr.WriteJSON(w, http.StatusAccepted, deploymentResponse{Deployment: d})
 		return
 	}
 	s.await(w, r, d, opts.wait)
@@ -296,7 +294,7 @@ poll:
 		case err == nil:
 			d = cur
 		case ctx.Err() == nil:
-			s.writeError(w, r, fmt.Errorf("wait for deployment %d: %w", d.ID, err))
+			httperr.Write(w, r, fmt.Errorf("wait for deployment %d: %w", d.ID, err))
 			return
 		}
 	}
@@ -305,23 +303,23 @@ poll:
 			return // the client went away
 		}
 		w.Header().Set("Location", "/api/v1/deployments/"+strconv.FormatInt(d.ID, 10))
-		s.writeError(w, r, &Error{Status: http.StatusGatewayTimeout, Deployment: &d,
+		httperr.Write(w, r, &httperr.Error{Status: http.StatusGatewayTimeout, Deployment: &d,
 			Message: fmt.Sprintf("deployment %d is still %s after waiting %s", d.ID, d.State, wait),
 			Hint:    "it goes on; follow Location to see how it ends, or wait longer with ?wait="})
 		return
 	}
 	if e := finalError(d); e != nil {
-		s.writeError(w, r, e)
+		httperr.Write(w, r, e)
 		return
 	}
-	writeJSON(w, http.StatusOK, deploymentResponse{Deployment: d})
+	httperr.WriteJSON(w, http.StatusOK, deploymentResponse{Deployment: d})
 }
 
 // finalError is the error answer for a deployment that ended without
 // success, nil for succeeded and unchanged.
-func finalError(d deployer.Deployment) *Error {
+func finalError(d deployer.Deployment) *httperr.Error {
 	id := strconv.FormatInt(d.ID, 10)
-	e := &Error{Deployment: &d, Hint: d.Hint}
+	e := &httperr.Error{Deployment: &d, Hint: d.Hint}
 	switch d.State {
 	case deployer.StateSucceeded, deployer.StateUnchanged:
 		return nil

@@ -139,7 +139,7 @@ func newAPIEnv(t *testing.T, o apiOpts) *apiEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	services := []server.Service{
+	services := []deployer.Service{
 		{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"},
 		{Name: "web", Image: "ghcr.io/acme/v7/web", Strategy: "container", Tags: []string{"sha-*"}},
 	}
@@ -164,21 +164,18 @@ func newAPIEnv(t *testing.T, o apiOpts) *apiEnv {
 		t.Fatal(err)
 	}
 	cfg := server.Config{
-		Webhook:       http.NotFoundHandler(),
-		Store:         st,
-		Drainer:       q,
-		Services:      services,
-		Logger:        zerolog.Nop(),
-		Queue:         q,
-		StatusPrivate: o.private,
-		PublicURL:     o.publicURL,
-		Metrics:       m.Handler(),
+		Webhook:  http.NotFoundHandler(),
+		Reads:    server.Reads{Store: st, Metrics: m.Handler()},
+		Queue:    q,
+		Auth:     server.Auth{StatusPrivate: o.private, PublicURL: o.publicURL},
+		Services: services,
+		Logger:   zerolog.Nop(),
 	}
 	if !o.noKey {
-		cfg.Tokens = verifier{key}
+		cfg.Auth.Tokens = verifier{key}
 	}
 	if o.tokens != nil {
-		cfg.Tokens = o.tokens(key)
+		cfg.Auth.Tokens = o.tokens(key)
 	}
 	if o.log != nil {
 		cfg.Logger = zerolog.New(o.log)
@@ -612,14 +609,14 @@ func TestPrivateStatusNeedsToken(t *testing.T) {
 }
 
 func TestPrivateStatusWithoutKeyRefusedAtStart(t *testing.T) {
-	_, err := server.New(server.Config{Webhook: http.NotFoundHandler(), Store: nopReader{}, Drainer: nopDrainer{}, StatusPrivate: true})
+	_, err := server.New(server.Config{Webhook: http.NotFoundHandler(), Reads: server.Reads{Store: nopReader{}}, Queue: nopDrainer{}, Auth: server.Auth{StatusPrivate: true}})
 	if err == nil || !strings.Contains(err.Error(), "token_key_file") {
 		t.Fatalf("New = %v", err)
 	}
 }
 
 type nopReader struct{ server.Reader }
-type nopDrainer struct{}
+type nopDrainer struct{ server.Enqueuer }
 
 func (nopDrainer) Draining() bool { return false }
 

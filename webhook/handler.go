@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,11 +15,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-chi/chi/v5/middleware"
 	"github.com/google/go-github/v62/github"
 	"github.com/rs/zerolog"
 
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/server/httperr"
 )
 
 // MaxBodyBytes is the largest delivery body accepted (GitHub caps payloads at 25 MiB).
@@ -195,17 +194,6 @@ func NewHandler(cfg HandlerConfig) (*Handler, error) {
 	return h, nil
 }
 
-// problem is a refusal: the status, and the message and hint the client sees.
-type problem struct {
-	status int
-	msg    string
-	hint   string
-	// cause is logged, never sent.
-	cause error
-	// busy marks a refusal for want of body budget: 503 with Retry-After.
-	busy bool
-}
-
 // outcome is one delivery's log line.
 type outcome struct {
 	id, event, action string
@@ -223,15 +211,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() { h.logOutcome(log, &o, start) }()
 	d, reqs, p := h.check(w, r, start)
 	if p != nil {
-		o.status, o.result, o.reason, o.err = p.status, deployer.ResultRejected, p.msg, p.cause
-		switch {
-		case p.status == http.StatusMethodNotAllowed:
-			w.Header().Set("Allow", http.MethodPost)
-		case p.busy:
-			w.Header().Set("Retry-After", busyRetryAfter)
+		o.status, o.result, o.reason, o.err = p.Status, deployer.ResultRejected, p.Message, p.Cause
+		if p.RetryAfter != "" { // only a refusal for want of body budget asks to come back
 			o.result = resultBusy
 		}
-		writeError(w, r, p.status, p.msg, p.hint)
+		httperr.Write(w, r, p)
 		return
 	}
 	o.action, o.reason = d.Action, d.Reason
@@ -240,30 +224,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	receipt, err := h.recorder.RecordDelivery(ctx, d.Delivery, reqs)
 	if err != nil {
 		o.status, o.result, o.err = http.StatusServiceUnavailable, resultError, err
-		writeError(w, r, o.status, "could not record the delivery",
-			"deployd's store is unavailable; nothing was queued. Redeliver it from the webhook's Recent Deliveries page once deployd is ready")
+		httperr.Write(w, r, &httperr.Error{Status: o.status, Message: "could not record the delivery",
+			Hint: "deployd's store is unavailable; nothing was queued. Redeliver it from the webhook's Recent Deliveries page once deployd is ready"})
 		return
 	}
 	switch {
 	case receipt.Duplicate:
 		o.status, o.result, o.reason = http.StatusOK, deployer.ResultDuplicate, ""
-		writeJSON(w, o.status, duplicateBody{Duplicate: true})
+		httperr.WriteJSON(w, o.status, duplicateBody{Duplicate: true})
 	case d.Ping:
 		o.status, o.result = http.StatusOK, d.Result
-		writeJSON(w, o.status, pingBody{OK: true, Zen: d.Zen})
+		httperr.WriteJSON(w, o.status, pingBody{OK: true, Zen: d.Zen})
 	case receipt.Ignored != "":
 		o.status, o.result, o.reason = http.StatusOK, deployer.ResultIgnored, receipt.Ignored
-		writeJSON(w, o.status, ignoredBody{Ignored: receipt.Ignored})
+		httperr.WriteJSON(w, o.status, ignoredBody{Ignored: receipt.Ignored})
 	case d.Result == deployer.ResultQueued:
 		o.status, o.result, o.deployments = http.StatusAccepted, d.Result, receipt.Deployments
 		ids := receipt.Deployments
 		if ids == nil {
 			ids = []int64{}
 		}
-		writeJSON(w, o.status, queuedBody{Deployments: ids})
+		httperr.WriteJSON(w, o.status, queuedBody{Deployments: ids})
 	default:
 		o.status, o.result = http.StatusOK, d.Result
-		writeJSON(w, o.status, ignoredBody{Ignored: d.Reason})
+		httperr.WriteJSON(w, o.status, ignoredBody{Ignored: d.Reason})
 	}
 }
 
@@ -306,7 +290,7 @@ func (h *Handler) recycle(m *bodyMemory) {
 // back before the delivery is recorded. The buffers go back before the
 // lease, so that the large body the lease admits next finds this one's
 // buffer.
-func (h *Handler) check(w http.ResponseWriter, r *http.Request, now time.Time) (accepted, []deployer.Request, *problem) {
+func (h *Handler) check(w http.ResponseWriter, r *http.Request, now time.Time) (accepted, []deployer.Request, *httperr.Error) {
 	l := lease{b: h.budget}
 	defer l.release()
 	body := bodyMemory{small: h.bodyBuffer()}
@@ -314,7 +298,7 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request, now time.Time) (
 	// A body has no longer to arrive than GitHub waits for the answer; a
 	// client that trickles one holds its share for this long at most.
 	if err := http.NewResponseController(w).SetReadDeadline(now.Add(bodyReadTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return accepted{}, nil, &problem{status: http.StatusInternalServerError, msg: "could not read the body", cause: err}
+		return accepted{}, nil, &httperr.Error{Status: http.StatusInternalServerError, Message: "could not read the body", Cause: err}
 	}
 	return h.intake(w, r, now, &body, &l)
 }
@@ -322,33 +306,34 @@ func (h *Handler) check(w http.ResponseWriter, r *http.Request, now time.Time) (
 // intake runs every check before recording: method, signature, size,
 // headers and payload, reading the body into m under the lease l. It
 // returns the delivery and its requests, or the problem that refuses it.
-func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time, m *bodyMemory, l *lease) (accepted, []deployer.Request, *problem) {
+func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time, m *bodyMemory, l *lease) (accepted, []deployer.Request, *httperr.Error) {
 	if r.Method != http.MethodPost {
-		return accepted{}, nil, &problem{status: http.StatusMethodNotAllowed, msg: "method not allowed", hint: "GitHub delivers webhooks with POST"}
+		return accepted{}, nil, &httperr.Error{Status: http.StatusMethodNotAllowed, Allow: http.MethodPost,
+			Message: "method not allowed", Hint: "GitHub delivers webhooks with POST"}
 	}
 	sig := r.Header.Get(github.SHA256SignatureHeader)
 	if !strings.HasPrefix(sig, "sha256=") {
-		return accepted{}, nil, &problem{status: http.StatusUnauthorized,
-			msg:  "missing " + github.SHA256SignatureHeader + " signature",
-			hint: "set a secret on the GitHub webhook so that it signs deliveries with SHA-256; unsigned and SHA-1-only deliveries are refused"}
+		return accepted{}, nil, &httperr.Error{Status: http.StatusUnauthorized,
+			Message: "missing " + github.SHA256SignatureHeader + " signature",
+			Hint:    "set a secret on the GitHub webhook so that it signs deliveries with SHA-256; unsigned and SHA-1-only deliveries are refused"}
 	}
 	raw, p := h.readBody(w, r, m, l)
 	if p != nil {
 		return accepted{}, nil, p
 	}
 	if err := github.ValidateSignature(sig, raw, h.secret); err != nil {
-		return accepted{}, nil, &problem{status: http.StatusUnauthorized, msg: "signature does not match",
-			hint: "the webhook secret on GitHub must equal deployd's github.webhook_secret"}
+		return accepted{}, nil, &httperr.Error{Status: http.StatusUnauthorized, Message: "signature does not match",
+			Hint: "the webhook secret on GitHub must equal deployd's github.webhook_secret"}
 		// err is not logged: it can quote the signature.
 	}
 	id, event := github.DeliveryID(r), github.WebHookType(r)
 	if !validName(id, maxDeliveryIDLen) {
-		return accepted{}, nil, &problem{status: http.StatusBadRequest, msg: "missing or invalid " + github.DeliveryIDHeader + " header",
-			hint: fmt.Sprintf("GitHub sends a delivery id of at most %d printable characters", maxDeliveryIDLen)}
+		return accepted{}, nil, &httperr.Error{Status: http.StatusBadRequest, Message: "missing or invalid " + github.DeliveryIDHeader + " header",
+			Hint: fmt.Sprintf("GitHub sends a delivery id of at most %d printable characters", maxDeliveryIDLen)}
 	}
 	if !validName(event, maxEventLen) {
-		return accepted{}, nil, &problem{status: http.StatusBadRequest, msg: "missing or invalid " + github.EventTypeHeader + " header",
-			hint: "GitHub names the event in this header, e.g. registry_package"}
+		return accepted{}, nil, &httperr.Error{Status: http.StatusBadRequest, Message: "missing or invalid " + github.EventTypeHeader + " header",
+			Hint: "GitHub names the event in this header, e.g. registry_package"}
 	}
 	payload, p := payloadOf(r.Header.Get("Content-Type"), raw)
 	if p != nil {
@@ -356,8 +341,8 @@ func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time, 
 	}
 	dec, err := h.matcher.Match(event, payload)
 	if err != nil {
-		return accepted{}, nil, &problem{status: http.StatusBadRequest, msg: "malformed " + event + " payload",
-			hint: "the body must be the JSON object GitHub sends for this event", cause: err}
+		return accepted{}, nil, &httperr.Error{Status: http.StatusBadRequest, Message: "malformed " + event + " payload",
+			Hint: "the body must be the JSON object GitHub sends for this event", Cause: err}
 	}
 	sum := sha256.Sum256(payload)
 	d := accepted{
@@ -397,7 +382,7 @@ func (h *Handler) intake(w http.ResponseWriter, r *http.Request, now time.Time, 
 // up to smallBodyBytes, then moves to a large buffer of MaxBodyBytes. So a
 // large body is copied once at most, into a buffer that the next large
 // body can reuse.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, m *bodyMemory, l *lease) ([]byte, *problem) {
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, m *bodyMemory, l *lease) ([]byte, *httperr.Error) {
 	declared := r.ContentLength
 	if declared > MaxBodyBytes {
 		return nil, tooLarge()
@@ -460,7 +445,7 @@ func nextBodySize(n int, declared int64) int {
 
 // readEnd reads on after MaxBodyBytes of a body of unknown length, which
 // must end there, and returns the problem if it does not.
-func readEnd(src io.Reader) *problem {
+func readEnd(src io.Reader) *httperr.Error {
 	var one [1]byte
 	for {
 		n, err := src.Read(one[:])
@@ -476,40 +461,40 @@ func readEnd(src io.Reader) *problem {
 }
 
 // readProblem is the problem of a body that could not be read.
-func readProblem(err error) *problem {
+func readProblem(err error) *httperr.Error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return tooLarge()
 	}
-	return &problem{status: http.StatusBadRequest, msg: "could not read the body", hint: "send the whole body", cause: err}
+	return &httperr.Error{Status: http.StatusBadRequest, Message: "could not read the body", Hint: "send the whole body", Cause: err}
 }
 
 // tooLarge is the problem of a body over MaxBodyBytes.
-func tooLarge() *problem {
-	return &problem{status: http.StatusRequestEntityTooLarge, msg: "body too large",
-		hint: fmt.Sprintf("deliveries are limited to %d bytes", MaxBodyBytes)}
+func tooLarge() *httperr.Error {
+	return &httperr.Error{Status: http.StatusRequestEntityTooLarge, Message: "body too large",
+		Hint: fmt.Sprintf("deliveries are limited to %d bytes", MaxBodyBytes)}
 }
 
 // busy is the problem of a body that needs n bytes that l's budget cannot spare.
-func busy(l *lease, n int64) *problem {
-	return &problem{status: http.StatusServiceUnavailable, busy: true,
-		msg: "too many large webhook bodies are being received at once",
-		hint: "deployd bounds the memory that webhook bodies may hold before their signature is checked, and this one did not fit; nothing was recorded. " +
+func busy(l *lease, n int64) *httperr.Error {
+	return &httperr.Error{Status: http.StatusServiceUnavailable, RetryAfter: busyRetryAfter,
+		Message: "too many large webhook bodies are being received at once",
+		Hint: "deployd bounds the memory that webhook bodies may hold before their signature is checked, and this one did not fit; nothing was recorded. " +
 			"Redeliver it from the webhook's Recent Deliveries page once the large deliveries in flight are done",
-		cause: fmt.Errorf("a body of %d bytes or more does not fit in the body budget (bodies over %d bytes may hold %d bytes in all)", n, smallBodyBytes, l.b.largeLimit)}
+		Cause: fmt.Errorf("a body of %d bytes or more does not fit in the body budget (bodies over %d bytes may hold %d bytes in all)", n, smallBodyBytes, l.b.largeLimit)}
 }
 
 // payloadOf returns the event JSON of a raw body: the body itself, or the
 // payload field of a form-encoded body.
-func payloadOf(contentType string, raw []byte) ([]byte, *problem) {
-	unsupported := &problem{status: http.StatusUnsupportedMediaType, msg: "unsupported Content-Type",
-		hint: "set the GitHub webhook's content type to application/json or application/x-www-form-urlencoded"}
+func payloadOf(contentType string, raw []byte) ([]byte, *httperr.Error) {
+	unsupported := &httperr.Error{Status: http.StatusUnsupportedMediaType, Message: "unsupported Content-Type",
+		Hint: "set the GitHub webhook's content type to application/json or application/x-www-form-urlencoded"}
 	if contentType == "" {
 		return raw, nil
 	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
-		unsupported.cause = err
+		unsupported.Cause = err
 		return nil, unsupported
 	}
 	switch {
@@ -518,8 +503,8 @@ func payloadOf(contentType string, raw []byte) ([]byte, *problem) {
 	case mt == "application/x-www-form-urlencoded":
 		form, err := url.ParseQuery(string(raw))
 		if err != nil || !form.Has("payload") {
-			return nil, &problem{status: http.StatusBadRequest, msg: "form body has no payload field",
-				hint: "a form-encoded delivery carries its JSON in the payload field; send JSON with Content-Type: application/json instead", cause: err}
+			return nil, &httperr.Error{Status: http.StatusBadRequest, Message: "form body has no payload field",
+				Hint: "a form-encoded delivery carries its JSON in the payload field; send JSON with Content-Type: application/json instead", Cause: err}
 		}
 		return []byte(form.Get("payload")), nil
 	}
@@ -584,14 +569,9 @@ func (h *Handler) logOutcome(log *zerolog.Logger, o *outcome, start time.Time) {
 	e.Msg("webhook delivery")
 }
 
-// Response bodies.
+// Response bodies of deliveries that are not refused; refusals are
+// *httperr.Error.
 type (
-	// errorBody has the shape of every deployd API error.
-	errorBody struct {
-		Error     string `json:"error"`
-		Hint      string `json:"hint,omitempty"`
-		RequestID string `json:"request_id,omitempty"`
-	}
 	pingBody struct {
 		OK  bool   `json:"ok"`
 		Zen string `json:"zen,omitempty"`
@@ -606,16 +586,3 @@ type (
 		Ignored string `json:"ignored"`
 	}
 )
-
-// writeError answers with an error body that carries the request id, if
-// the request has one.
-func writeError(w http.ResponseWriter, r *http.Request, status int, msg, hint string) {
-	writeJSON(w, status, errorBody{Error: msg, Hint: hint, RequestID: middleware.GetReqID(r.Context())})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do then
-}

@@ -107,7 +107,7 @@ func NewMatcher(cfg *configs.Config) (*Matcher, error) {
 	return m, nil
 }
 
-func prepare(cfg *configs.Config, name string, svc *configs.Service) (service, error) {
+func prepare(cfg *configs.Config, name string, svc *deployer.Service) (service, error) {
 	if svc == nil {
 		return service{}, errors.New("no settings")
 	}
@@ -136,7 +136,7 @@ func prepare(cfg *configs.Config, name string, svc *configs.Service) (service, e
 	return s, nil
 }
 
-func prepareRun(wr *configs.WorkflowRun, tags []string) (*runFilter, error) {
+func prepareRun(wr *deployer.WorkflowRun, tags []string) (*runFilter, error) {
 	for _, b := range wr.Branches {
 		if _, err := path.Match(b, ""); err != nil {
 			return nil, fmt.Errorf("workflow_run branch pattern %q: %w", b, err)
@@ -158,7 +158,7 @@ func prepareRun(wr *configs.WorkflowRun, tags []string) (*runFilter, error) {
 		}
 		text = tags[0]
 	}
-	tmpl, err := (&configs.WorkflowRun{Tag: text}).ParseTag()
+	tmpl, err := configs.ParseTag(text)
 	if err != nil {
 		return nil, fmt.Errorf("parse workflow_run tag template: %w", err)
 	}

@@ -39,12 +39,12 @@ func testConfig() *configs.Config {
 			"localhost:5000":       {GitHubPackages: ptr(true)},
 			"registry.example.com": {},
 		},
-		Services: map[string]*configs.Service{
+		Services: map[string]*deployer.Service{
 			"backend": {
 				Image:      "ghcr.io/acme-corp/v7/backend",
 				Repository: "acme-corp/v7",
 				Tags:       []string{"latest", "sha-*"},
-				On: configs.On{WorkflowRun: &configs.WorkflowRun{
+				On: deployer.DeployOn{WorkflowRun: &deployer.WorkflowRun{
 					Workflows: []string{"CI/CD"},
 					Branches:  []string{"main"},
 					Tag:       "sha-{{.ShortSHA}}",
@@ -64,7 +64,7 @@ func testConfig() *configs.Config {
 				Image:      "ghcr.io/acme-corp/v7/web",
 				Repository: "acme-corp/v7",
 				Tags:       []string{"latest"},
-				On: configs.On{WorkflowRun: &configs.WorkflowRun{
+				On: deployer.DeployOn{WorkflowRun: &deployer.WorkflowRun{
 					Workflows: []string{"test.yml"},
 					Tag:       "run-{{.RunNumber}}",
 				}},
@@ -73,7 +73,7 @@ func testConfig() *configs.Config {
 				Image:      "ghcr.io/octo-org/octo-repo",
 				Repository: "octo-org/octo-repo",
 				Tags:       []string{"latest"},
-				On: configs.On{WorkflowRun: &configs.WorkflowRun{
+				On: deployer.DeployOn{WorkflowRun: &deployer.WorkflowRun{
 					Workflows: []string{"test"},
 					Branches:  []string{"master"},
 					Tag:       "run-{{.RunNumber}}",
@@ -83,7 +83,7 @@ func testConfig() *configs.Config {
 				Image:      "ghcr.io/acme-corp/v7/branchy",
 				Repository: "acme-corp/v7",
 				Tags:       []string{"latest"},
-				On: configs.On{WorkflowRun: &configs.WorkflowRun{
+				On: deployer.DeployOn{WorkflowRun: &deployer.WorkflowRun{
 					Branches: []string{"feature/*"},
 					Tag:      "{{.Branch}}",
 				}},
@@ -382,7 +382,7 @@ func TestMatchGitHubExampleDigest(t *testing.T) {
 		exampleVersion   = "sha256:3da1996a8115d7616457760d9920b815241d0a03b34cf5f04e9a0e9d8de37498"
 	)
 	cfg := testConfig()
-	cfg.Services["hello"] = &configs.Service{
+	cfg.Services["hello"] = &deployer.Service{
 		Image:      "ghcr.io/codertocat/hello-world/hello-world-npm",
 		Repository: "Codertocat/hello-world-npm",
 		Tags:       []string{"latest"},

@@ -76,12 +76,11 @@ func cliServer(t *testing.T) (url string, key *apitoken.Key) {
 	}
 	srv, err := server.New(server.Config{
 		Webhook:  http.NotFoundHandler(),
-		Store:    st,
-		Drainer:  q,
-		Services: []server.Service{{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"}},
-		Logger:   zerolog.Nop(),
-		Tokens:   apiTokens{key},
+		Reads:    server.Reads{Store: st},
 		Queue:    q,
+		Auth:     server.Auth{Tokens: apiTokens{key}},
+		Services: []deployer.Service{{Name: "backend", Image: "ghcr.io/acme/v7/backend", Strategy: "container", Tags: []string{"latest"}, DefaultTag: "latest"}},
+		Logger:   zerolog.Nop(),
 	})
 	if err != nil {
 		t.Fatal(err)

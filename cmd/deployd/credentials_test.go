@@ -8,6 +8,7 @@ import (
 	"github.com/deployd/deployd/auth/github"
 	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/configs"
+	"github.com/deployd/deployd/deployer"
 )
 
 func TestGitHubDeploymentsOffOrWithoutApp(t *testing.T) {
@@ -25,7 +26,7 @@ func TestGitHubDeploymentsOffOrWithoutApp(t *testing.T) {
 	cfg := &configs.Config{
 		PublicURL: "https://deploy.example.com/",
 		GitHub:    configs.GitHub{Deployments: true},
-		Services:  map[string]*configs.Service{"web": {Repository: "acme/web"}},
+		Services:  map[string]*deployer.Service{"web": {Repository: "acme/web"}},
 	}
 
 	// github.deployments off, or no App: no mirror.

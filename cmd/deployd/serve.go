@@ -9,11 +9,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/ghdeployments"
@@ -21,6 +22,7 @@ import (
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/doctor"
 	"github.com/deployd/deployd/server"
+	"github.com/deployd/deployd/server/metrics"
 	"github.com/deployd/deployd/webhook"
 )
 
@@ -63,17 +65,7 @@ func newLogger(c configs.Log, w io.Writer) (zerolog.Logger, error) {
 // serve runs deployd until ctx ends, then shuts down in order: stop
 // intake, drain deployments, close the store.
 func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data_dir: %w", err)
-	}
-	if mode, err := doctor.DataDirOpenMode(cfg.DataDir); err != nil {
-		return err
-	} else if mode != 0 {
-		log.Warn().Str("data_dir", cfg.DataDir).Str("mode", fmt.Sprintf("%04o", mode)).
-			Msg("data_dir lets group or others in; deployd's files in it are 0600, but the directory should be private too: " + doctor.DataDirFix(cfg.DataDir))
-	}
-	store, err := sqlite.Open(ctx, filepath.Join(cfg.DataDir, "deployd.db"),
-		sqlite.WithLogger(log.With().Str("component", "store").Logger()))
+	store, err := openStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -82,39 +74,96 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 			log.Error().Err(err).Msg("close store")
 		}
 	}()
+	app, chain, err := newCredentials(cfg, log)
+	if err != nil {
+		return err
+	}
+	out, err := newOutputs(ctx, cfg, store, app, chain, log)
+	if err != nil {
+		return err
+	}
+	defer out.close() // after the queue's drain: reports the ends of what it cut short
+	services := cfg.ServiceList()
+	queue, reconciler, err := newDeployments(cfg, services, store, chain, out, log)
+	if err != nil {
+		return err
+	}
+	handler, err := newHandler(cfg, services, store, queue, credentialHealth(app, chain), out, log)
+	if err != nil {
+		return err
+	}
+	d := &daemon{listen: cfg.Listen, handler: handler, hub: out.hub, queue: queue, reconciler: reconciler,
+		services: len(services), log: log}
+	return d.run(ctx)
+}
 
-	app, creds, err := newCredentials(cfg, log)
-	if err != nil {
-		return err
+// openStore creates data_dir, warns when it is open to group or others,
+// and opens the store in it.
+func openStore(ctx context.Context, cfg *configs.Config, log zerolog.Logger) (*sqlite.Store, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
-	specs, err := serviceSpecs(cfg)
-	if err != nil {
-		return err
+	if mode, err := doctor.DataDirOpenMode(cfg.DataDir); err != nil {
+		return nil, err
+	} else if mode != 0 {
+		log.Warn().Str("data_dir", cfg.DataDir).Str("mode", fmt.Sprintf("%04o", mode)).
+			Msg("data_dir lets group or others in; deployd's files in it are 0600, but the directory should be private too: " + doctor.DataDirFix(cfg.DataDir))
 	}
-	tokens, err := newAPITokens(cfg, log)
+	return sqlite.Open(ctx, filepath.Join(cfg.DataDir, "deployd.db"),
+		sqlite.WithLogger(log.With().Str("component", "store").Logger()))
+}
+
+// outputs hear of deployments and deliveries: the metrics, the status
+// page's event stream and, with github.deployments, GitHub's Deployments
+// API (github is nil, doing nothing, when that is off).
+type outputs struct {
+	metrics *metrics.Metrics
+	hub     *server.Hub
+	github  *ghdeployments.Reporter
+}
+
+// newOutputs builds the outputs; the metrics start with the last
+// successes in the store. app and chain may be nil.
+func newOutputs(ctx context.Context, cfg *configs.Config, store *sqlite.Store, app *github.App, chain *registry.Chain, log zerolog.Logger) (*outputs, error) {
+	mets, err := newMetrics(cfg, store, app, chain)
 	if err != nil {
-		return err
-	}
-	mets, err := newMetrics(cfg, store, app, creds)
-	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := mets.SeedLastSuccess(ctx); err != nil {
-		return err
+		return nil, err
 	}
-	// The status page's event stream hears of every deployment change.
-	hub := server.NewHub(server.HubConfig{Logger: log.With().Str("component", "events").Logger()})
-	// GitHub's Deployments API hears of deployments starting and ending
-	// (github.deployments); nil, doing nothing, when off.
-	ghDeploys, err := newGitHubDeployments(cfg, app, log)
+	gh, err := newGitHubDeployments(cfg, app, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer ghDeploys.Close(ghdeployments.CloseTimeout) // after the queue's drain: reports its interrupted ends
+	hub := server.NewHub(server.HubConfig{Logger: log.With().Str("component", "events").Logger()})
+	return &outputs{metrics: mets, hub: hub, github: gh}, nil
+}
+
+// step hears of every pipeline step of a deployment.
+func (o *outputs) step(d deployer.Deployment) {
+	o.metrics.Step(d)
+	o.hub.Publish(d)
+}
+
+// change hears of every change of a deployment's state in the queue.
+func (o *outputs) change(d deployer.Deployment) {
+	o.metrics.Deployment(d)
+	o.hub.Publish(d)
+	o.github.Notify(d)
+}
+
+// close waits, a bounded time, for GitHub to hear the last reports.
+func (o *outputs) close() { o.github.Close(ghdeployments.CloseTimeout) }
+
+// newDeployments builds the machinery that carries deployments out: the
+// pipeline on this host, the queue that runs it per service and the
+// reconciler that catches up with the registries.
+func newDeployments(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, chain *registry.Chain, out *outputs, log zerolog.Logger) (*deployer.Queue, *deployer.Reconciler, error) {
 	pipeline, err := podman.NewPipeline(podman.PipelineConfig{
-		Services:    specs,
+		Services:    servicesByName(services),
 		Store:       store,
-		Credentials: creds,
+		Credentials: chain,
 		Resolver:    podman.RegistryResolver{UserAgent: "deployd/" + version},
 		Runner:      &podman.CommandRunner{Env: podman.ChildEnv(os.Environ())},
 		Podman: podman.Config{
@@ -123,101 +172,119 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 			AuthFile:   cfg.AuthFile(),
 		},
 		Logger: log,
-		Notify: notifyAll(mets.Step, hub.Publish),
+		Notify: out.step,
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: pipeline, Logger: log, Notify: notifyAll(mets.Deployment, hub.Publish, ghDeploys.Notify)})
+	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: pipeline, Logger: log, Notify: out.change})
 	if err != nil {
-		return err
+		return nil, nil, err
+	}
+	reconciler, err := deployer.NewReconciler(deployer.ReconcilerConfig{
+		Services: services, Resolver: pipeline, Store: store, Queue: queue,
+		Interval: cfg.ReconcileInterval.Std(), Logger: log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return queue, reconciler, nil
+}
+
+// newHandler builds deployd's HTTP surface: the server, with the webhook
+// handler mounted in it.
+func newHandler(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, queue *deployer.Queue, creds server.Credentials, out *outputs, log zerolog.Logger) (http.Handler, error) {
+	tokens, err := newAPITokens(cfg, log)
+	if err != nil {
+		return nil, err
 	}
 	matcher, err := webhook.NewMatcher(cfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hook, err := webhook.NewHandler(webhook.HandlerConfig{
 		Secret:   []byte(cfg.GitHub.WebhookSecret.Reveal()),
 		Matcher:  matcher,
-		Recorder: publishDeliveries(mets.CountDeliveries(queue), hub),
+		Recorder: publishDeliveries(out.metrics.CountDeliveries(queue), out.hub),
 		Logger:   log.With().Str("component", "webhook").Logger(),
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	srv, err := server.New(server.Config{
-		Webhook:  mets.Webhook(hook),
-		Store:    store,
-		Writes:   store,
-		Drainer:  queue,
-		Services: serverServices(cfg),
-		Logger:   log,
-		// The write API, its tokens and /metrics.
-		Tokens:        tokens,
-		Queue:         queue,
-		StatusPrivate: !cfg.StatusPublic(),
-		PublicURL:     cfg.PublicURL,
-		Metrics:       mets.Handler(),
-		// The status page and its event stream.
-		Events:      hub,
-		Credentials: credentialHealth(app, creds),
+	return server.New(server.Config{
+		Services: services,
+		Webhook:  out.metrics.Webhook(hook),
+		Reads: server.Reads{Store: store, WriteHealth: store, Events: out.hub, Credentials: creds,
+			Metrics: out.metrics.Handler()},
+		Queue:  queue,
+		Auth:   server.Auth{Tokens: tokens, StatusPrivate: !cfg.StatusPublic(), PublicURL: cfg.PublicURL},
+		Logger: log,
 	})
-	if err != nil {
-		return err
-	}
+}
 
-	ln, err := net.Listen("tcp", cfg.Listen)
+// daemon is deployd wired: what serve runs.
+type daemon struct {
+	listen     string
+	handler    http.Handler
+	hub        *server.Hub // its event streams end when the HTTP server shuts down
+	queue      *deployer.Queue
+	reconciler *deployer.Reconciler
+	services   int
+	log        zerolog.Logger
+}
+
+// run listens, starts the deployments and the reconciler and serves until
+// ctx ends or the listener fails; then it stops intake (in-flight requests
+// finish and are recorded) and drains the deployments.
+func (d *daemon) run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", d.listen)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		return fmt.Errorf("listen on %s: %w", d.listen, err)
 	}
-	if err := queue.Start(ctx); err != nil {
+	if err := d.queue.Start(ctx); err != nil {
 		ln.Close()
 		return err
 	}
-	reconciler, err := deployer.NewReconciler(deployer.ReconcilerConfig{
-		Services: sortedSpecs(specs), Resolver: pipeline, Store: store, Queue: queue,
-		Interval: cfg.ReconcileInterval.Std(), Logger: log,
-	})
-	if err != nil {
-		ln.Close()
-		drainQueue(ctx, queue, log)
-		return err
-	}
-	reconcileCtx, stopReconcile := context.WithCancel(ctx)
-	reconcileDone := make(chan struct{})
-	go func() {
-		defer close(reconcileDone)
-		reconciler.Run(reconcileCtx)
-	}()
-	defer func() {
-		stopReconcile()
-		<-reconcileDone
-	}()
-	httpSrv := server.HTTPServer(cfg.Listen, srv, log)
-	httpSrv.RegisterOnShutdown(hub.Close) // end event streams, or Shutdown waits for them
+	stopReconciler := d.startReconciler(ctx)
+	defer stopReconciler()
+	httpSrv := server.HTTPServer(d.listen, d.handler, d.log)
+	httpSrv.RegisterOnShutdown(d.hub.Close) // end event streams, or Shutdown waits for them
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
-	log.Info().Str("addr", ln.Addr().String()).Str("version", version).Int("services", len(specs)).Msg("listening")
+	d.log.Info().Str("addr", ln.Addr().String()).Str("version", version).Int("services", d.services).Msg("listening")
 
 	select {
 	case err := <-serveErr:
 		// The listener failed; still drain what runs.
-		drainQueue(ctx, queue, log)
+		drainQueue(ctx, d.queue, d.log)
 		return fmt.Errorf("serve http: %w", err)
 	case <-ctx.Done():
 	}
-	// Shut down in order: stop intake (in-flight requests finish and are
-	// recorded), then drain deployments, then (deferred) close the store.
-	log.Info().Msg("shutting down: no new requests")
+	d.log.Info().Msg("shutting down: no new requests")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), httpShutdownTimeout)
 	defer cancel()
 	if err := httpSrv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Warn().Err(err).Msg("http shutdown")
+		d.log.Warn().Err(err).Msg("http shutdown")
 	}
-	log.Info().Msg("draining deployments")
-	drainQueue(ctx, queue, log)
-	log.Info().Msg("stopped")
+	d.log.Info().Msg("draining deployments")
+	drainQueue(ctx, d.queue, d.log)
+	d.log.Info().Msg("stopped")
 	return nil
+}
+
+// startReconciler runs the reconciler until the returned function is
+// called, which waits for it to stop.
+func (d *daemon) startReconciler(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.reconciler.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // drainQueue waits for running deployments, at most drainShutdownTimeout;
@@ -230,52 +297,11 @@ func drainQueue(ctx context.Context, queue *deployer.Queue, log zerolog.Logger) 
 	}
 }
 
-// serviceSpecs turns the configured services into the pipeline's specs.
-func serviceSpecs(cfg *configs.Config) (map[string]deployer.ServiceSpec, error) {
-	specs := make(map[string]deployer.ServiceSpec, len(cfg.Services))
-	for name, s := range cfg.Services {
-		img, err := configs.ParseImage(s.Image)
-		if err != nil {
-			return nil, fmt.Errorf("service %s: %w", name, err)
-		}
-		reg := cfg.Registries[img.Host]
-		spec := deployer.ServiceSpec{
-			Name:       name,
-			Host:       img.Host,
-			Image:      img.String(),
-			Repository: s.Repository,
-			Insecure:   reg != nil && reg.Insecure,
-			Strategy:   s.Strategy,
-			Container:  deployer.ContainerSpec{Name: s.Container.Name, Args: s.Container.Args, Command: s.Container.Command},
-			Systemd:    deployer.SystemdSpec{Unit: s.Systemd.Unit, User: s.Systemd.User},
-			Command:    s.Command,
-			Health:     deployer.HealthSpec{URL: s.Health.URL, Timeout: s.Health.Timeout.Std(), Interval: s.Health.Interval.Std()},
-			Rollback:   s.RollbackEnabled(),
-			KeepImages: s.KeepImages,
-			DryRun:     s.DryRun,
-		}
-		spec.DefaultTag = s.DefaultTag()
-		specs[name] = spec
+// servicesByName indexes services by name.
+func servicesByName(services []deployer.Service) map[string]deployer.Service {
+	m := make(map[string]deployer.Service, len(services))
+	for _, s := range services {
+		m[s.Name] = s
 	}
-	return specs, nil
-}
-
-// sortedSpecs lists the specs in name order.
-func sortedSpecs(specs map[string]deployer.ServiceSpec) []deployer.ServiceSpec {
-	out := make([]deployer.ServiceSpec, 0, len(specs))
-	for _, s := range specs {
-		out = append(out, s)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-// serverServices lists the services for the API, sorted by name.
-func serverServices(cfg *configs.Config) []server.Service {
-	out := make([]server.Service, 0, len(cfg.Services))
-	for name, s := range cfg.Services {
-		out = append(out, server.Service{Name: name, Image: s.Image, Strategy: s.Strategy, Tags: s.Tags, DefaultTag: s.DefaultTag()})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return m
 }

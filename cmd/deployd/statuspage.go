@@ -48,12 +48,3 @@ func (p deliveryPublisher) RecordDelivery(ctx context.Context, d deployer.Delive
 	}
 	return rec, err
 }
-
-// notifyAll returns a deployer Notify hook that calls each of fns in turn.
-func notifyAll(fns ...func(deployer.Deployment)) func(deployer.Deployment) {
-	return func(d deployer.Deployment) {
-		for _, fn := range fns {
-			fn(d)
-		}
-	}
-}

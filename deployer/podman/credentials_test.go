@@ -77,7 +77,7 @@ func TestPipelineAsksForUntriedSourcesAndRetriesAllWhenAsked(t *testing.T) {
 			store := openStore(t, t.TempDir())
 			creds := &recordingCredentials{sources: []string{"github_app", "token_file"}}
 			p, err := podman.NewPipeline(podman.PipelineConfig{
-				Services: map[string]deployer.ServiceSpec{"backend": {
+				Services: map[string]deployer.Service{"backend": {
 					Name: "backend", Host: "ghcr.io", Image: "ghcr.io/acme/v7/backend", Repository: "acme/v7",
 					DefaultTag: "latest", Strategy: deployer.StrategyContainer,
 				}},

@@ -34,7 +34,7 @@ type Config struct {
 
 // PipelineConfig holds a Pipeline's dependencies.
 type PipelineConfig struct {
-	Services    map[string]deployer.ServiceSpec
+	Services    map[string]deployer.Service
 	Store       deployer.Store
 	Credentials deployer.Credentials
 	Resolver    Resolver
@@ -57,7 +57,7 @@ type PipelineConfig struct {
 // deployer.Executor and is safe for concurrent use by different services'
 // workers.
 type Pipeline struct {
-	services    map[string]deployer.ServiceSpec
+	services    map[string]deployer.Service
 	store       deployer.Store
 	guard       deployer.Guard
 	creds       deployer.Credentials
@@ -132,7 +132,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 type job struct {
 	p      *Pipeline
 	d      deployer.Deployment
-	spec   deployer.ServiceSpec
+	spec   deployer.Service
 	status deployer.ServiceStatus
 	req    deployer.CredentialRequest
 	cred   deployer.Credential

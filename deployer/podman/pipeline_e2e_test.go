@@ -66,7 +66,7 @@ type pipelineEnv struct {
 	store  *sqlite.Store
 	queue  *deployer.Queue
 	pipe   *podman.Pipeline
-	spec   deployer.ServiceSpec
+	spec   deployer.Service
 	image  string
 	port   int
 	argv   *argvLog
@@ -89,13 +89,13 @@ func authorize(user, password string, scope registrytest.Scope) ([]string, bool)
 	return nil, false
 }
 
-func newPipelineEnv(t *testing.T, creds deployer.Credentials, mutate func(*deployer.ServiceSpec)) *pipelineEnv {
+func newPipelineEnv(t *testing.T, creds deployer.Credentials, mutate func(*deployer.Service)) *pipelineEnv {
 	t.Helper()
 	return newPipelineEnvWith(t, creds, authorize, mutate)
 }
 
 // newPipelineEnvWith is newPipelineEnv with the registry's own Authorize.
-func newPipelineEnvWith(t *testing.T, creds deployer.Credentials, auth func(string, string, registrytest.Scope) ([]string, bool), mutate func(*deployer.ServiceSpec)) *pipelineEnv {
+func newPipelineEnvWith(t *testing.T, creds deployer.Credentials, auth func(string, string, registrytest.Scope) ([]string, bool), mutate func(*deployer.Service)) *pipelineEnv {
 	t.Helper()
 	reg := registrytest.Start(t, registrytest.Options{Authorize: auth})
 	pm := podmantest.New(t)
@@ -106,18 +106,18 @@ func newPipelineEnvWith(t *testing.T, creds deployer.Credentials, auth func(stri
 	t.Cleanup(func() { store.Close() })
 	e := &pipelineEnv{t: t, reg: reg, podman: pm, store: store, image: reg.Image("acme/v7/backend"),
 		port: podmantest.FreePort(t), argv: newArgvLog(t)}
-	spec := deployer.ServiceSpec{
+	spec := deployer.Service{
 		Name: "backend", Host: reg.Host(), Image: e.image, Repository: "acme/v7", DefaultTag: "latest",
 		Insecure: true, Strategy: deployer.StrategyContainer,
-		Container: deployer.ContainerSpec{Name: "t-backend", Args: []string{"--network", "host", "-e", fmt.Sprintf("PORT=%d", e.port)}},
-		Health:    deployer.HealthSpec{URL: fmt.Sprintf("http://127.0.0.1:%d/healthz", e.port), Timeout: 20 * time.Second, Interval: 200 * time.Millisecond},
+		Container: deployer.Container{Name: "t-backend", Args: []string{"--network", "host", "-e", fmt.Sprintf("PORT=%d", e.port)}},
+		Health:    deployer.Health{URL: fmt.Sprintf("http://127.0.0.1:%d/healthz", e.port), Timeout: 20 * time.Second, Interval: 200 * time.Millisecond},
 		Rollback:  true, KeepImages: 3,
 	}
 	if mutate != nil {
 		mutate(&spec)
 	}
 	p, err := podman.NewPipeline(podman.PipelineConfig{
-		Services:    map[string]deployer.ServiceSpec{"backend": spec},
+		Services:    map[string]deployer.Service{"backend": spec},
 		Store:       store,
 		Credentials: creds,
 		Resolver:    podman.RegistryResolver{UserAgent: "deployd-test"},
@@ -260,7 +260,7 @@ func TestPipelineDeploysUpgradesAndSkipsUnchanged(t *testing.T) {
 
 func TestPipelineRollsBackUnhealthyVersion(t *testing.T) {
 	e := newPipelineEnv(t, &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x", Password: patToken}}},
-		func(s *deployer.ServiceSpec) { s.Health.Timeout = 3 * time.Second })
+		func(s *deployer.Service) { s.Health.Timeout = 3 * time.Second })
 	e.push("v1", podmantest.AppOptions{})
 	requireState(t, e.deploy(deployer.Request{}), deployer.StateSucceeded)
 
@@ -385,7 +385,7 @@ func patCredentials() *fixedCredentials {
 }
 
 func TestPipelinePrunesOldImages(t *testing.T) {
-	e := newPipelineEnv(t, patCredentials(), func(s *deployer.ServiceSpec) { s.KeepImages = 2 })
+	e := newPipelineEnv(t, patCredentials(), func(s *deployer.Service) { s.KeepImages = 2 })
 	var last string
 	for i := range 5 {
 		last = e.push(fmt.Sprintf("v%d", i), podmantest.AppOptions{})
@@ -430,7 +430,7 @@ func TestPipelineDryRunChangesNothing(t *testing.T) {
 func TestReconcileCatchesUpButNeverUndoesARollback(t *testing.T) {
 	e := newPipelineEnv(t, patCredentials(), nil)
 	ctx := context.Background()
-	rec, err := deployer.NewReconciler(deployer.ReconcilerConfig{Services: []deployer.ServiceSpec{e.spec},
+	rec, err := deployer.NewReconciler(deployer.ReconcilerConfig{Services: []deployer.Service{e.spec},
 		Resolver: e.pipe, Store: e.store, Queue: e.queue, Interval: time.Hour, Logger: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
@@ -593,7 +593,7 @@ func TestPipelineFreshTokenReachesPodmanAtPull(t *testing.T) {
 }
 
 func TestPipelineServiceDryRunIsRecordedAndChangesNothing(t *testing.T) {
-	e := newPipelineEnv(t, patCredentials(), func(s *deployer.ServiceSpec) { s.DryRun = true })
+	e := newPipelineEnv(t, patCredentials(), func(s *deployer.Service) { s.DryRun = true })
 	e.push("v1", podmantest.AppOptions{})
 	d := e.deploy(deployer.Request{})
 	requireState(t, d, deployer.StateSucceeded)
@@ -626,10 +626,10 @@ func fakeSystemctl(t *testing.T) string {
 func TestPipelineCommandStrategyGetsDeployEnvironmentAndNoSecrets(t *testing.T) {
 	t.Setenv("DEPLOYD_WEBHOOK_SECRET", "must-not-reach-children")
 	out := filepath.Join(t.TempDir(), "env.txt")
-	e := newPipelineEnv(t, patCredentials(), func(s *deployer.ServiceSpec) {
+	e := newPipelineEnv(t, patCredentials(), func(s *deployer.Service) {
 		s.Strategy = deployer.StrategyCommand
 		s.Command = []string{"/bin/sh", "-c", "env > " + out}
-		s.Health = deployer.HealthSpec{}
+		s.Health = deployer.Health{}
 	})
 	v1 := e.push("v1", podmantest.AppOptions{})
 	d := e.deploy(deployer.Request{})
@@ -652,10 +652,10 @@ func TestPipelineCommandStrategyGetsDeployEnvironmentAndNoSecrets(t *testing.T) 
 
 func TestPipelineSystemdStrategyMovesTheUnitsTag(t *testing.T) {
 	calls := fakeSystemctl(t)
-	e := newPipelineEnv(t, patCredentials(), func(s *deployer.ServiceSpec) {
+	e := newPipelineEnv(t, patCredentials(), func(s *deployer.Service) {
 		s.Strategy = deployer.StrategySystemd
-		s.Systemd = deployer.SystemdSpec{Unit: "v7-backend.service"}
-		s.Health = deployer.HealthSpec{}
+		s.Systemd = deployer.Systemd{Unit: "v7-backend.service"}
+		s.Health = deployer.Health{}
 	})
 	v1 := e.push("v1", podmantest.AppOptions{})
 	requireState(t, e.deploy(deployer.Request{}), deployer.StateSucceeded)
@@ -706,7 +706,7 @@ func TestPipelineDeploysTheRequestedDigestWhateverTheRegistryAnswers(t *testing.
 		lies atomic.Int64
 	)
 	lie.Store(new(string))
-	e := newPipelineEnv(t, patCredentials(), func(s *deployer.ServiceSpec) {
+	e := newPipelineEnv(t, patCredentials(), func(s *deployer.Service) {
 		front := lyingFront(t, s.Host, func() string { return *lie.Load() }, &lies)
 		s.Image = front + strings.TrimPrefix(s.Image, s.Host)
 		s.Host = front
