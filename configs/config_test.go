@@ -819,8 +819,8 @@ func TestValidTagAndMatch(t *testing.T) {
 		"latest": true, "_x": true, "v1.2-rc_3": true, "": false, ".x": false,
 		"-x": false, "a:b": false, strings.Repeat("x", 128): true, strings.Repeat("x", 129): false,
 	} {
-		if ValidTag(tag) != want {
-			t.Errorf("ValidTag(%q) = %v", tag, !want)
+		if deployer.ValidTag(tag) != want {
+			t.Errorf("deployer.ValidTag(%q) = %v", tag, !want)
 		}
 	}
 	pats := []string{"latest", "sha-*", "v[", "release-?"}

@@ -82,7 +82,7 @@ func (c *Config) applyDefaults(isSet func(path string) bool) {
 			}
 		}
 		if w := s.On.WorkflowRun; w != nil {
-			if t := s.DefaultTag; w.Tag == "" && ValidTag(t) {
+			if t := s.DefaultTag; w.Tag == "" && deployer.ValidTag(t) {
 				w.Tag = t
 			}
 			if len(w.Events) == 0 && !isSet(p+".on.workflow_run.events") {

@@ -7,24 +7,13 @@ import (
 	"strings"
 	"text/template"
 	"unicode/utf8"
+
+	"github.com/deployd/deployd/deployer"
 )
 
-// MaxTagLen is the longest image tag a registry accepts.
+// MaxTagLen is the longest image tag a registry accepts (deployer.ValidTag
+// checks a tag).
 const MaxTagLen = 128
-
-// ValidTag reports whether tag is a valid image tag:
-// [A-Za-z0-9_][A-Za-z0-9._-]{0,127}.
-func ValidTag(tag string) bool {
-	if tag == "" || len(tag) > MaxTagLen {
-		return false
-	}
-	for i := 0; i < len(tag); i++ {
-		if !tagByte(tag[i], i == 0) {
-			return false
-		}
-	}
-	return true
-}
 
 // tagByte reports whether c may appear in a tag, at its start when first.
 func tagByte(c byte, first bool) bool {
@@ -64,7 +53,7 @@ func checkTagPattern(pattern string) error {
 		return fmt.Errorf("invalid pattern %q (path.Match syntax: * ? [a-z] \\x)", pattern)
 	}
 	if !IsTagPattern(pattern) {
-		if !ValidTag(pattern) {
+		if !deployer.ValidTag(pattern) {
 			return fmt.Errorf("%q is not a valid tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})", pattern)
 		}
 		return nil
@@ -186,7 +175,7 @@ func ExecuteTag(text string, d TagData) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("execute tag template: %w", err)
 	}
-	if !ValidTag(tag) {
+	if !deployer.ValidTag(tag) {
 		return "", fmt.Errorf("tag template yields %q, not a valid tag ([A-Za-z0-9_][A-Za-z0-9._-]{0,127})", truncate(tag, 40))
 	}
 	return tag, nil
