@@ -6,11 +6,25 @@ import (
 )
 
 // Password is a registry password or token. It never prints: its String,
-// GoString and Format forms are "[redacted]". Reveal returns the value.
-type Password string
+// GoString and Format forms are "[redacted]", and the value sits behind a
+// pointer, so that even a struct that holds a Password in an unexported
+// field (which fmt prints without calling its methods) shows an address,
+// not the secret. Reveal returns the value. The zero Password is empty.
+type Password struct{ v *string }
+
+// NewPassword wraps s as a Password.
+func NewPassword(s string) Password { return Password{v: &s} }
 
 // Reveal returns the secret value.
-func (p Password) Reveal() string { return string(p) }
+func (p Password) Reveal() string {
+	if p.v == nil {
+		return ""
+	}
+	return *p.v
+}
+
+// IsZero reports whether the password is empty.
+func (p Password) IsZero() bool { return p.v == nil || *p.v == "" }
 
 // String returns "[redacted]".
 func (Password) String() string { return "[redacted]" }
@@ -33,7 +47,7 @@ type Credential struct {
 }
 
 // Anonymous reports whether the credential carries nothing.
-func (c Credential) Anonymous() bool { return c.Username == "" && c.Password == "" }
+func (c Credential) Anonymous() bool { return c.Username == "" && c.Password.IsZero() }
 
 // CredentialRequest says which image a credential is for.
 type CredentialRequest struct {

@@ -395,7 +395,7 @@ func (c *Chain) produce(ctx context.Context, r *registry, image string, req depl
 		var tok github.Token
 		tok, expires, err = c.app.InstallationToken(ctx, id, repos)
 		if err == nil {
-			cred.Username, cred.Password = r.username, deployer.Password(tok.Reveal())
+			cred.Username, cred.Password = r.username, deployer.NewPassword(tok.Reveal())
 			c.mu.Lock()
 			c.lastApp[hostImage{r.host, image}] = appGrant{installation: id, repositories: repos}
 			c.mu.Unlock()

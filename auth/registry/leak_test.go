@@ -155,10 +155,13 @@ func TestNoSecretLeaks(t *testing.T) {
 // chain hands out: its password shows as [redacted].
 func TestCredentialNeverPrints(t *testing.T) {
 	const secret = "ghs_s3cr3t-value"
-	c := deployer.Credential{Source: registry.SourceTokenFile, Username: "u", Password: deployer.Password(secret)}
+	c := deployer.Credential{Source: registry.SourceTokenFile, Username: "u", Password: deployer.NewPassword(secret)}
 	var forms []string
+	// fmt prints an unexported field without calling its methods: a
+	// struct that keeps a credential so must not show it either.
+	holder := struct{ cred deployer.Credential }{c}
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X", "%d"} {
-		forms = append(forms, fmt.Sprintf(verb, c))
+		forms = append(forms, fmt.Sprintf(verb, c), fmt.Sprintf(verb, holder))
 	}
 	b, err := json.Marshal(c)
 	if err != nil {

@@ -33,10 +33,10 @@ type tokenFile struct {
 func (f *tokenFile) read(log *zerolog.Logger) (deployer.Password, error) {
 	fi, err := os.Stat(f.path)
 	if err != nil {
-		return "", tokenFileError(f.path, err)
+		return deployer.Password{}, tokenFileError(f.path, err)
 	}
 	if fi.IsDir() {
-		return "", fmt.Errorf("token file %s is a directory", f.path)
+		return deployer.Password{}, fmt.Errorf("token file %s is a directory", f.path)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -45,17 +45,17 @@ func (f *tokenFile) read(log *zerolog.Logger) (deployer.Password, error) {
 	}
 	data, err := os.ReadFile(f.path)
 	if err != nil {
-		return "", tokenFileError(f.path, err)
+		return deployer.Password{}, tokenFileError(f.path, err)
 	}
 	s := strings.TrimSpace(string(data))
 	if s == "" {
-		return "", fmt.Errorf("token file %s is empty", f.path)
+		return deployer.Password{}, fmt.Errorf("token file %s is empty", f.path)
 	}
 	if strings.ContainsAny(s, "\r\n") {
-		return "", fmt.Errorf("token file %s holds more than one line; it must hold only the token", f.path)
+		return deployer.Password{}, fmt.Errorf("token file %s holds more than one line; it must hold only the token", f.path)
 	}
 	reloaded := f.loaded
-	f.loaded, f.modTime, f.size, f.token = true, fi.ModTime(), fi.Size(), deployer.Password(s)
+	f.loaded, f.modTime, f.size, f.token = true, fi.ModTime(), fi.Size(), deployer.NewPassword(s)
 	if w := auth.PermissionWarning("token file", f.path, fi.Mode()); w != "" {
 		log.Warn().Str("path", f.path).Msg(w)
 	}

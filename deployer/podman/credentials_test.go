@@ -42,7 +42,7 @@ func (c *recordingCredentials) Credential(_ context.Context, req deployer.Creden
 	c.requests = append(c.requests, req)
 	for _, s := range c.sources {
 		if !slices.Contains(req.Refused, s) {
-			return deployer.Credential{Source: s, Username: "x-access-token", Password: deployer.Password("secret-" + s)}, nil
+			return deployer.Credential{Source: s, Username: "x-access-token", Password: deployer.NewPassword("secret-" + s)}, nil
 		}
 	}
 	return deployer.Credential{}, errors.New("no registry credential left")

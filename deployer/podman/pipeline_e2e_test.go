@@ -218,7 +218,7 @@ func requireState(t *testing.T, d deployer.Deployment, want deployer.State) {
 }
 
 func TestPipelineDeploysUpgradesAndSkipsUnchanged(t *testing.T) {
-	e := newPipelineEnv(t, &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x-access-token", Password: patToken}}}, nil)
+	e := newPipelineEnv(t, &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x-access-token", Password: deployer.NewPassword(patToken)}}}, nil)
 
 	d1 := e.push("v1", podmantest.AppOptions{})
 	first := e.deploy(deployer.Request{})
@@ -259,7 +259,7 @@ func TestPipelineDeploysUpgradesAndSkipsUnchanged(t *testing.T) {
 }
 
 func TestPipelineRollsBackUnhealthyVersion(t *testing.T) {
-	e := newPipelineEnv(t, &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x", Password: patToken}}},
+	e := newPipelineEnv(t, &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x", Password: deployer.NewPassword(patToken)}}},
 		func(s *deployer.Service) { s.Health.Timeout = 3 * time.Second })
 	e.push("v1", podmantest.AppOptions{})
 	requireState(t, e.deploy(deployer.Request{}), deployer.StateSucceeded)
@@ -280,8 +280,8 @@ func TestPipelineRollsBackUnhealthyVersion(t *testing.T) {
 
 func TestPipelineFallsBackWhenRegistryDeniesAppToken(t *testing.T) {
 	creds := &fixedCredentials{list: []deployer.Credential{
-		{Source: "github_app", Username: "x-access-token", Password: appToken},
-		{Source: "token_file", Username: "x-access-token", Password: patToken},
+		{Source: "github_app", Username: "x-access-token", Password: deployer.NewPassword(appToken)},
+		{Source: "token_file", Username: "x-access-token", Password: deployer.NewPassword(patToken)},
 	}}
 	e := newPipelineEnv(t, creds, nil)
 	e.push("v1", podmantest.AppOptions{})
@@ -311,7 +311,7 @@ func TestPipelineFallsBackWhenRegistryDeniesAppToken(t *testing.T) {
 }
 
 func TestPipelineAuthFailureIsExplained(t *testing.T) {
-	e := newPipelineEnv(t, &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x", Password: "wrong-token"}}}, nil)
+	e := newPipelineEnv(t, &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x", Password: deployer.NewPassword("wrong-token")}}}, nil)
 	e.push("v1", podmantest.AppOptions{})
 	d := e.deploy(deployer.Request{})
 	requireState(t, d, deployer.StateFailed)
@@ -381,7 +381,7 @@ func (a *argvLog) assertAbsent(secret string) {
 }
 
 func patCredentials() *fixedCredentials {
-	return &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x-access-token", Password: patToken}}}
+	return &fixedCredentials{list: []deployer.Credential{{Source: "token_file", Username: "x-access-token", Password: deployer.NewPassword(patToken)}}}
 }
 
 func TestPipelinePrunesOldImages(t *testing.T) {
@@ -536,7 +536,7 @@ func (c *rotatingCredentials) Credential(context.Context, deployer.CredentialReq
 	if c.invalidated >= len(c.tokens) {
 		return deployer.Credential{}, fmt.Errorf("no fresh token left")
 	}
-	return deployer.Credential{Source: "github_app", Username: "x-access-token", Password: deployer.Password(c.tokens[c.invalidated])}, nil
+	return deployer.Credential{Source: "github_app", Username: "x-access-token", Password: deployer.NewPassword(c.tokens[c.invalidated])}, nil
 }
 
 func (c *rotatingCredentials) Denied(deployer.CredentialRequest, string, string) {
