@@ -84,6 +84,7 @@ func commands() []command {
 		{"deploy", "deploy a service through the API: deploy SERVICE [--tag T|--digest D] [--wait]", deployCommand},
 		{"rollback", "roll a service back to its previous version through the API", rollbackCommand},
 		{"status", "show what runs for each service, from the API", statusCommand},
+		{"backup", "copy the store to PATH while deployd runs: backup PATH [--force]", backupCommand},
 		{"version", "print the version", versionCommand},
 	}
 }

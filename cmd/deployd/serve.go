@@ -109,9 +109,12 @@ func openStore(ctx context.Context, cfg *configs.Config, log zerolog.Logger) (*s
 		log.Warn().Str("data_dir", cfg.DataDir).Str("mode", fmt.Sprintf("%04o", mode)).
 			Msg("data_dir lets group or others in; deployd's files in it are 0600, but the directory should be private too: " + doctor.DataDirFix(cfg.DataDir))
 	}
-	return sqlite.Open(ctx, filepath.Join(cfg.DataDir, "deployd.db"),
+	return sqlite.Open(ctx, storePath(cfg),
 		sqlite.WithLogger(log.With().Str("component", "store").Logger()))
 }
+
+// storePath is the database file in data_dir.
+func storePath(cfg *configs.Config) string { return filepath.Join(cfg.DataDir, "deployd.db") }
 
 // outputs hear of deployments and deliveries: the metrics, the status
 // page's event stream and, with github.deployments, GitHub's Deployments

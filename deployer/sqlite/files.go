@@ -176,6 +176,11 @@ func checkDatabase(ctx context.Context, path string) error {
 		return fmt.Errorf("check database: %w", err)
 	}
 	defer db.Close()
+	return checkSchema(ctx, db)
+}
+
+// checkSchema is checkDatabase on a connection the caller opened.
+func checkSchema(ctx context.Context, db *sql.DB) error {
 	tables, err := tableNames(ctx, db)
 	if err != nil {
 		return err

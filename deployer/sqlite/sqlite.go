@@ -59,6 +59,8 @@ type Store struct {
 	rdb *sql.DB // read-only connections
 	hot hotStmts
 
+	path string // the database file, absolute; Backup copies it
+
 	// replaced mirrors service_digests' replaced rows, which every webhook
 	// delivery that queues a deployment asks about. Only SetServiceStatus
 	// changes them, after its commit; loaded at Open.
@@ -248,6 +250,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	}
 
 	s := &Store{
+		path:         abs,
 		wdb:          wdb,
 		rdb:          rdb,
 		hot:          hot,
