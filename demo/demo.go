@@ -125,7 +125,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	return d.run(ctx, tools)
+	if err := d.run(ctx, tools); err != nil {
+		if ctx.Err() != nil {
+			// Stopped (Ctrl-C) half way: not a failure of the demo.
+			fmt.Fprintln(d.out, "Stopped before the demo was complete.")
+			return nil
+		}
+		return err
+	}
+	return nil
 }
 
 func (d *demo) run(ctx context.Context, tools tools) error {

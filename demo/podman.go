@@ -60,7 +60,7 @@ func findTools(opts Options) (tools, error) {
 	if t.registry = find(opts.Registry, "docker-registry", "/usr/bin/docker-registry"); t.registry == "" {
 		missing = append(missing, "docker-registry")
 	}
-	if t.goCmd = find(opts.Go, "go", filepath.Join(runtime.GOROOT(), "bin", "go"), "/usr/local/go/bin/go"); t.goCmd == "" {
+	if t.goCmd = find(opts.Go, "go", filepath.Join(os.Getenv("GOROOT"), "bin", "go"), "/usr/local/go/bin/go"); t.goCmd == "" {
 		missing = append(missing, "go (to build the demo app)")
 	}
 	t.runc = find("", "runc", "/usr/sbin/runc", "/usr/bin/runc")
