@@ -22,15 +22,7 @@ import (
 // and rolled back, stops it as Ctrl-C does and checks that it left no
 // container, image, process or file behind.
 func TestDemoEndToEnd(t *testing.T) {
-	for _, tool := range []struct{ name, debian string }{
-		{"podman", "/usr/bin/podman"}, {"docker-registry", "/usr/bin/docker-registry"}, {"go", ""},
-	} {
-		if _, err := exec.LookPath(tool.name); err != nil {
-			if _, serr := os.Stat(tool.debian); tool.debian == "" || serr != nil {
-				e2e.Missing(t, tool.name+" not found (run scripts/install-test-deps)")
-			}
-		}
-	}
+	needDemoTools(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	out, errOut := &syncBuffer{}, &syncBuffer{}
@@ -120,5 +112,49 @@ func TestDemoEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "Removed the demo's") {
 		t.Errorf("the demo did not say it cleaned up:\n%s", out)
+	}
+}
+
+// TestDemoExitAfterDemo runs deployd demo --exit-after-demo, as a script
+// would: it ends by itself, successfully, once the rollback is done, and
+// removes what it made.
+func TestDemoExitAfterDemo(t *testing.T) {
+	needDemoTools(t)
+	var out, errOut syncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := run(ctx, []string{"demo", "--exit-after-demo", "--listen", "127.0.0.1:0"}, func(string) string { return "" }, &out, &errOut); err != nil {
+		t.Fatalf("deployd demo --exit-after-demo: %v\n%s", err, out.String())
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("deployd demo --exit-after-demo ran out of time:\n%s", out.String())
+	}
+	printed := out.String()
+	for _, want := range []string{"deploy: deployment", "upgrade: deployment", "rollback: deployment", "Demo complete", "Removed the demo's"} {
+		if !strings.Contains(printed, want) {
+			t.Errorf("the demo did not print %q:\n%s", want, printed)
+		}
+	}
+	m := regexp.MustCompile(`Working directory (\S+)`).FindStringSubmatch(printed)
+	if m == nil {
+		t.Fatalf("the demo printed no working directory:\n%s", printed)
+	}
+	if _, err := os.Stat(m[1]); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the working directory %s is still there: %v", m[1], err)
+	}
+}
+
+// needDemoTools skips (or fails, see internal/e2e) a test of deployd demo
+// on a machine without the tools it needs.
+func needDemoTools(t *testing.T) {
+	t.Helper()
+	for _, tool := range []struct{ name, debian string }{
+		{"podman", "/usr/bin/podman"}, {"docker-registry", "/usr/bin/docker-registry"}, {"go", ""},
+	} {
+		if _, err := exec.LookPath(tool.name); err != nil {
+			if _, serr := os.Stat(tool.debian); tool.debian == "" || serr != nil {
+				e2e.Missing(t, tool.name+" not found (run scripts/install-test-deps)")
+			}
+		}
 	}
 }
