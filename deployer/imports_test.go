@@ -65,10 +65,11 @@ func ours(paths []string) []string {
 // describes: deployer is the vocabulary and imports nothing of the project
 // (nor containers/image, which the podman executor brings); the store and
 // the podman executor build on deployer alone; GitHub Deployments
-// reporting and doctor import only what they report on or check; each
+// reporting and doctor import only what they report on or check, and demo
+// only the API token key it issues its token with; each
 // other package imports only what the README says it does; and only
 // the command wires the podman executor, so that another executor can take
-// its place, and runs doctor.
+// its place, and runs doctor and demo.
 func TestImportRules(t *testing.T) {
 	pkgs := listPackages(t)
 	var (
@@ -77,6 +78,7 @@ func TestImportRules(t *testing.T) {
 		podman        = module + "/deployer/podman"
 		ghdeployments = module + "/deployer/ghdeployments"
 		doctor        = module + "/doctor"
+		demo          = module + "/demo"
 		command       = module + "/cmd/deployd"
 		configs       = module + "/configs"
 		github        = module + "/auth/github"
@@ -88,7 +90,7 @@ func TestImportRules(t *testing.T) {
 		metrics       = module + "/server/metrics"
 		webhook       = module + "/webhook"
 	)
-	for _, name := range []string{deployer, sqlite, podman, ghdeployments, doctor, command, configs, github, registry, apitoken, auth, server, httperr, metrics, webhook} {
+	for _, name := range []string{deployer, sqlite, podman, ghdeployments, doctor, demo, command, configs, github, registry, apitoken, auth, server, httperr, metrics, webhook} {
 		if _, ok := pkgs[name]; !ok {
 			t.Fatalf("go list does not know %s: the rules below name a package that moved", name)
 		}
@@ -107,6 +109,7 @@ func TestImportRules(t *testing.T) {
 		podman:        {deployer},
 		ghdeployments: {deployer, github},
 		doctor:        {deployer, configs, github, registry},
+		demo:          {apitoken},
 		configs:       {deployer},
 		auth:          {},
 		github:        {auth},
@@ -138,6 +141,9 @@ func TestImportRules(t *testing.T) {
 		}
 		if slices.Contains(pkgs[name].Imports, doctor) {
 			t.Errorf("%s imports doctor; only cmd/deployd may (doctor is the deployd doctor command's checks)", name)
+		}
+		if slices.Contains(pkgs[name].Imports, demo) {
+			t.Errorf("%s imports demo; only cmd/deployd may (demo is the deployd demo command)", name)
 		}
 	}
 }

@@ -66,6 +66,10 @@ type env struct {
 	getenv func(string) string
 	stdout io.Writer
 	stderr io.Writer
+	// childEnv holds KEY=VALUE variables added to the environment of the
+	// commands deployd runs (podman); only deployd demo sets it, for the
+	// podman settings of its own storage.
+	childEnv []string
 }
 
 // command is one subcommand.
@@ -85,6 +89,7 @@ func commands() []command {
 		{"rollback", "roll a service back to its previous version through the API", rollbackCommand},
 		{"status", "show what runs for each service, from the API", statusCommand},
 		{"backup", "copy the store to PATH while deployd runs: backup PATH [--force]", backupCommand},
+		{"demo", "show a deploy, an upgrade and a rollback with a local registry and podman", demoCommand},
 		{"version", "print the version", versionCommand},
 	}
 }

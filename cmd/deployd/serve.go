@@ -84,7 +84,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	}
 	defer out.close() // after the queue's drain: reports the ends of what it cut short
 	services := cfg.ServiceList()
-	queue, reconciler, err := newDeployments(cfg, services, store, chain, out, log)
+	queue, reconciler, err := newDeployments(cfg, services, store, chain, out, e.childEnv, log)
 	if err != nil {
 		return err
 	}
@@ -161,14 +161,15 @@ func (o *outputs) close() { o.github.Close(ghdeployments.CloseTimeout) }
 
 // newDeployments builds the machinery that carries deployments out: the
 // pipeline on this host, the queue that runs it per service and the
-// reconciler that catches up with the registries.
-func newDeployments(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, chain *registry.Chain, out *outputs, log zerolog.Logger) (*deployer.Queue, *deployer.Reconciler, error) {
+// reconciler that catches up with the registries. childEnv is added to the
+// environment of the commands the pipeline runs.
+func newDeployments(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, chain *registry.Chain, out *outputs, childEnv []string, log zerolog.Logger) (*deployer.Queue, *deployer.Reconciler, error) {
 	pipeline, err := podman.NewPipeline(podman.PipelineConfig{
 		Services:    servicesByName(services),
 		Store:       store,
 		Credentials: chain,
 		Resolver:    podman.RegistryResolver{UserAgent: "deployd/" + version},
-		Runner:      &podman.CommandRunner{Env: podman.ChildEnv(os.Environ())},
+		Runner:      &podman.CommandRunner{Env: append(podman.ChildEnv(os.Environ()), childEnv...)},
 		Podman: podman.Config{
 			Command:    cfg.Podman.Command,
 			GlobalArgs: cfg.Podman.GlobalArgs,
