@@ -283,7 +283,7 @@ func pageHeaders(next http.Handler) http.Handler {
 // assets/status.js formats the same way; keep the two in step.
 func pageFuncs() template.FuncMap {
 	return template.FuncMap{
-		"short":     shortDigest,
+		"short":     deployer.ShortDigest,
 		"when":      formatTime,
 		"iso":       isoTime,
 		"dur":       formatDuration,
@@ -296,15 +296,6 @@ func pageFuncs() template.FuncMap {
 		"until":     untilText,
 		"join":      strings.Join,
 	}
-}
-
-// shortDigest is the first 12 hex digits of a sha256 digest.
-func shortDigest(d string) string {
-	d = strings.TrimPrefix(d, "sha256:")
-	if len(d) > 12 {
-		d = d[:12]
-	}
-	return d
 }
 
 // formatTime is how the page shows a moment: UTC to the second.
@@ -388,9 +379,9 @@ func stateText(s string) string { return strings.ReplaceAll(s, "_", " ") }
 func refText(tag, digest string) string {
 	switch {
 	case tag != "" && digest != "":
-		return tag + " @ " + shortDigest(digest)
+		return tag + " @ " + deployer.ShortDigest(digest)
 	case digest != "":
-		return "@ " + shortDigest(digest)
+		return "@ " + deployer.ShortDigest(digest)
 	case tag != "":
 		return tag
 	}

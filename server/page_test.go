@@ -141,8 +141,8 @@ func TestTemplateFormatting(t *testing.T) {
 			t.Errorf("formatDuration(%v) = %q, want %q", c.d, got, c.want)
 		}
 	}
-	if got := shortDigest("sha256:0123456789abcdef"); got != "0123456789ab" {
-		t.Errorf("shortDigest = %q", got)
+	if got := deployer.ShortDigest("sha256:0123456789abcdef"); got != "0123456789ab" {
+		t.Errorf("ShortDigest = %q", got)
 	}
 	for _, c := range []struct {
 		t    deployer.Trigger

@@ -255,9 +255,6 @@ func badRequest(msg, hint string) *httperr.Error {
 func (s *Server) submit(w http.ResponseWriter, r *http.Request, req deployer.Request, opts writeOptions, caller Caller) {
 	d, err := s.queue.Enqueue(r.Context(), req)
 	if err != nil {
-		if errors.Is(err, deployer.ErrBadTag) || errors.Is(err, deployer.ErrBadDigest) || errors.Is(err, deployer.ErrNoTagOrRef) {
-			err = badRequest(err.Error(), "")
-		}
 		httperr.Write(w, r, err)
 		return
 	}

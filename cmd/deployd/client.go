@@ -356,11 +356,11 @@ func (c *apiClient) write(ctx context.Context, e env, w writeCall) error {
 func target(d deployer.Deployment) string {
 	switch {
 	case d.Tag != "" && d.Digest != "":
-		return "tag " + d.Tag + " " + shortDigest(d.Digest)
+		return "tag " + d.Tag + " " + deployer.ShortDigest(d.Digest)
 	case d.Tag != "":
 		return "tag " + d.Tag
 	case d.Digest != "":
-		return "digest " + shortDigest(d.Digest)
+		return "digest " + deployer.ShortDigest(d.Digest)
 	}
 	return "default tag"
 }
@@ -369,15 +369,6 @@ func printSteps(w io.Writer, d deployer.Deployment) {
 	for _, s := range d.Steps {
 		fmt.Fprintf(w, "  %-11s %-7s %8s  %s\n", s.Name, s.Outcome, s.Duration.Round(time.Millisecond), s.Message)
 	}
-}
-
-// shortDigest is the first 12 hex digits of a digest.
-func shortDigest(d string) string {
-	d = strings.TrimPrefix(d, "sha256:")
-	if len(d) > 12 {
-		return d[:12]
-	}
-	return d
 }
 
 // serviceRow is what GET /api/v1/services says of one service.
@@ -434,7 +425,7 @@ func printStatus(w io.Writer, rows []serviceRow, now time.Time) {
 		if r.Status.Degraded {
 			state += " (degraded)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, state, orDash(r.Status.Tag), orDash(shortDigest(r.Status.Digest)), last, when)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, state, orDash(r.Status.Tag), orDash(deployer.ShortDigest(r.Status.Digest)), last, when)
 	}
 	_ = tw.Flush() // w is the terminal; nothing to do on error
 }

@@ -54,8 +54,9 @@ type body struct {
 }
 
 // Write is the one place where errors become HTTP responses. Errors the
-// client should see are *Error; deployer.ErrNotFound is 404 and
-// deployer.ErrDraining 503; anything else is logged with its cause (to the
+// client should see are *Error; deployer.ErrNotFound is 404, a request's
+// deployer.ErrBadTag, ErrBadDigest and ErrNoTagOrRef 400 with their text,
+// and deployer.ErrDraining 503; anything else is logged with its cause (to the
 // request's zerolog logger) and answered 500 with the request id only. The
 // body carries the request id that chi's middleware.GetReqID finds, if any.
 func Write(w http.ResponseWriter, r *http.Request, err error) {
@@ -64,6 +65,9 @@ func Write(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.As(err, &e):
 	case errors.Is(err, deployer.ErrNotFound):
 		e = &Error{Status: http.StatusNotFound, Message: "not found"}
+	case errors.Is(err, deployer.ErrBadTag), errors.Is(err, deployer.ErrBadDigest), errors.Is(err, deployer.ErrNoTagOrRef):
+		// A request that names no valid tag or digest: its own text says which.
+		e = &Error{Status: http.StatusBadRequest, Message: err.Error()}
 	case errors.Is(err, deployer.ErrDraining):
 		e = &Error{Status: http.StatusServiceUnavailable, Message: "deployd is shutting down",
 			Hint: "retry once it is back"}

@@ -41,6 +41,8 @@ func TestWrite(t *testing.T) {
 			http.StatusBadGateway, nil, nil, false},
 		{"not found", fmt.Errorf("get: %w", deployer.ErrNotFound),
 			http.StatusNotFound, map[string]any{"error": "not found", "request_id": "rq-1"}, nil, false},
+		{"bad tag", fmt.Errorf("%w: \"v 1\"", deployer.ErrBadTag),
+			http.StatusBadRequest, map[string]any{"error": deployer.ErrBadTag.Error() + `: "v 1"`, "request_id": "rq-1"}, nil, false},
 		{"draining", deployer.ErrDraining,
 			http.StatusServiceUnavailable, map[string]any{"error": "deployd is shutting down", "hint": "retry once it is back", "request_id": "rq-1"}, nil, false},
 		{"internal", cause,
