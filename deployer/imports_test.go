@@ -76,6 +76,7 @@ func TestImportRules(t *testing.T) {
 		sqlite        = module + "/deployer/sqlite"
 		podman        = module + "/deployer/podman"
 		ghdeployments = module + "/deployer/ghdeployments"
+		recovery      = module + "/deployer/recovery"
 		doctor        = module + "/doctor"
 		command       = module + "/cmd/deployd"
 		configs       = module + "/configs"
@@ -88,7 +89,7 @@ func TestImportRules(t *testing.T) {
 		metrics       = module + "/server/metrics"
 		webhook       = module + "/webhook"
 	)
-	for _, name := range []string{deployer, sqlite, podman, ghdeployments, doctor, command, configs, github, registry, apitoken, auth, server, httperr, metrics, webhook} {
+	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, command, configs, github, registry, apitoken, auth, server, httperr, metrics, webhook} {
 		if _, ok := pkgs[name]; !ok {
 			t.Fatalf("go list does not know %s: the rules below name a package that moved", name)
 		}
@@ -106,6 +107,7 @@ func TestImportRules(t *testing.T) {
 		sqlite:        {deployer},
 		podman:        {deployer},
 		ghdeployments: {deployer, github},
+		recovery:      {deployer, github},
 		doctor:        {deployer, configs, github, registry},
 		configs:       {deployer},
 		auth:          {},
