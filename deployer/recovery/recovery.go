@@ -10,6 +10,7 @@ package recovery
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/deployd/deployd/auth/github"
@@ -129,7 +130,7 @@ func (r *Recoverer) Run(ctx context.Context) {
 // attempt delivered and the store has no record of. It returns the ids it
 // asked for. Only a pass that read the log to its end and whose every
 // request was accepted moves the mark on, so what failed is looked at
-// again next time.
+// again next time. Deliveries are asked for oldest first.
 func (r *Recoverer) Once(ctx context.Context) ([]string, error) {
 	now := r.clock()
 	since := now.Add(-Window)
@@ -181,8 +182,10 @@ func (r *Recoverer) Once(ctx context.Context) ([]string, error) {
 		cursor = next
 	}
 
+	// Oldest first, so that of two pushes of one service the newer arrives
+	// last and wins in the queue, as it did when they were first sent.
 	var missed []string
-	for _, id := range order {
+	for _, id := range slices.Backward(order) {
 		if !byID[id].arrived {
 			missed = append(missed, id)
 		}

@@ -95,11 +95,11 @@ func TestOnce(t *testing.T) {
 	if err == nil {
 		t.Error("a pass with a refused redelivery reported no error")
 	}
-	if !slices.Equal(asked, []string{"missed"}) || !slices.Equal(log.asked, []int64{6, 5}) {
-		t.Errorf("asked %v (attempts %v), want missed (6) and the refused one (5)", asked, log.asked)
+	if !slices.Equal(asked, []string{"missed"}) || !slices.Equal(log.asked, []int64{5, 6}) {
+		t.Errorf("asked %v (attempts %v), want the refused one (5) and missed (6), oldest first", asked, log.asked)
 	}
-	if !slices.Equal(counts, []string{recovery.ResultRequested, recovery.ResultFailed}) {
-		t.Errorf("counted %v, want requested, failed", counts)
+	if !slices.Equal(counts, []string{recovery.ResultFailed, recovery.ResultRequested}) {
+		t.Errorf("counted %v, want failed, requested", counts)
 	}
 	if !store.mark.IsZero() {
 		t.Errorf("mark moved to %v after a pass with a failure", store.mark)
