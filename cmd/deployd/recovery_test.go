@@ -105,7 +105,8 @@ func TestServeRecoversDeliveriesMissedWhileDown(t *testing.T) {
 		}
 	}
 
-	// At start, exactly those three are asked for and arrive once each.
+	// At start, exactly those three are asked for, oldest first, and arrive
+	// once each.
 	d = startDeployd(t, s.config("1h"), nil)
 	var want []string
 	for _, hd := range missed {
@@ -116,8 +117,8 @@ func TestServeRecoversDeliveriesMissedWhileDown(t *testing.T) {
 		return !slices.ContainsFunc(want, func(id string) bool { return len(got[id]) == 0 })
 	})
 	asked := s.github.RedeliveryRequests()
-	if !slices.Equal(sorted(asked), want) {
-		t.Fatalf("redeliveries asked for %v, want %v", asked, want)
+	if !slices.Equal(asked, want) {
+		t.Fatalf("redeliveries asked for %v, want %v, oldest first", asked, want)
 	}
 	got := deliveriesByID(d)
 	for _, id := range want {
@@ -182,8 +183,6 @@ func TestServeRetriesDeliveryRecoveryWhenTheLogFails(t *testing.T) {
 		t.Errorf("redeliveries asked for %v, want [%s] once", asked, hd.GUID)
 	}
 }
-
-func sorted(s []string) []string { return slices.Sorted(slices.Values(s)) }
 
 // getText GETs path and returns the body, failing unless 200.
 func getText(t *testing.T, d *instance, path string) string {
