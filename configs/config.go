@@ -85,6 +85,11 @@ type GitHub struct {
 	App App `yaml:"app"`
 	// Deployments reports deploys to GitHub's Deployments API (needs App).
 	Deployments bool `yaml:"deployments"`
+	// DeliveryRecoveryInterval is how often the App's webhook delivery log
+	// is read for deliveries that never arrived, which GitHub is then asked
+	// to redeliver (default 10m, also done at start-up; 0 turns it off).
+	// Used only with App.
+	DeliveryRecoveryInterval Duration `yaml:"delivery_recovery_interval"`
 }
 
 // App identifies the GitHub App whose installation tokens deployd mints.

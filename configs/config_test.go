@@ -1000,3 +1000,25 @@ func TestSampleTagDataShape(t *testing.T) {
 		t.Errorf("sample data = %+v", d)
 	}
 }
+
+func TestDeliveryRecoveryInterval(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want Duration
+	}{
+		{"unset", "", Duration(10 * time.Minute)},
+		{"zero turns it off", "  delivery_recovery_interval: 0\n", 0},
+		{"explicit", "  delivery_recovery_interval: 30m\n", Duration(30 * time.Minute)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustParse(t, strings.Replace(minimal, "github:\n", "github:\n"+tt.yaml, 1), nil)
+			if c.GitHub.DeliveryRecoveryInterval != tt.want {
+				t.Errorf("github.delivery_recovery_interval = %v, want %v", c.GitHub.DeliveryRecoveryInterval, tt.want)
+			}
+		})
+	}
+	_, err := parse(t, strings.Replace(minimal, "github:\n", "github:\n  delivery_recovery_interval: -1m\n", 1), nil)
+	wantProblem(t, problems(t, err), "github.delivery_recovery_interval", 3, "must not be negative")
+}

@@ -23,6 +23,10 @@ const (
 	DefaultKeepImages        = 3
 )
 
+// DefaultDeliveryRecoveryInterval is github.delivery_recovery_interval's
+// default.
+const DefaultDeliveryRecoveryInterval = 10 * time.Minute
+
 // ApplyDefaults fills every unset (zero) field with its default, as Parse
 // does for keys absent from the file, and fills in each service's derived
 // fields (Name, Host, DefaultTag, Insecure). It is meant for configurations
@@ -44,6 +48,9 @@ func (c *Config) applyDefaults(isSet func(path string) bool) {
 	setString(&c.Log.Format, DefaultLogFormat)
 	if c.ReconcileInterval == 0 && !isSet("reconcile_interval") {
 		c.ReconcileInterval = Duration(DefaultReconcileInterval)
+	}
+	if c.GitHub.DeliveryRecoveryInterval == 0 && !isSet("github.delivery_recovery_interval") {
+		c.GitHub.DeliveryRecoveryInterval = Duration(DefaultDeliveryRecoveryInterval)
 	}
 	setString(&c.GitHub.APIURL, DefaultGitHubAPIURL)
 	setString(&c.Podman.Command, DefaultPodmanCommand)

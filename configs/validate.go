@@ -171,6 +171,9 @@ func (v *validator) top() {
 	if c.ReconcileInterval < 0 {
 		v.add("reconcile_interval", "must not be negative (0 turns reconciling off)")
 	}
+	if c.GitHub.DeliveryRecoveryInterval < 0 {
+		v.add("github.delivery_recovery_interval", "must not be negative (0 turns delivery recovery off)")
+	}
 	if c.Podman.Command == "" {
 		v.add("podman.command", "required")
 	}

@@ -229,6 +229,10 @@ type Delivery struct {
 	// Reason explains an ignored, duplicate or rejected delivery.
 	Reason        string  `json:"reason,omitempty"`
 	DeploymentIDs []int64 `json:"deployment_ids,omitempty"`
+	// Recovered is true for a delivery that arrived because deployd asked
+	// GitHub to redeliver it, having found it failed in the App's delivery
+	// log.
+	Recovered bool `json:"recovered"`
 }
 
 // Delivery results.

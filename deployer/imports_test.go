@@ -77,6 +77,7 @@ func TestImportRules(t *testing.T) {
 		sqlite        = module + "/deployer/sqlite"
 		podman        = module + "/deployer/podman"
 		ghdeployments = module + "/deployer/ghdeployments"
+		recovery      = module + "/deployer/recovery"
 		doctor        = module + "/doctor"
 		demo          = module + "/demo"
 		command       = module + "/cmd/deployd"
@@ -90,7 +91,7 @@ func TestImportRules(t *testing.T) {
 		metrics       = module + "/server/metrics"
 		webhook       = module + "/webhook"
 	)
-	for _, name := range []string{deployer, sqlite, podman, ghdeployments, doctor, demo, command, configs, github, registry, apitoken, auth, server, httperr, metrics, webhook} {
+	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, demo, command, configs, github, registry, apitoken, auth, server, httperr, metrics, webhook} {
 		if _, ok := pkgs[name]; !ok {
 			t.Fatalf("go list does not know %s: the rules below name a package that moved", name)
 		}
@@ -108,6 +109,7 @@ func TestImportRules(t *testing.T) {
 		sqlite:        {deployer},
 		podman:        {deployer},
 		ghdeployments: {deployer, github},
+		recovery:      {deployer, github},
 		doctor:        {deployer, configs, github, registry},
 		demo:          {apitoken},
 		configs:       {deployer},

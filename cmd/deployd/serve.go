@@ -19,6 +19,7 @@ import (
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/ghdeployments"
 	"github.com/deployd/deployd/deployer/podman"
+	"github.com/deployd/deployd/deployer/recovery"
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/doctor"
 	"github.com/deployd/deployd/server"
@@ -92,8 +93,12 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err != nil {
 		return err
 	}
+	recoverer, err := newRecoverer(cfg, app, store, out, log)
+	if err != nil {
+		return err
+	}
 	d := &daemon{listen: cfg.Listen, handler: handler, hub: out.hub, queue: queue, reconciler: reconciler,
-		services: len(services), log: log}
+		recoverer: recoverer, services: len(services), log: log}
 	return d.run(ctx)
 }
 
@@ -195,6 +200,17 @@ func newDeployments(cfg *configs.Config, services []deployer.Service, store *sql
 	return queue, reconciler, nil
 }
 
+// newRecoverer builds the recovery of missed deliveries from the App's
+// delivery log, or returns nil when there is no App or
+// github.delivery_recovery_interval is 0.
+func newRecoverer(cfg *configs.Config, app *github.App, store *sqlite.Store, out *outputs, log zerolog.Logger) (*recovery.Recoverer, error) {
+	if app == nil || cfg.GitHub.DeliveryRecoveryInterval <= 0 {
+		return nil, nil
+	}
+	return recovery.New(recovery.Config{Log: app, Store: store, Interval: cfg.GitHub.DeliveryRecoveryInterval.Std(),
+		Count: out.metrics.Redelivery, Logger: log})
+}
+
 // newHandler builds deployd's HTTP surface: the server, with the webhook
 // handler mounted in it.
 func newHandler(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, queue *deployer.Queue, creds server.Credentials, out *outputs, log zerolog.Logger) (http.Handler, error) {
@@ -233,6 +249,7 @@ type daemon struct {
 	hub        *server.Hub // its event streams end when the HTTP server shuts down
 	queue      *deployer.Queue
 	reconciler *deployer.Reconciler
+	recoverer  *recovery.Recoverer // nil: off
 	services   int
 	log        zerolog.Logger
 }
@@ -256,14 +273,18 @@ func (d *daemon) run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
 	d.log.Info().Str("addr", ln.Addr().String()).Str("version", version).Int("services", d.services).Msg("listening")
+	// Redeliveries arrive at the webhook: ask for them once it serves.
+	stopRecoverer := d.startRecoverer(ctx)
 
 	select {
 	case err := <-serveErr:
 		// The listener failed; still drain what runs.
+		stopRecoverer()
 		drainQueue(ctx, d.queue, d.log)
 		return fmt.Errorf("serve http: %w", err)
 	case <-ctx.Done():
 	}
+	stopRecoverer() // ask for no redelivery that intake would refuse
 	d.log.Info().Msg("shutting down: no new requests")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), httpShutdownTimeout)
 	defer cancel()
@@ -284,6 +305,24 @@ func (d *daemon) startReconciler(ctx context.Context) (stop func()) {
 	go func() {
 		defer close(done)
 		d.reconciler.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// startRecoverer runs the recoverer, if any, until the returned function
+// is called, which waits for it to stop.
+func (d *daemon) startRecoverer(ctx context.Context) (stop func()) {
+	if d.recoverer == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.recoverer.Run(ctx)
 	}()
 	return func() {
 		cancel()

@@ -140,7 +140,8 @@ func (s *Store) Deliveries(ctx context.Context, p deployer.Page) ([]deployer.Del
 	limit, before := clampPage(p)
 	q := `SELECT d.seq, COALESCE(d.delivery_id, ''), d.event, d.action, COALESCE(d.body_sha256, ''),
 			d.received_at, d.result, d.reason,
-			(SELECT group_concat(id) FROM deployments WHERE delivery_seq = d.seq)
+			(SELECT group_concat(id) FROM deployments WHERE delivery_seq = d.seq),
+			EXISTS (SELECT 1 FROM redeliveries r WHERE r.delivery_id = d.delivery_id)
 		FROM deliveries d`
 	args := []any{}
 	if before != 0 {
@@ -163,7 +164,7 @@ func (s *Store) Deliveries(ctx context.Context, p deployer.Page) ([]deployer.Del
 			ids      sql.NullString
 		)
 		if err := rows.Scan(&d.Seq, &d.ID, &d.Event, &d.Action, &d.BodySHA256,
-			&received, &d.Result, &d.Reason, &ids); err != nil {
+			&received, &d.Result, &d.Reason, &ids, &d.Recovered); err != nil {
 			return nil, fmt.Errorf("list deliveries: %w", err)
 		}
 		if d.ReceivedAt, err = parseTime(received); err != nil {

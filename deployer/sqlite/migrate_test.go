@@ -151,10 +151,7 @@ func TestMigrationRecordsDuplicatesKeepsData(t *testing.T) {
 	if err := old.AppendStep(ctx, third.Deployments[0], deployer.Step{Name: "pull", Outcome: "ok"}); err != nil {
 		t.Fatal(err)
 	}
-	before, err := old.Deliveries(ctx, deployer.Page{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := deliveriesBefore0006(t, old)
 	if len(before) != 4 {
 		t.Fatalf("before 0003: %d deliveries, want 4", len(before))
 	}
@@ -217,6 +214,39 @@ func TestMigrationRecordsDuplicatesKeepsData(t *testing.T) {
 	if d, err := s.Deliveries(ctx, deployer.Page{Before: ds[0].Seq}); err != nil || !slices.EqualFunc(d, before, sameDelivery) {
 		t.Errorf("older deliveries = %+v, %v", d, err)
 	}
+}
+
+// deliveriesBefore0006 lists the deliveries of a store migrated to a version
+// before 0006, which Deliveries cannot read (it reads the redeliveries of
+// 0006 too), newest first, with the fields sameDelivery compares.
+func deliveriesBefore0006(t *testing.T, s *Store) []deployer.Delivery {
+	t.Helper()
+	rows, err := s.rdb.Query(`SELECT d.seq, COALESCE(d.delivery_id, ''), d.event, d.action, COALESCE(d.body_sha256, ''),
+			d.received_at, d.result, d.reason,
+			(SELECT group_concat(id) FROM deployments WHERE delivery_seq = d.seq)
+		FROM deliveries d ORDER BY d.seq DESC`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []deployer.Delivery
+	for rows.Next() {
+		var (
+			d        deployer.Delivery
+			received string
+			ids      sql.NullString
+		)
+		if err := rows.Scan(&d.Seq, &d.ID, &d.Event, &d.Action, &d.BodySHA256, &received, &d.Result, &d.Reason, &ids); err != nil {
+			t.Fatal(err)
+		}
+		d.ReceivedAt = must(parseTime(received))(t)
+		d.DeploymentIDs = must(parseIDs(ids.String))(t)
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func sameDelivery(a, b deployer.Delivery) bool {

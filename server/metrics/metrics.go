@@ -75,6 +75,7 @@ type Metrics struct {
 	deployments *prometheus.CounterVec
 	steps       *prometheus.HistogramVec
 	lastSuccess *prometheus.GaugeVec
+	redelivery  *prometheus.CounterVec
 }
 
 // Final states counted by deployd_deployments_total, pre-created at zero
@@ -125,7 +126,13 @@ func New(cfg Config) (*Metrics, error) {
 			Namespace: namespace, Name: "last_success_timestamp_seconds",
 			Help: "Unix time at which the service's last successful (not dry-run) deployment finished.",
 		}, []string{"service"}),
+		redelivery: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "redeliveries_total",
+			Help: "Redeliveries of missed webhook deliveries asked of GitHub, by result (requested, failed).",
+		}, []string{"result"}),
 	}
+	m.redelivery.WithLabelValues("requested")
+	m.redelivery.WithLabelValues("failed")
 	for _, svc := range cfg.Services {
 		for _, st := range countedStates {
 			m.deployments.WithLabelValues(svc, string(st))
@@ -134,7 +141,7 @@ func New(cfg Config) (*Metrics, error) {
 	cs := []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.deliveries, m.deployments, m.steps, m.lastSuccess,
+		m.deliveries, m.deployments, m.steps, m.lastSuccess, m.redelivery,
 		&scrapeCollector{m: m, credentials: cfg.Credentials, tokens: cfg.Tokens, writeErrors: cfg.StoreWriteErrors, now: now},
 	}
 	for _, c := range cs {
@@ -144,6 +151,10 @@ func New(cfg Config) (*Metrics, error) {
 	}
 	return m, nil
 }
+
+// Redelivery counts one redelivery request by its result ("requested",
+// "failed"): recovery.Config.Count.
+func (m *Metrics) Redelivery(result string) { m.redelivery.WithLabelValues(result).Inc() }
 
 // Handler serves the registry in the Prometheus exposition format.
 func (m *Metrics) Handler() http.Handler {

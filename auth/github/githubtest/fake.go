@@ -94,10 +94,12 @@ type DeploymentStatus struct {
 
 // FakeGitHub is an httptest server that answers like GitHub's REST API for
 // what deployd uses: GET /app, GET /app/installations/{id},
-// GET /repos/{o}/{r}/installation, POST /app/installations/{id}/access_tokens
-// and the Deployments API. App endpoints check the JWT like GitHub (RS256
-// signed by the App's key, iss the App ID, exp in the future and at most 10
-// minutes ahead, iat not in the future) and answer 401 with GitHub's messages
+// GET /repos/{o}/{r}/installation, POST /app/installations/{id}/access_tokens,
+// the Deployments API and the App's webhook delivery log
+// (GET /app/hook/deliveries, POST /app/hook/deliveries/{id}/attempts). App
+// endpoints check the JWT like GitHub (RS256 signed by the App's key, iss the
+// App ID, exp in the future and at most 10 minutes ahead, iat not in the
+// future) and answer 401 with GitHub's messages
 // otherwise. Every method is safe for concurrent use.
 type FakeGitHub struct {
 	// URL is the API root, ending in a slash; point api_url at it.
@@ -120,6 +122,7 @@ type FakeGitHub struct {
 	tokens        map[string]Mint
 	deployments   []Deployment
 	statuses      []DeploymentStatus
+	hooks         hookLog
 }
 
 // NewFakeGitHub starts a fake GitHub for App appID whose key pair has the
@@ -269,6 +272,8 @@ func (f *FakeGitHub) handler() http.Handler {
 	mux.HandleFunc("POST /app/installations/{id}/access_tokens", f.app(f.accessToken))
 	mux.HandleFunc("POST /repos/{owner}/{repo}/deployments", f.installation(f.createDeployment))
 	mux.HandleFunc("POST /repos/{owner}/{repo}/deployments/{id}/statuses", f.installation(f.createStatus))
+	mux.HandleFunc("GET /app/hook/deliveries", f.app(f.listHookDeliveries))
+	mux.HandleFunc("POST /app/hook/deliveries/{id}/attempts", f.app(f.redeliver))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "Not Found")
 	})
