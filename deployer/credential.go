@@ -38,6 +38,14 @@ func (Password) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte("[redacted]"
 // MarshalText returns "[redacted]", so JSON and text encoders never see the value.
 func (Password) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
 
+// Explainer is what a Credentials may also offer: the hint for a
+// deployment whose registry refused source's credential for req's image, in
+// plain words naming the configuration to change. The executor uses it for
+// auth failures when its Credentials offers it.
+type Explainer interface {
+	ExplainRefusal(req CredentialRequest, source string) string
+}
+
 // Credential is one way to authenticate to a registry.
 type Credential struct {
 	// Source names where it came from: github_app, token_file or none.

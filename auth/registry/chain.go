@@ -116,7 +116,10 @@ type Chain struct {
 	lastApp map[hostImage]appGrant
 }
 
-var _ deployer.Credentials = (*Chain)(nil)
+var (
+	_ deployer.Credentials = (*Chain)(nil)
+	_ deployer.Explainer   = (*Chain)(nil)
+)
 
 type registry struct {
 	host      string

@@ -11,6 +11,7 @@ import (
 	"github.com/docker/distribution/registry/api/errcode"
 
 	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/deployer"
 )
 
 // ErrNoCredential is matched (errors.Is) by the *ChainError returned when no
@@ -93,6 +94,21 @@ func (c *Chain) ExplainDenied(host, image, source, reason string) Explanation {
 	default:
 		return Explanation{Detail: c.Explain(host, image, source, reason), Fix: "list github_app or token_file in " + creds}
 	}
+}
+
+// ExplainRefusal is the hint for a deployment that the registry refused
+// source's credential for: what was refused and ExplainDenied's fix, so the
+// pipeline and doctor give the same advice (deployer.Explainer).
+func (c *Chain) ExplainRefusal(req deployer.CredentialRequest, source string) string {
+	host, image := splitImage(req.Host, req.Image)
+	what := "the registry wants credentials for "
+	switch source {
+	case SourceGitHubApp:
+		what = "the registry refused the GitHub App token for "
+	case SourceTokenFile:
+		what = "the registry refused the token in token_file for "
+	}
+	return what + host + "/" + image + ": " + c.ExplainDenied(host, image, source, "").Fix
 }
 
 // ExplainUnavailable explains that source could not produce a credential

@@ -11,6 +11,7 @@ import (
 
 	"github.com/deployd/deployd/auth/github"
 	"github.com/deployd/deployd/auth/registry"
+	"github.com/deployd/deployd/deployer"
 )
 
 func TestAnswer(t *testing.T) {
@@ -79,5 +80,23 @@ func TestChainExplainUnavailable(t *testing.T) {
 	}
 	if got := e.chain.ExplainUnavailable(ghcr, registry.SourceGitHubApp, errors.New("boom")); got.Fix != "check the credentials of the registry" {
 		t.Errorf("other failure: %+v", got)
+	}
+}
+
+// TestChainExplainRefusal: the pipeline's hint for a refused credential
+// names what was refused and gives doctor's fix for this configuration.
+func TestChainExplainRefusal(t *testing.T) {
+	onlyApp := newChainEnv(t, registry.SourceGitHubApp)
+	req := deployer.CredentialRequest{Host: ghcr, Image: backend}
+	got := onlyApp.chain.ExplainRefusal(req, registry.SourceGitHubApp)
+	want := "the registry refused the GitHub App token for ghcr.io/acme/v7/backend: " +
+		onlyApp.chain.ExplainDenied(ghcr, backend, registry.SourceGitHubApp, "").Fix
+	if got != want || !strings.Contains(got, "add token_file") {
+		t.Errorf("ExplainRefusal(github_app) =\n%s\nwant\n%s", got, want)
+	}
+	both := newChainEnv(t)
+	if got := both.chain.ExplainRefusal(req, registry.SourceTokenFile); !strings.HasPrefix(got, "the registry refused the token in token_file for ghcr.io/acme/v7/backend: put a classic personal access token with read:packages") ||
+		!strings.Contains(got, both.patFile) {
+		t.Errorf("ExplainRefusal(token_file) = %s", got)
 	}
 }

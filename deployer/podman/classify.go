@@ -63,22 +63,17 @@ func classifyRegistryError(image, source string, err error) *deployer.Failure {
 	return fail(deployer.ClassPodman, "see the step log for podman's message", err)
 }
 
-// authHint explains an auth refusal for the credential source that was used.
+// authHint explains an auth refusal for the credential source that was
+// used, in general words: the pipeline gives its Credentials' own
+// explanation instead when they offer one (deployer.Explainer), and doctor
+// gives the chain's.
 func authHint(image, source string) string {
 	switch source {
-	case "github_app":
-		return "the registry refused the GitHub App token for " + image +
-			": add a token_file with a classic personal access token that has read:packages to the registry's credentials, after github_app (the reliable fix); " +
-			"or make the package inherit access from a repository the App is installed on " +
-			"(package settings → \"Inherit access from source repository\"), the only way an installation token can read a private package; " +
-			"\"Manage Actions access\" grants workflows' GITHUB_TOKEN, not the App"
-	case "token_file":
-		return "the registry refused the token in token_file for " + image +
-			": check that it is a classic token with read:packages that has not expired"
 	case "none", "":
 		return "the registry wants credentials for " + image + ": configure github_app or token_file in the registry's credentials"
 	}
-	return "the registry refused the credential (" + source + ") for " + image
+	return "the registry refused the " + source + " credential for " + image +
+		": check it in the registry's credentials; deployd doctor explains each source and its fix"
 }
 
 // plainAuthError says in plain words what the registry did with the

@@ -124,7 +124,7 @@ func withCredentials(ctx context.Context, j *job, name string, prepare, op func(
 			if err != nil {
 				hint := "no credential source is left for " + j.spec.Image + "; see the credential health on the status page"
 				if last != nil {
-					hint = authHint(j.spec.Image, lastSource(last))
+					hint = j.refusalHint(lastSource(last))
 				}
 				f := fail(deployer.ClassAuth, hint, err)
 				j.step(ctx, "credentials", time.Now(), f, "")
@@ -153,6 +153,7 @@ func withCredentials(ctx context.Context, j *job, name string, prepare, op func(
 		f := classifyRegistryError(j.spec.Image, j.cred.Source, err)
 		if f.Class == deployer.ClassAuth {
 			j.forgetLogin()
+			f.Hint = j.refusalHint(j.cred.Source)
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -191,6 +192,16 @@ func withCredentials(ctx context.Context, j *job, name string, prepare, op func(
 		last = fail(deployer.ClassNetwork, "the registry kept failing; deployd will catch up on the next reconcile", errors.New("too many attempts"))
 	}
 	return "", last
+}
+
+// refusalHint is the hint for the registry refusing source's credential:
+// the credentials' own explanation when they offer one (the chain knows the
+// registry's configuration), else authHint's general one.
+func (j *job) refusalHint(source string) string {
+	if ex, ok := j.p.creds.(deployer.Explainer); ok {
+		return ex.ExplainRefusal(j.req, source)
+	}
+	return authHint(j.spec.Image, source)
 }
 
 // sourceGitHubApp is the credential source whose tokens can be minted afresh.

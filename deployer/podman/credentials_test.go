@@ -113,3 +113,41 @@ func TestPipelineAsksForUntriedSourcesAndRetriesAllWhenAsked(t *testing.T) {
 		})
 	}
 }
+
+// explainingCredentials are recordingCredentials that explain refusals.
+type explainingCredentials struct{ recordingCredentials }
+
+func (*explainingCredentials) ExplainRefusal(req deployer.CredentialRequest, source string) string {
+	return "explained: " + source + " refused for " + req.Image
+}
+
+// TestPipelineHintFromTheCredentials: when the credentials explain a
+// refusal (the chain does, knowing the registry's configuration), an auth
+// failure's hint is their explanation for the last source refused.
+func TestPipelineHintFromTheCredentials(t *testing.T) {
+	store := openStore(t, t.TempDir())
+	creds := &explainingCredentials{recordingCredentials{sources: []string{"github_app", "token_file"}}}
+	p, err := podman.NewPipeline(podman.PipelineConfig{
+		Services: map[string]deployer.Service{"backend": {
+			Name: "backend", Host: "ghcr.io", Image: "ghcr.io/acme/v7/backend", Repository: "acme/v7",
+			DefaultTag: "latest", Strategy: deployer.StrategyContainer,
+		}},
+		Store:       store,
+		Credentials: creds,
+		Resolver:    refusingResolver{},
+		Runner:      &podman.CommandRunner{},
+		Podman:      podman.Config{Command: "podman", AuthFile: filepath.Join(t.TempDir(), "auth.json")},
+		Logger:      zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := store.Enqueue(context.Background(), deployer.Request{Service: "backend", Tag: "latest", Trigger: deployer.Trigger{Kind: deployer.TriggerManual}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.Execute(context.Background(), d)
+	if want := "explained: token_file refused for ghcr.io/acme/v7/backend"; got.ErrorClass != deployer.ClassAuth || got.Hint != want {
+		t.Errorf("deployment %s %s, hint %q; want auth with hint %q", got.State, got.ErrorClass, got.Hint, want)
+	}
+}
