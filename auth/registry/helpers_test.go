@@ -1,7 +1,6 @@
 package registry_test
 
 import (
-	"bytes"
 	"crypto/rsa"
 	"net/http"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/deployd/deployd/auth/github"
 	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/internal/testclock"
+	"github.com/deployd/deployd/internal/testlog"
 )
 
 // The chain's tests run against the fake GitHub the way package github's
@@ -40,37 +40,19 @@ func appKey(t *testing.T) (*rsa.PrivateKey, []byte) {
 
 func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) }
 
-// syncBuffer is a bytes.Buffer safe for a logger written from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // env is a fake GitHub with one installation on acme (repositories v7 and
 // web) and an App pointed at it, sharing a fake clock.
 type env struct {
 	gh    *githubtest.FakeGitHub
 	app   *github.App
 	clock *testclock.Clock
-	logs  *syncBuffer
+	logs  *testlog.Buffer
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	k, pemBytes := appKey(t)
-	e := &env{clock: newClock(), logs: &syncBuffer{}}
+	e := &env{clock: newClock(), logs: &testlog.Buffer{}}
 	e.gh = githubtest.NewFakeGitHub(t, testAppID, &k.PublicKey)
 	e.gh.SetClock(e.clock.Now)
 	e.gh.AddInstallation(githubtest.Installation{ID: testInstallation, Account: "acme", Repositories: []string{"v7", "web"}})

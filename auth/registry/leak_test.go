@@ -12,6 +12,7 @@ import (
 	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/deployer"
+	"github.com/deployd/deployd/internal/testlog"
 	"github.com/rs/zerolog"
 )
 
@@ -28,7 +29,7 @@ func TestNoSecretLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := newClock()
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	logger := zerolog.New(logs).Level(zerolog.DebugLevel)
 	gh := githubtest.NewFakeGitHub(t, testAppID, &k.PublicKey)
 	gh.SetClock(clk.Now)

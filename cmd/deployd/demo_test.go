@@ -15,6 +15,7 @@ import (
 
 	"github.com/deployd/deployd/demo"
 	"github.com/deployd/deployd/internal/e2e"
+	"github.com/deployd/deployd/internal/testlog"
 )
 
 // TestDemoEndToEnd runs deployd demo as a newcomer does, with real podman
@@ -25,7 +26,7 @@ func TestDemoEndToEnd(t *testing.T) {
 	needDemoTools(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &testlog.Buffer{}, &testlog.Buffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"demo", "--listen", "127.0.0.1:0"}, func(string) string { return "" }, out, errOut)
@@ -120,7 +121,7 @@ func TestDemoEndToEnd(t *testing.T) {
 // removes what it made.
 func TestDemoExitAfterDemo(t *testing.T) {
 	needDemoTools(t)
-	var out, errOut syncBuffer
+	var out, errOut testlog.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if err := run(ctx, []string{"demo", "--exit-after-demo", "--listen", "127.0.0.1:0"}, func(string) string { return "" }, &out, &errOut); err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/deployer/podmantest"
 	"github.com/deployd/deployd/deployer/registrytest"
+	"github.com/deployd/deployd/internal/testlog"
 )
 
 // The fixtures' installation and package.
@@ -442,7 +443,7 @@ func TestEndToEndFallsBackToPAT(t *testing.T) {
 // process is deployd run as a built binary, so that it can be SIGKILLed.
 type process struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *testlog.Buffer
 	addr string
 }
 
@@ -459,7 +460,7 @@ func buildDeployd(t *testing.T) string {
 
 func startProcess(t *testing.T, bin, config string) *process {
 	t.Helper()
-	p := &process{logs: &syncBuffer{}}
+	p := &process{logs: &testlog.Buffer{}}
 	p.cmd = exec.Command(bin, "serve", "--config", config)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

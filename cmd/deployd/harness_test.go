@@ -14,34 +14,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/deployd/deployd/internal/testlog"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and readers at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // instance is deployd started through run() on a random port.
 type instance struct {
 	t      testing.TB
 	addr   string
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -52,7 +35,7 @@ type instance struct {
 func startDeployd(t testing.TB, configPath string, env map[string]string) *instance {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	inst := &instance{t: t, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	inst := &instance{t: t, logs: &testlog.Buffer{}, cancel: cancel, done: make(chan error, 1)}
 	getenv := func(k string) string { return env[k] }
 	go func() {
 		inst.done <- run(ctx, []string{"serve", "--config", configPath}, getenv, io.Discard, inst.logs)

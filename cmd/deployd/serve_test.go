@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/deployd/deployd/internal/testlog"
 	"github.com/deployd/deployd/webhook/webhooktest"
 )
 
@@ -153,7 +154,7 @@ listen: 127.0.0.1:0
 data_dir: %s
 github: {}
 `, dir), 0o600)
-	var stderr syncBuffer
+	var stderr testlog.Buffer
 	err := run(t.Context(), []string{"serve", "--config", cfg}, func(string) string { return "" }, &stderr, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "webhook_secret") {
 		t.Fatalf("serve without a webhook secret: %v, want an error naming webhook_secret", err)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/deployd/deployd/internal/e2e"
 
+	"github.com/deployd/deployd/internal/testlog"
 	_ "modernc.org/sqlite" // the "sqlite" driver, to make other programs' databases
 )
 
@@ -310,7 +311,7 @@ func TestServeExplainsAnUnusableDatabase(t *testing.T) {
 
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			var logs syncBuffer
+			var logs testlog.Buffer
 			err = run(ctx, []string{"serve", "--config", intakeConfig(t, dataDir)}, func(string) string { return "" }, io.Discard, &logs)
 			if err == nil {
 				t.Fatal("deployd started on an unusable database")

@@ -1,7 +1,6 @@
 package ghdeployments
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"github.com/deployd/deployd/auth/github/githubtest"
 	"github.com/deployd/deployd/deployer"
 	"github.com/deployd/deployd/deployer/sqlite"
+	"github.com/deployd/deployd/internal/testlog"
 )
 
 const (
@@ -32,14 +32,14 @@ type ghdFixture struct {
 	github *githubtest.FakeGitHub
 	app    *github.App
 	cfg    Config // the reporter's configuration as serve makes it
-	logs   *syncBuffer
+	logs   *testlog.Buffer
 	log    zerolog.Logger
 }
 
 func newGHDFixture(t *testing.T) *ghdFixture {
 	t.Helper()
 	key, keyPEM := githubtest.NewKey(t)
-	f := &ghdFixture{github: githubtest.NewFakeGitHub(t, ghdAppID, &key.PublicKey), logs: &syncBuffer{}}
+	f := &ghdFixture{github: githubtest.NewFakeGitHub(t, ghdAppID, &key.PublicKey), logs: &testlog.Buffer{}}
 	f.github.AddInstallation(githubtest.Installation{ID: ghdInstallation, Account: "acme"})
 	f.log = zerolog.New(f.logs)
 	pk, err := github.ParsePrivateKey(keyPEM)
@@ -286,7 +286,7 @@ func (b *blockingReporter) Start(ctx context.Context, _ github.DeploymentStart) 
 func (b *blockingReporter) Status(context.Context, github.DeploymentStatus) error { return nil }
 
 func TestGitHubDeploymentsNeverBlock(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	rep := &blockingReporter{release: make(chan struct{})}
 	g, err := New(Config{
 		API: rep, Repositories: map[string]string{"web": "acme/web"},
@@ -375,22 +375,4 @@ func TestNewNeedsAPI(t *testing.T) {
 		g.Close(time.Second)
 		t.Fatal("New without an API succeeded")
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger written from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -59,6 +59,28 @@ func (refusingResolver) Digest(context.Context, string, deployer.Credential, boo
 	return "", errors.New("requesting bearer token: invalid status code from registry 403 (Forbidden)")
 }
 
+// refusingPipeline is a pipeline for one service whose registry refuses
+// every credential that creds hand out.
+func refusingPipeline(t *testing.T, store *sqlite.Store, creds deployer.Credentials) *podman.Pipeline {
+	t.Helper()
+	p, err := podman.NewPipeline(podman.PipelineConfig{
+		Services: map[string]deployer.Service{"backend": {
+			Name: "backend", Host: "ghcr.io", Image: "ghcr.io/acme/v7/backend", Repository: "acme/v7",
+			DefaultTag: "latest", Strategy: deployer.StrategyContainer,
+		}},
+		Store:       store,
+		Credentials: creds,
+		Resolver:    refusingResolver{},
+		Runner:      &podman.CommandRunner{},
+		Podman:      podman.Config{Command: "podman", AuthFile: filepath.Join(t.TempDir(), "auth.json")},
+		Logger:      zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestPipelineAsksForUntriedSourcesAndRetriesAllWhenAsked: after each
 // refusal the pipeline asks again naming every source refused so far, so
 // that a chain whose sources are all put aside can still offer each once;
@@ -76,21 +98,7 @@ func TestPipelineAsksForUntriedSourcesAndRetriesAllWhenAsked(t *testing.T) {
 		t.Run(string(tc.trigger.Kind), func(t *testing.T) {
 			store := openStore(t, t.TempDir())
 			creds := &recordingCredentials{sources: []string{"github_app", "token_file"}}
-			p, err := podman.NewPipeline(podman.PipelineConfig{
-				Services: map[string]deployer.Service{"backend": {
-					Name: "backend", Host: "ghcr.io", Image: "ghcr.io/acme/v7/backend", Repository: "acme/v7",
-					DefaultTag: "latest", Strategy: deployer.StrategyContainer,
-				}},
-				Store:       store,
-				Credentials: creds,
-				Resolver:    refusingResolver{},
-				Runner:      &podman.CommandRunner{},
-				Podman:      podman.Config{Command: "podman", AuthFile: filepath.Join(t.TempDir(), "auth.json")},
-				Logger:      zerolog.Nop(),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := refusingPipeline(t, store, creds)
 			d, err := store.Enqueue(context.Background(), deployer.Request{Service: "backend", Tag: "latest", Trigger: tc.trigger})
 			if err != nil {
 				t.Fatal(err)
@@ -127,21 +135,7 @@ func (*explainingCredentials) ExplainRefusal(req deployer.CredentialRequest, sou
 func TestPipelineHintFromTheCredentials(t *testing.T) {
 	store := openStore(t, t.TempDir())
 	creds := &explainingCredentials{recordingCredentials{sources: []string{"github_app", "token_file"}}}
-	p, err := podman.NewPipeline(podman.PipelineConfig{
-		Services: map[string]deployer.Service{"backend": {
-			Name: "backend", Host: "ghcr.io", Image: "ghcr.io/acme/v7/backend", Repository: "acme/v7",
-			DefaultTag: "latest", Strategy: deployer.StrategyContainer,
-		}},
-		Store:       store,
-		Credentials: creds,
-		Resolver:    refusingResolver{},
-		Runner:      &podman.CommandRunner{},
-		Podman:      podman.Config{Command: "podman", AuthFile: filepath.Join(t.TempDir(), "auth.json")},
-		Logger:      zerolog.Nop(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := refusingPipeline(t, store, creds)
 	d, err := store.Enqueue(context.Background(), deployer.Request{Service: "backend", Tag: "latest", Trigger: deployer.Trigger{Kind: deployer.TriggerManual}})
 	if err != nil {
 		t.Fatal(err)
