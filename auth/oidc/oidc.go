@@ -140,8 +140,7 @@ type Verifier struct {
 // document in the background, retrying with backoff until it succeeds or
 // ctx ends, so that an issuer unreachable at start-up does not stop
 // deployd: until then Verify fails with ErrUnavailable. It fails for a
-// missing audience, an issuer that is not an https URL (http only on a
-// loopback host, for tests) or a bad rule.
+// missing audience or a bad rule.
 func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.Issuer == "" {
 		cfg.Issuer = GitHubIssuer
