@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -24,13 +26,20 @@ type Caller struct {
 	// ExpiresAt is when the token expires; zero if the verifier does not
 	// say. A status page login cookie never outlives it.
 	ExpiresAt time.Time
+	// SingleUse is set for a token that is accepted only once (a GitHub
+	// Actions OIDC token): the status page login refuses it, since its
+	// cookie would be refused at the next request.
+	SingleUse bool
 }
 
 // TokenVerifier checks API bearer tokens. Verify returns the caller, or an
 // error whose text is safe to show to the client (it says why the token is
-// refused, never the token). Implementations must be safe for concurrent use.
+// refused, never the token); an *httperr.Error is answered as it is (a
+// 503 when no token of that kind can be checked for now), any other error
+// is a 401. ctx is the request's: it bounds what the check fetches.
+// Implementations must be safe for concurrent use.
 type TokenVerifier interface {
-	Verify(token string) (Caller, error)
+	Verify(ctx context.Context, token string) (Caller, error)
 }
 
 // Scopes the server checks; see apitoken.Claims.Allows for what grants them.
@@ -69,7 +78,11 @@ func (s *Server) authorize(r *http.Request, scope string) (Caller, error) {
 			Message: "missing API token",
 			Hint:    "send Authorization: Bearer TOKEN with a token from deployd token issue --scope " + scope}
 	}
-	c, err := s.tokens.Verify(tok)
+	c, err := s.tokens.Verify(r.Context(), tok)
+	if he, ok := errors.AsType[*httperr.Error](err); ok {
+		zerolog.Ctx(r.Context()).Warn().Str("reason", he.Message).Msg("API token not checked")
+		return Caller{}, he
+	}
 	if err != nil {
 		zerolog.Ctx(r.Context()).Info().Str("reason", err.Error()).Msg("API token refused")
 		return Caller{}, &httperr.Error{Status: http.StatusUnauthorized, Challenge: bearerRealm + `, error="invalid_token"`,
@@ -145,7 +158,7 @@ func (s *Server) authorizeRead(r *http.Request) (Caller, error) {
 	if !ok {
 		return s.authorize(r, scopeStatusRead) // the missing token error
 	}
-	c, err := s.tokens.Verify(tok)
+	c, err := s.tokens.Verify(r.Context(), tok)
 	if err != nil {
 		zerolog.Ctx(r.Context()).Info().Str("reason", err.Error()).Msg("login cookie refused")
 		return Caller{}, &httperr.Error{Status: http.StatusUnauthorized, Challenge: bearerRealm + `, error="invalid_token"`,
