@@ -133,6 +133,9 @@ func TestEndToEndOIDCDeploy(t *testing.T) {
 		if status != tt.status {
 			t.Errorf("%s: %d %s, want %d", tt.name, status, body, tt.status)
 		}
+		if strings.Contains(body, tt.token) {
+			t.Errorf("%s: the answer quotes the token", tt.name)
+		}
 		if n := len(d.deployments()); n != 0 {
 			t.Fatalf("%s: %d deployments after a refused token, want none", tt.name, n)
 		}
