@@ -69,8 +69,8 @@ func bearerToken(r *http.Request) (string, bool) {
 func (s *Server) authorize(r *http.Request, scope string) (Caller, error) {
 	if s.tokens == nil {
 		return Caller{}, &httperr.Error{Status: http.StatusServiceUnavailable,
-			Message: "the write API is off: api.token_key_file is not set",
-			Hint:    "set api.token_key_file to a key of at least 32 bytes (head -c 32 /dev/urandom | base64 > api-key), restart deployd and issue a token with deployd token issue"}
+			Message: "the write API is off: neither api.token_key_file nor api.oidc is set",
+			Hint:    "set api.token_key_file to a key of at least 32 bytes (head -c 32 /dev/urandom | base64 > api-key), restart deployd and issue a token with deployd token issue; or set api.oidc for GitHub Actions"}
 	}
 	tok, ok := bearerToken(r)
 	if !ok {
@@ -87,14 +87,19 @@ func (s *Server) authorize(r *http.Request, scope string) (Caller, error) {
 		zerolog.Ctx(r.Context()).Info().Str("reason", err.Error()).Msg("API token refused")
 		return Caller{}, &httperr.Error{Status: http.StatusUnauthorized, Challenge: bearerRealm + `, error="invalid_token"`,
 			Message: err.Error(),
-			Hint:    "issue a new token with deployd token issue; tokens are only valid on the deployd whose api.token_key_file signed them"}
+			Hint: "issue a new token with deployd token issue (tokens are only valid on the deployd whose api.token_key_file signed them); " +
+				"from GitHub Actions, ask GitHub for a new OIDC token with api.oidc.audience for each call"}
 	}
 	if c.Allows == nil || !c.Allows(scope) {
 		zerolog.Ctx(r.Context()).Info().Str("subject", c.Subject).Str("token_id", c.TokenID).Str("scope", scope).Msg("API token lacks scope")
+		hint := "issue a token with --scope " + scope + hintAll(scope)
+		if c.SingleUse {
+			hint = "add a rule to api.oidc.rules that grants " + scope + " to this run's repository_id (and ref, environment or event_name as needed)"
+		}
 		return Caller{}, &httperr.Error{Status: http.StatusForbidden,
 			Challenge: bearerRealm + `, error="insufficient_scope", scope=` + strconv.Quote(scope),
 			Message:   "the token of " + strconv.Quote(c.Subject) + " does not grant " + scope,
-			Hint:      "issue a token with --scope " + scope + hintAll(scope)}
+			Hint:      hint}
 	}
 	return c, nil
 }

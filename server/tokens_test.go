@@ -57,3 +57,17 @@ func TestLoginRefusesSingleUseTokens(t *testing.T) {
 		t.Errorf("the form does not say why: %s", r.body)
 	}
 }
+
+func TestSingleUseTokenWithoutScopePointsAtTheRules(t *testing.T) {
+	e := newAPIEnv(t, apiOpts{tokens: func(k *apitoken.Key) server.TokenVerifier { return singleUse{verifier{k}} }})
+	r := e.post("/api/v1/services/backend/deploy", e.token("deploy:web"), "")
+	if r.status != http.StatusForbidden {
+		t.Fatalf("deploy: %d %s, want 403", r.status, r.body)
+	}
+	if hint, _ := r.json(t)["hint"].(string); !strings.Contains(hint, "api.oidc.rules") {
+		t.Errorf("hint %q does not point at api.oidc.rules", hint)
+	}
+	if n := e.count(); n != 0 {
+		t.Errorf("%d deployments queued, want none", n)
+	}
+}
