@@ -6,10 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"slices"
 	"strings"
@@ -80,27 +76,6 @@ func TestVerifyAcceptsAWorkflowToken(t *testing.T) {
 	}
 }
 
-// hs256WithPublicKey signs claims with HMAC-SHA256 keyed with the issuer's
-// public key in PEM, the classic attack on verifiers that take the key
-// type from the token.
-func hs256WithPublicKey(t *testing.T, iss *actionstest.Issuer, claims map[string]any) string {
-	der, err := x509.MarshalPKIXPublicKey(iss.Key.Public())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return actionstest.Sign(t, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), actionstest.KeyID, "HS256", claims)
-}
-
-// unsigned is claims under alg none with no signature.
-func unsigned(t *testing.T, claims map[string]any) string {
-	b, err := json.Marshal(claims)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT","kid":"` + actionstest.KeyID + `"}`))
-	return h + "." + base64.RawURLEncoding.EncodeToString(b) + "."
-}
-
 func TestVerifyRefusesBadTokens(t *testing.T) {
 	iss := actionstest.Start(t)
 	v := newVerifier(t, iss, oidc.Config{})
@@ -137,8 +112,8 @@ func TestVerifyRefusesBadTokens(t *testing.T) {
 		{"nbf far in the future", iss.Token(t, with("nbf", now.Add(time.Hour).Unix())), "not valid yet"},
 		{"iat in the future", iss.Token(t, with("iat", now.Add(2*time.Minute).Unix())), "issued in the future"},
 		{"no jti", iss.Token(t, with("jti", nil)), "no jti"},
-		{"alg none", unsigned(t, iss.Claims(audience)), "not signed with RS256"},
-		{"HS256 keyed with the public key", hs256WithPublicKey(t, iss, iss.Claims(audience)), "not signed with RS256"},
+		{"alg none", actionstest.Unsigned(t, iss.Claims(audience)), "not signed with RS256"},
+		{"HS256 keyed with the public key", iss.HS256WithPublicKey(t, iss.Claims(audience)), "not signed with RS256"},
 		{"ES256 under the issuer's key id", actionstest.Sign(t, ec, actionstest.KeyID, "ES256", iss.Claims(audience)), "not signed with RS256"},
 		{"RS384", actionstest.Sign(t, iss.Key, actionstest.KeyID, "RS384", iss.Claims(audience)), "not signed with RS256"},
 		{"unknown key id", actionstest.Sign(t, otherRSA, "someone-elses-key", "RS256", iss.Claims(audience)), "not signed by a key of the issuer"},
@@ -332,11 +307,11 @@ func TestIssued(t *testing.T) {
 	other := iss.Claims(audience)
 	other["iss"] = "deployd"
 	for tok, want := range map[string]bool{
-		iss.Token(t, iss.Claims(audience)): true,
-		unsigned(t, iss.Claims(audience)):  true, // shape only: Verify refuses it
-		iss.Token(t, other):                false,
-		"not.a.jwt":                        false,
-		"":                                 false,
+		iss.Token(t, iss.Claims(audience)):            true,
+		actionstest.Unsigned(t, iss.Claims(audience)): true, // shape only: Verify refuses it
+		iss.Token(t, other):                           false,
+		"not.a.jwt":                                   false,
+		"":                                            false,
 	} {
 		if got := v.Issued(tok); got != want {
 			t.Errorf("Issued(%.40q…) = %v, want %v", tok, got, want)

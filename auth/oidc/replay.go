@@ -42,10 +42,3 @@ func (c *replayCache) use(id string, exp, now time.Time) error {
 	c.seen[id] = exp
 	return nil
 }
-
-// len returns how many ids are remembered.
-func (c *replayCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.seen)
-}

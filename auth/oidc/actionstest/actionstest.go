@@ -10,7 +10,10 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -121,4 +124,28 @@ func Sign(t testing.TB, key crypto.PrivateKey, kid, alg string, claims map[strin
 		t.Fatal(err)
 	}
 	return oidctest.SignIDToken(key, kid, alg, string(b))
+}
+
+// HS256WithPublicKey signs claims with HMAC-SHA256 keyed with the issuer's
+// public key in PEM, under the issuer's key id: the classic attack on
+// verifiers that take the algorithm from the token.
+func (i *Issuer) HS256WithPublicKey(t testing.TB, claims map[string]any) string {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(i.Key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Sign(t, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), KeyID, "HS256", claims)
+}
+
+// Unsigned returns claims under alg none, with no signature, naming the
+// issuer's key id.
+func Unsigned(t testing.TB, claims map[string]any) string {
+	t.Helper()
+	b, err := json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"none","typ":"JWT","kid":"` + KeyID + `"}`))
+	return h + "." + base64.RawURLEncoding.EncodeToString(b) + "."
 }
