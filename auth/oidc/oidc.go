@@ -72,6 +72,8 @@ type Config struct {
 	// Rules map claims to scopes (see Rule).
 	Rules []Rule
 	// HTTPClient reaches the issuer (default: one with a 10s timeout).
+	// The issuer's keys are fetched through it at most once every 10
+	// seconds, however many tokens name a key id not cached.
 	HTTPClient *http.Client
 	// Now is the clock (default time.Now).
 	Now func() time.Time
@@ -168,7 +170,8 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	v := &Verifier{issuer: cfg.Issuer, audience: cfg.Audience, rules: rules, now: cfg.Now,
 		replay: newReplayCache(cfg.MaxReplay), ready: make(chan struct{}),
 		lastErr: errors.New("the issuer's discovery document has not been read yet")}
-	go v.discover(gooidc.ClientContext(ctx, cfg.HTTPClient), ctx.Done(), cfg.Log)
+	client := limitKeyFetches(cfg.HTTPClient, cfg.Now)
+	go v.discover(gooidc.ClientContext(ctx, client), ctx.Done(), cfg.Log)
 	return v, nil
 }
 

@@ -318,3 +318,43 @@ func TestIssued(t *testing.T) {
 		}
 	}
 }
+
+func TestUnknownKeyIDsFetchTheKeysAtMostEveryTenSeconds(t *testing.T) {
+	iss := actionstest.Start(t)
+	clock := testclock.New(time.Now())
+	v := newVerifier(t, iss, oidc.Config{Now: clock.Now})
+	if _, err := v.Verify(context.Background(), iss.Token(t, iss.Claims(audience))); err != nil {
+		t.Fatal(err)
+	}
+	other, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown := func() string { return actionstest.Sign(t, other, "not-cached", "RS256", iss.Claims(audience)) }
+	fetches := iss.KeyFetches()
+	clock.Add(11 * time.Second)
+	if _, err := v.Verify(context.Background(), unknown()); !errors.Is(err, oidc.ErrInvalid) {
+		t.Fatalf("unknown key id: %v, want ErrInvalid", err)
+	}
+	if got := iss.KeyFetches(); got != fetches+1 {
+		t.Fatalf("an unknown key id 11s after the last fetch made %d fetches, want 1", got-fetches)
+	}
+	for range 5 {
+		if _, err := v.Verify(context.Background(), unknown()); !errors.Is(err, oidc.ErrInvalid) {
+			t.Fatalf("unknown key id: %v, want ErrInvalid", err)
+		}
+	}
+	if got := iss.KeyFetches(); got != fetches+1 {
+		t.Errorf("5 more unknown key ids within 10s made %d more fetches, want none", got-fetches-1)
+	}
+	// The cached key still verifies meanwhile, and after 10s a fetch is
+	// let through again.
+	if _, err := v.Verify(context.Background(), iss.Token(t, iss.Claims(audience))); err != nil {
+		t.Errorf("a token of the cached key while fetches are held back: %v", err)
+	}
+	clock.Add(11 * time.Second)
+	_, _ = v.Verify(context.Background(), unknown())
+	if got := iss.KeyFetches(); got != fetches+2 {
+		t.Errorf("an unknown key id 11s later made %d fetches in all, want 2", got-fetches)
+	}
+}
