@@ -201,3 +201,24 @@ func TestServeOIDCIssuerDownAtStart(t *testing.T) {
 		t.Errorf("%d deployments queued, want none", n)
 	}
 }
+
+func TestCommandCheckConfigOIDC(t *testing.T) {
+	raw, err := os.ReadFile(intakeConfig(t, t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := writeFile(t, t.TempDir(), "deployd.yaml", string(raw)+oidcConfig("https://token.actions.githubusercontent.com"), 0o600)
+	stdout, _, err := cliRun([]string{"check-config", "--config", path}, nil)
+	if err != nil {
+		t.Fatalf("check-config: %v", err)
+	}
+	if want := "api: GitHub Actions OIDC tokens of https://token.actions.githubusercontent.com for audience " + oidcAudience + ", 1 rule(s)"; !strings.Contains(stdout, want) {
+		t.Errorf("check-config output lacks %q:\n%s", want, stdout)
+	}
+
+	bad := strings.Replace(string(raw)+oidcConfig("https://token.actions.githubusercontent.com"), "repository_id: 74", "repository: octo-org/octo-repo", 1)
+	_, _, err = cliRun([]string{"check-config", "--config", writeFile(t, t.TempDir(), "deployd.yaml", bad, 0o600)}, nil)
+	if err == nil || !strings.Contains(err.Error(), `api.oidc.rules[0].repository (line`) || !strings.Contains(err.Error(), "set repository_id or repository_owner_id") {
+		t.Errorf("check-config with a rule by name: %v, want the unknown key and the missing id, with lines", err)
+	}
+}
