@@ -135,7 +135,6 @@ type Verifier struct {
 
 	mu       sync.Mutex
 	verifier *gooidc.IDTokenVerifier // nil until discovery succeeded
-	lastErr  error
 }
 
 // New checks cfg and returns a Verifier that reads the issuer's discovery
@@ -168,15 +167,16 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		rules = append(rules, n)
 	}
 	v := &Verifier{issuer: cfg.Issuer, audience: cfg.Audience, rules: rules, now: cfg.Now,
-		replay: newReplayCache(cfg.MaxReplay), ready: make(chan struct{}),
-		lastErr: errors.New("the issuer's discovery document has not been read yet")}
+		replay: newReplayCache(cfg.MaxReplay), ready: make(chan struct{})}
 	client := limitKeyFetches(cfg.HTTPClient, cfg.Now)
-	go v.discover(gooidc.ClientContext(ctx, client), ctx.Done(), cfg.Log)
+	go v.discover(gooidc.ClientContext(ctx, client), cfg.Log)
 	return v, nil
 }
 
-// discover reads the discovery document until it succeeds or done closes.
-func (v *Verifier) discover(ctx context.Context, done <-chan struct{}, log zerolog.Logger) {
+// discover reads the discovery document until it succeeds or ctx ends.
+// Each failure is logged with its cause, which Verify does not repeat to
+// clients.
+func (v *Verifier) discover(ctx context.Context, log zerolog.Logger) {
 	wait := retryFirst
 	for {
 		p, err := gooidc.NewProvider(ctx, v.issuer)
@@ -187,19 +187,16 @@ func (v *Verifier) discover(ctx context.Context, done <-chan struct{}, log zerol
 				Now:                  v.now,
 			})
 			v.mu.Lock()
-			v.verifier, v.lastErr = verifier, nil
+			v.verifier = verifier
 			v.mu.Unlock()
 			close(v.ready)
 			log.Info().Str("issuer", v.issuer).Msg("OIDC issuer discovered: GitHub Actions tokens are accepted")
 			return
 		}
-		v.mu.Lock()
-		v.lastErr = err
-		v.mu.Unlock()
 		log.Warn().Err(err).Str("issuer", v.issuer).Dur("retry_in", wait).
 			Msg("OIDC issuer discovery failed: GitHub Actions tokens are refused until it succeeds")
 		select {
-		case <-done:
+		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
@@ -254,10 +251,10 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 		return Claims{}, fmt.Errorf("%w: empty or longer than %d bytes", ErrInvalid, maxTokenBytes)
 	}
 	v.mu.Lock()
-	verifier, lastErr := v.verifier, v.lastErr
+	verifier := v.verifier
 	v.mu.Unlock()
 	if verifier == nil {
-		return Claims{}, fmt.Errorf("%w: the issuer %s has not been reached yet: %v", ErrUnavailable, v.issuer, lastErr)
+		return Claims{}, fmt.Errorf("%w: the issuer %s has not been reached yet (deployd keeps trying)", ErrUnavailable, v.issuer)
 	}
 	idt, err := verifier.Verify(ctx, token)
 	if err != nil {

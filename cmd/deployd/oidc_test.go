@@ -186,6 +186,9 @@ func TestServeOIDCIssuerDownAtStart(t *testing.T) {
 	if status != http.StatusServiceUnavailable || header.Get("Retry-After") == "" || !strings.Contains(body, "has not been reached yet") {
 		t.Fatalf("before discovery: %d Retry-After %q %s, want 503 with Retry-After", status, header.Get("Retry-After"), body)
 	}
+	if strings.Contains(body, "issuer down") {
+		t.Errorf("the issuer's own answer reached the client: %s", body)
+	}
 	if n := len(d.deployments()); n != 0 {
 		t.Fatalf("%d deployments queued before discovery, want none", n)
 	}
