@@ -148,6 +148,8 @@ type API struct {
 	// TokenKeyFile holds the key API tokens are signed with; it is read
 	// by the code that issues and checks tokens, not by Parse.
 	TokenKeyFile string `yaml:"token_key_file"`
+	// OIDC accepts GitHub Actions OIDC tokens too; nil: only API tokens.
+	OIDC *OIDC `yaml:"oidc"`
 }
 
 // Status configures the status page and read API.

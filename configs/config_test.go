@@ -179,6 +179,12 @@ func examplePaths(n *yaml.Node, t reflect.Type, prefix string, out map[string]bo
 	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
 		t = t.Elem()
 	}
+	if n.Kind == yaml.SequenceNode {
+		for _, item := range n.Content {
+			examplePaths(item, t, prefix, out)
+		}
+		return
+	}
 	if n.Kind != yaml.MappingNode {
 		return
 	}

@@ -54,6 +54,7 @@ func (c *Config) applyDefaults(isSet func(path string) bool) {
 	}
 	setString(&c.GitHub.APIURL, DefaultGitHubAPIURL)
 	setString(&c.Podman.Command, DefaultPodmanCommand)
+	c.API.OIDC.applyDefaults()
 
 	for host, r := range c.Registries {
 		if r == nil {

@@ -85,13 +85,15 @@ func TestImportRules(t *testing.T) {
 		github        = module + "/auth/github"
 		registry      = module + "/auth/registry"
 		apitoken      = module + "/auth/apitoken"
+		oidc          = module + "/auth/oidc"
+		actionstest   = module + "/auth/oidc/actionstest"
 		auth          = module + "/auth"
 		server        = module + "/server"
 		httperr       = module + "/server/httperr"
 		metrics       = module + "/server/metrics"
 		webhook       = module + "/webhook"
 	)
-	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, demo, command, configs, github, registry, apitoken, auth, server, httperr, metrics, webhook} {
+	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, demo, command, configs, github, registry, apitoken, oidc, actionstest, auth, server, httperr, metrics, webhook} {
 		if _, ok := pkgs[name]; !ok {
 			t.Fatalf("go list does not know %s: the rules below name a package that moved", name)
 		}
@@ -116,6 +118,8 @@ func TestImportRules(t *testing.T) {
 		auth:          {},
 		github:        {auth},
 		apitoken:      {auth},
+		oidc:          {},
+		actionstest:   {},
 		registry:      {deployer, github, auth},
 		httperr:       {deployer},
 		webhook:       {deployer, configs, httperr},

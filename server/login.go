@@ -73,7 +73,7 @@ func (s *Server) loginForm(w http.ResponseWriter, r *http.Request) {
 	}
 	var data loginData
 	if tok, ok := loginCookie(r); ok {
-		c, err := s.tokens.Verify(tok)
+		c, err := s.tokens.Verify(r.Context(), tok)
 		switch {
 		case err != nil:
 			data.Message = "Your saved token is no longer accepted (" + err.Error() + "). Paste a current one."
@@ -121,10 +121,15 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.refuseLogin(w, r, "Paste an API token.")
 		return
 	}
-	c, err := s.tokens.Verify(tok)
+	c, err := s.tokens.Verify(r.Context(), tok)
 	if err != nil {
 		zerolog.Ctx(r.Context()).Info().Str("reason", err.Error()).Msg("status page login refused")
 		s.refuseLogin(w, r, "That token was refused: "+err.Error()+".")
+		return
+	}
+	if c.SingleUse {
+		zerolog.Ctx(r.Context()).Info().Str("subject", c.Subject).Str("token_id", c.TokenID).Msg("status page login refused: single-use token")
+		s.refuseLogin(w, r, "That token is accepted only once (a GitHub Actions OIDC token), so it cannot keep you logged in. Paste an API token from deployd token issue.")
 		return
 	}
 	if c.Allows == nil || !c.Allows(scopeStatusRead) {

@@ -262,8 +262,8 @@ func TestLoginSetsCookie(t *testing.T) {
 // lacks status:read, which the real rules imply.
 type exactScopes struct{ verifier }
 
-func (v exactScopes) Verify(tok string) (server.Caller, error) {
-	c, err := v.verifier.Verify(tok)
+func (v exactScopes) Verify(ctx context.Context, tok string) (server.Caller, error) {
+	c, err := v.verifier.Verify(ctx, tok)
 	if err != nil {
 		return c, err
 	}

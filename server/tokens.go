@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -24,13 +26,20 @@ type Caller struct {
 	// ExpiresAt is when the token expires; zero if the verifier does not
 	// say. A status page login cookie never outlives it.
 	ExpiresAt time.Time
+	// SingleUse is set for a token that is accepted only once (a GitHub
+	// Actions OIDC token): the status page login refuses it, since its
+	// cookie would be refused at the next request.
+	SingleUse bool
 }
 
 // TokenVerifier checks API bearer tokens. Verify returns the caller, or an
 // error whose text is safe to show to the client (it says why the token is
-// refused, never the token). Implementations must be safe for concurrent use.
+// refused, never the token); an *httperr.Error is answered as it is (a
+// 503 when no token of that kind can be checked for now), any other error
+// is a 401. ctx is the request's: it bounds what the check fetches.
+// Implementations must be safe for concurrent use.
 type TokenVerifier interface {
-	Verify(token string) (Caller, error)
+	Verify(ctx context.Context, token string) (Caller, error)
 }
 
 // Scopes the server checks; see apitoken.Claims.Allows for what grants them.
@@ -60,8 +69,8 @@ func bearerToken(r *http.Request) (string, bool) {
 func (s *Server) authorize(r *http.Request, scope string) (Caller, error) {
 	if s.tokens == nil {
 		return Caller{}, &httperr.Error{Status: http.StatusServiceUnavailable,
-			Message: "the write API is off: api.token_key_file is not set",
-			Hint:    "set api.token_key_file to a key of at least 32 bytes (head -c 32 /dev/urandom | base64 > api-key), restart deployd and issue a token with deployd token issue"}
+			Message: "the write API is off: neither api.token_key_file nor api.oidc is set",
+			Hint:    "set api.token_key_file to a key of at least 32 bytes (head -c 32 /dev/urandom | base64 > api-key), restart deployd and issue a token with deployd token issue; or set api.oidc for GitHub Actions"}
 	}
 	tok, ok := bearerToken(r)
 	if !ok {
@@ -69,19 +78,28 @@ func (s *Server) authorize(r *http.Request, scope string) (Caller, error) {
 			Message: "missing API token",
 			Hint:    "send Authorization: Bearer TOKEN with a token from deployd token issue --scope " + scope}
 	}
-	c, err := s.tokens.Verify(tok)
+	c, err := s.tokens.Verify(r.Context(), tok)
+	if he, ok := errors.AsType[*httperr.Error](err); ok {
+		zerolog.Ctx(r.Context()).Warn().Str("reason", he.Message).Msg("API token not checked")
+		return Caller{}, he
+	}
 	if err != nil {
 		zerolog.Ctx(r.Context()).Info().Str("reason", err.Error()).Msg("API token refused")
 		return Caller{}, &httperr.Error{Status: http.StatusUnauthorized, Challenge: bearerRealm + `, error="invalid_token"`,
 			Message: err.Error(),
-			Hint:    "issue a new token with deployd token issue; tokens are only valid on the deployd whose api.token_key_file signed them"}
+			Hint: "issue a new token with deployd token issue (tokens are only valid on the deployd whose api.token_key_file signed them); " +
+				"from GitHub Actions, ask GitHub for a new OIDC token with api.oidc.audience for each call"}
 	}
 	if c.Allows == nil || !c.Allows(scope) {
 		zerolog.Ctx(r.Context()).Info().Str("subject", c.Subject).Str("token_id", c.TokenID).Str("scope", scope).Msg("API token lacks scope")
+		hint := "issue a token with --scope " + scope + hintAll(scope)
+		if c.SingleUse {
+			hint = "add a rule to api.oidc.rules that grants " + scope + " to this run's repository_id (and ref, environment or event_name as needed)"
+		}
 		return Caller{}, &httperr.Error{Status: http.StatusForbidden,
 			Challenge: bearerRealm + `, error="insufficient_scope", scope=` + strconv.Quote(scope),
 			Message:   "the token of " + strconv.Quote(c.Subject) + " does not grant " + scope,
-			Hint:      "issue a token with --scope " + scope + hintAll(scope)}
+			Hint:      hint}
 	}
 	return c, nil
 }
@@ -145,7 +163,7 @@ func (s *Server) authorizeRead(r *http.Request) (Caller, error) {
 	if !ok {
 		return s.authorize(r, scopeStatusRead) // the missing token error
 	}
-	c, err := s.tokens.Verify(tok)
+	c, err := s.tokens.Verify(r.Context(), tok)
 	if err != nil {
 		zerolog.Ctx(r.Context()).Info().Str("reason", err.Error()).Msg("login cookie refused")
 		return Caller{}, &httperr.Error{Status: http.StatusUnauthorized, Challenge: bearerRealm + `, error="invalid_token"`,

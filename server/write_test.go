@@ -100,7 +100,7 @@ func (e *endingExecutor) Execute(ctx context.Context, d deployer.Deployment) dep
 // verifier adapts *apitoken.Key to server.TokenVerifier, as the command does.
 type verifier struct{ key *apitoken.Key }
 
-func (v verifier) Verify(tok string) (server.Caller, error) {
+func (v verifier) Verify(ctx context.Context, tok string) (server.Caller, error) {
 	c, err := v.key.Verify(tok)
 	if err != nil {
 		return server.Caller{}, err

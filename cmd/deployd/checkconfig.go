@@ -31,6 +31,9 @@ func checkConfigCommand(_ context.Context, e env, args []string) error {
 		s := cfg.Services[n]
 		fmt.Fprintf(e.stdout, "  %-16s %s tags %v, strategy %s\n", n, s.Image, s.Tags, s.Strategy)
 	}
+	if o := cfg.API.OIDC; o != nil {
+		fmt.Fprintf(e.stdout, "api: GitHub Actions OIDC tokens of %s for audience %s, %d rule(s)\n", o.Issuer, o.Audience, len(o.Rules))
+	}
 	return nil
 }
 

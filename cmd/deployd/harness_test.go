@@ -211,6 +211,7 @@ type deploymentJSON struct {
 	Trigger    struct {
 		Kind       string `json:"kind"`
 		DeliveryID string `json:"delivery_id"`
+		Subject    string `json:"subject"`
 	} `json:"trigger"`
 	Steps []struct {
 		Name    string `json:"name"`

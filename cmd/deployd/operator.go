@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -20,7 +21,7 @@ import (
 // apiTokens adapts *apitoken.Key to the server's TokenVerifier.
 type apiTokens struct{ key *apitoken.Key }
 
-func (t apiTokens) Verify(token string) (server.Caller, error) {
+func (t apiTokens) Verify(_ context.Context, token string) (server.Caller, error) {
 	c, err := t.key.Verify(token)
 	if err != nil {
 		return server.Caller{}, err
@@ -28,21 +29,33 @@ func (t apiTokens) Verify(token string) (server.Caller, error) {
 	return server.Caller{Subject: c.Subject, TokenID: c.ID, Allows: c.Allows, ExpiresAt: c.ExpiresAt}, nil
 }
 
-// newAPITokens loads api.token_key_file. Without one it returns nil: the
-// write API is then off and says so.
-func newAPITokens(cfg *configs.Config, log zerolog.Logger) (server.TokenVerifier, error) {
+// newAPITokens loads api.token_key_file and, with api.oidc, starts the
+// GitHub Actions OIDC verifier (its discovery runs until ctx ends). With
+// neither it returns nil: the write API is then off and says so.
+func newAPITokens(ctx context.Context, cfg *configs.Config, log zerolog.Logger) (server.TokenVerifier, error) {
+	var tokens bearerTokens
 	if cfg.API.TokenKeyFile == "" {
-		log.Info().Msg("api.token_key_file is not set: the deploy and rollback API is off")
+		log.Info().Msg("api.token_key_file is not set: API tokens are not accepted")
+	} else {
+		key, warning, err := apitoken.LoadKey(cfg.API.TokenKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("api.token_key_file: %w", err)
+		}
+		if warning != "" {
+			log.Warn().Str("file", cfg.API.TokenKeyFile).Msg(warning)
+		}
+		tokens.api = &apiTokens{key}
+	}
+	v, err := newOIDC(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	tokens.oidc = v
+	if tokens.api == nil && tokens.oidc == nil {
+		log.Info().Msg("neither api.token_key_file nor api.oidc is set: the deploy and rollback API is off")
 		return nil, nil
 	}
-	key, warning, err := apitoken.LoadKey(cfg.API.TokenKeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("api.token_key_file: %w", err)
-	}
-	if warning != "" {
-		log.Warn().Str("file", cfg.API.TokenKeyFile).Msg(warning)
-	}
-	return apiTokens{key}, nil
+	return tokens, nil
 }
 
 // newMetrics registers deployd's metrics on a registry of their own. app

@@ -89,7 +89,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err != nil {
 		return err
 	}
-	handler, err := newHandler(cfg, services, store, queue, credentialHealth(app, chain), out, log)
+	handler, err := newHandler(ctx, cfg, services, store, queue, credentialHealth(app, chain), out, log)
 	if err != nil {
 		return err
 	}
@@ -213,8 +213,8 @@ func newRecoverer(cfg *configs.Config, app *github.App, store *sqlite.Store, out
 
 // newHandler builds deployd's HTTP surface: the server, with the webhook
 // handler mounted in it.
-func newHandler(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, queue *deployer.Queue, creds server.Credentials, out *outputs, log zerolog.Logger) (http.Handler, error) {
-	tokens, err := newAPITokens(cfg, log)
+func newHandler(ctx context.Context, cfg *configs.Config, services []deployer.Service, store *sqlite.Store, queue *deployer.Queue, creds server.Credentials, out *outputs, log zerolog.Logger) (http.Handler, error) {
+	tokens, err := newAPITokens(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
