@@ -132,12 +132,13 @@ type Config struct {
 }
 
 // Notifier sends notifications about deployments to its targets. Notify
-// never blocks: it queues the deployment for the Notifier's one worker,
-// and when the queue is full the oldest waiting deployment is dropped
-// (logged and counted). A nil *Notifier does nothing. Its methods are
-// safe for concurrent use.
+// never blocks: it queues the deployment for each target that may want
+// it, and each target has a worker of its own, so that a receiver that
+// hangs delays only its own messages. When a target's queue is full its
+// oldest waiting deployment is dropped (logged and counted). A nil
+// *Notifier does nothing. Its methods are safe for concurrent use.
 type Notifier struct {
-	targets   []Target
+	workers   []*worker
 	status    Status
 	publicURL string
 	log       zerolog.Logger
@@ -148,23 +149,23 @@ type Notifier struct {
 	timeout   time.Duration
 	now       func() time.Time
 
-	ctx    context.Context // the worker's; cancelled when Close gives up
+	ctx    context.Context // the workers'; cancelled when Close gives up
 	cancel context.CancelFunc
-	done   chan struct{}
-	wake   chan struct{} // capacity 1: a job is waiting
+}
+
+// worker sends one target's messages, oldest first.
+type worker struct {
+	n    *Notifier
+	t    Target
+	wake chan struct{} // capacity 1: a deployment is waiting
+	done chan struct{}
 
 	mu     sync.Mutex
-	jobs   []job // oldest first, at most size
+	queue  []deployer.Deployment // oldest first, at most n.size
 	closed bool
 }
 
-// job is one finished deployment and the targets that may hear of it.
-type job struct {
-	d       deployer.Deployment
-	targets []int
-}
-
-// New checks cfg and starts the worker; call Close to stop it.
+// New checks cfg and starts a worker per target; call Close to stop them.
 func New(cfg Config) (*Notifier, error) {
 	if len(cfg.Targets) == 0 {
 		return nil, errors.New("new notifier: no targets")
@@ -172,7 +173,8 @@ func New(cfg Config) (*Notifier, error) {
 	if cfg.Status == nil {
 		return nil, errors.New("new notifier: no service status")
 	}
-	for i, t := range cfg.Targets {
+	targets := slices.Clone(cfg.Targets)
+	for i, t := range targets {
 		if t.Sender == nil {
 			return nil, fmt.Errorf("new notifier: target %d (%s) has no sender", i, t.Kind)
 		}
@@ -182,11 +184,10 @@ func New(cfg Config) (*Notifier, error) {
 			}
 		}
 		if len(t.Events) == 0 {
-			cfg.Targets[i].Events = DefaultEvents()
+			targets[i].Events = DefaultEvents()
 		}
 	}
 	n := &Notifier{
-		targets:   slices.Clone(cfg.Targets),
 		status:    cfg.Status,
 		publicURL: linkBase(cfg.PublicURL),
 		log:       cfg.Logger.With().Str("component", "notify").Logger(),
@@ -196,8 +197,6 @@ func New(cfg Config) (*Notifier, error) {
 		backoff:   orDefault(cfg.Backoff, DefaultBackoff),
 		timeout:   orDefault(cfg.Timeout, DefaultTimeout),
 		now:       cfg.Now,
-		done:      make(chan struct{}),
-		wake:      make(chan struct{}, 1),
 	}
 	if n.count == nil {
 		n.count = func(string, string) {}
@@ -206,7 +205,11 @@ func New(cfg Config) (*Notifier, error) {
 		n.now = time.Now
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	go n.work()
+	for _, t := range targets {
+		w := &worker{n: n, t: t, wake: make(chan struct{}, 1), done: make(chan struct{})}
+		n.workers = append(n.workers, w)
+		go w.work()
+	}
 	return n, nil
 }
 
@@ -217,7 +220,8 @@ func orDefault[T int | time.Duration](v, def T) T {
 	return v
 }
 
-// candidates returns the events a deployment in state may turn out to be.
+// candidates returns the events a deployment in state may turn out to
+// be, the most specific first.
 func candidates(state deployer.State) []Event {
 	switch state {
 	case deployer.StateFailed:
@@ -228,6 +232,12 @@ func candidates(state deployer.State) []Event {
 		return []Event{EventCredentialFallback, EventSucceeded}
 	}
 	return nil
+}
+
+// wantsAny reports whether the target hears of service's deployments and
+// of one of events.
+func (t Target) wantsAny(service string, events []Event) bool {
+	return t.wants(service) && slices.ContainsFunc(events, func(e Event) bool { return slices.Contains(t.Events, e) })
 }
 
 // Notify is a deployer Notify hook (deployer.QueueConfig.Notify): it
@@ -241,154 +251,163 @@ func (n *Notifier) Notify(d deployer.Deployment) {
 	if len(events) == 0 {
 		return
 	}
-	var targets []int
-	for i, t := range n.targets {
-		if t.wants(d.Service) && slices.ContainsFunc(events, func(e Event) bool { return slices.Contains(t.Events, e) }) {
-			targets = append(targets, i)
+	for _, w := range n.workers {
+		if w.t.wantsAny(d.Service, events) {
+			w.add(d)
 		}
 	}
-	if len(targets) == 0 {
+}
+
+// add queues d, dropping the oldest waiting deployment when the queue is
+// full.
+func (w *worker) add(d deployer.Deployment) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
 		return
 	}
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		return
+	var dropped *deployer.Deployment
+	if len(w.queue) == w.n.size {
+		oldest := w.queue[0]
+		dropped = &oldest
+		w.queue = slices.Delete(w.queue, 0, 1)
 	}
-	var dropped *job
-	if len(n.jobs) == n.size {
-		dropped = &job{d: n.jobs[0].d, targets: n.jobs[0].targets}
-		n.jobs = slices.Delete(n.jobs, 0, 1)
-	}
-	n.jobs = append(n.jobs, job{d: d, targets: targets})
-	n.mu.Unlock()
-	select {
-	case n.wake <- struct{}{}:
-	default:
-	}
+	w.queue = append(w.queue, d)
+	w.mu.Unlock()
+	w.signal()
 	if dropped != nil {
-		for _, i := range dropped.targets {
-			n.count(n.targets[i].Kind, ResultDropped)
-		}
-		n.log.Warn().Str(deployer.KeyService, dropped.d.Service).Int64(deployer.KeyDeploymentID, dropped.d.ID).
-			Int("queue_size", n.size).Msg("notification dropped: too many waiting; the oldest goes first")
+		w.n.count(w.t.Kind, ResultDropped)
+		w.n.log.Warn().Str("kind", w.t.Kind).Str(deployer.KeyService, dropped.Service).Int64(deployer.KeyDeploymentID, dropped.ID).
+			Int("queue_size", w.n.size).Msg("notification dropped: too many waiting; the oldest goes first")
+	}
+}
+
+func (w *worker) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
 	}
 }
 
 // Close stops taking deployments and waits up to wait for the queued
-// ones to be sent; then it abandons the rest (the send in flight is
+// ones to be sent; then it abandons the rest (the sends in flight are
 // cancelled).
 func (n *Notifier) Close(wait time.Duration) {
 	if n == nil {
 		return
 	}
-	n.mu.Lock()
-	n.closed = true
-	n.mu.Unlock()
-	select {
-	case n.wake <- struct{}{}:
-	default:
+	for _, w := range n.workers {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		w.signal()
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
-	select {
-	case <-n.done:
-	case <-t.C:
-		n.log.Warn().Dur("waited", wait).Msg("notifications abandoned at shutdown")
-		n.cancel()
-		<-n.done
+	for _, w := range n.workers {
+		select {
+		case <-w.done:
+		case <-t.C:
+			n.log.Warn().Dur("waited", wait).Msg("notifications abandoned at shutdown")
+			n.cancel()
+			<-w.done
+		}
 	}
 	n.cancel()
-}
-
-// next takes the oldest queued job; ok is false when the Notifier is
-// closed and nothing is left.
-func (n *Notifier) next() (j job, ok bool) {
-	for {
-		n.mu.Lock()
-		if len(n.jobs) > 0 {
-			j = n.jobs[0]
-			n.jobs = slices.Delete(n.jobs, 0, 1)
-			n.mu.Unlock()
-			return j, true
-		}
-		closed := n.closed
-		n.mu.Unlock()
-		if closed {
-			return job{}, false
-		}
-		<-n.wake
+	for _, w := range n.workers {
+		<-w.done
 	}
 }
 
-func (n *Notifier) work() {
-	defer close(n.done)
+// next takes the oldest queued deployment; ok is false when the worker is
+// closed and nothing is left.
+func (w *worker) next() (d deployer.Deployment, ok bool) {
 	for {
-		j, ok := n.next()
+		w.mu.Lock()
+		if len(w.queue) > 0 {
+			d = w.queue[0]
+			w.queue = slices.Delete(w.queue, 0, 1)
+			w.mu.Unlock()
+			return d, true
+		}
+		closed := w.closed
+		w.mu.Unlock()
+		if closed {
+			return deployer.Deployment{}, false
+		}
+		<-w.wake
+	}
+}
+
+func (w *worker) work() {
+	defer close(w.done)
+	for {
+		d, ok := w.next()
 		if !ok {
 			return
 		}
-		if n.ctx.Err() != nil {
+		if w.n.ctx.Err() != nil {
 			continue // Close gave up: drain without sending
 		}
-		n.deliver(j)
-	}
-}
-
-// deliver builds the job's message for each of its targets and sends it.
-func (n *Notifier) deliver(j job) {
-	events := n.events(j)
-	for _, i := range j.targets {
-		t := n.targets[i]
-		idx := slices.IndexFunc(events, func(e Event) bool { return slices.Contains(t.Events, e) })
-		if idx < 0 {
-			continue
+		if e, ok := w.event(d); ok {
+			w.send(newMessage(d, e, w.n.publicURL, w.n.now()))
 		}
-		m := newMessage(j.d, events[idx], n.publicURL, n.now())
-		n.send(t, m)
 	}
 }
 
-// events returns what the job's deployment turned out to be, the most
-// specific first: degraded before failed, credential_fallback before
-// succeeded. The service's status is read only when a target wants to
-// know.
-func (n *Notifier) events(j job) []Event {
-	d := j.d
-	var special Event
-	switch d.State {
-	case deployer.StateFailed:
-		special = EventDegraded
-	case deployer.StateSucceeded:
-		special = EventCredentialFallback
+// event returns what d turned out to be, of what the target wants: the
+// most specific event first (degraded before failed, credential_fallback
+// before succeeded). The service's status is read only when the target
+// wants to know.
+func (w *worker) event(d deployer.Deployment) (Event, bool) {
+	var wanted []Event
+	for _, e := range candidates(d.State) {
+		if slices.Contains(w.t.Events, e) {
+			wanted = append(wanted, e)
+		}
 	}
-	wanted := special != "" && slices.ContainsFunc(j.targets, func(i int) bool { return slices.Contains(n.targets[i].Events, special) })
-	plain := candidates(d.State)
-	plain = plain[len(plain)-1:]
-	if !wanted {
-		return plain
+	if len(wanted) == 0 {
+		return "", false
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, n.timeout)
+	special := wanted[0]
+	if special != EventDegraded && special != EventCredentialFallback {
+		return special, true
+	}
+	if w.special(d, special) {
+		return special, true
+	}
+	if len(wanted) > 1 {
+		return wanted[1], true
+	}
+	return "", false
+}
+
+// special reports whether d left its service degraded or fell back to
+// another credential source, as the service's status says; it does not
+// when a later deployment changed the status since.
+func (w *worker) special(d deployer.Deployment, e Event) bool {
+	ctx, cancel := context.WithTimeout(w.n.ctx, w.n.timeout)
 	defer cancel()
-	st, err := n.status.ServiceStatus(ctx, d.Service)
+	st, err := w.n.status.ServiceStatus(ctx, d.Service)
 	if err != nil {
-		n.log.Warn().Err(err).Str(deployer.KeyService, d.Service).Int64(deployer.KeyDeploymentID, d.ID).
+		w.n.log.Warn().Err(err).Str(deployer.KeyService, d.Service).Int64(deployer.KeyDeploymentID, d.ID).
 			Msg("read service status for a notification")
-		return plain
+		return false
 	}
-	if st.LastDeploymentID != d.ID { // a later deployment changed it since
-		return plain
+	if st.LastDeploymentID != d.ID {
+		return false
 	}
-	if (special == EventDegraded && st.Degraded) || (special == EventCredentialFallback && st.CredentialNote != "") {
-		return []Event{special, plain[0]}
+	if e == EventDegraded {
+		return st.Degraded
 	}
-	return plain
+	return st.CredentialNote != ""
 }
 
-// send delivers m to t, with up to n.attempts attempts and a doubling
-// wait between them; each failure is logged (never the receiver's URL)
-// and counted.
-func (n *Notifier) send(t Target, m Message) {
+// send delivers m, with up to n.attempts attempts and a doubling wait
+// between them; each failure is logged (never the receiver's URL) and
+// counted.
+func (w *worker) send(m Message) {
+	n, t := w.n, w.t
 	log := n.log.With().Str(deployer.KeyService, m.Service).Int64(deployer.KeyDeploymentID, m.DeploymentID).
 		Str("kind", t.Kind).Str("event", string(m.Event)).Str("notification_id", m.ID).Logger()
 	wait := n.backoff

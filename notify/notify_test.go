@@ -409,22 +409,28 @@ func TestNotifyNeverBlocksAndDropsTheOldest(t *testing.T) {
 	}
 }
 
-func TestCloseAbandonsAHangingReceiver(t *testing.T) {
+// TestHangingReceiverDelaysOnlyItself: while one receiver hangs, another
+// gets its messages; Close then abandons the hanging send.
+func TestHangingReceiverDelaysOnlyItself(t *testing.T) {
 	b := &blocking{started: make(chan struct{}, 100), release: make(chan struct{})}
+	ok := &flaky{got: make(chan Message, 2)}
 	c := &counts{}
-	n, err := New(Config{Targets: []Target{{Kind: "hang", Sender: b}}, Status: statuses{}, Count: c.count, Timeout: time.Hour})
+	n, err := New(Config{Targets: []Target{{Kind: "hang", Sender: b}, {Kind: "ok", Sender: ok}}, Status: statuses{}, Count: c.count, Timeout: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n.Notify(failedDeployment(1))
 	n.Notify(failedDeployment(2))
-	<-b.started
+	<-b.started // the first receiver hangs on deployment 1
+	if m1, m2 := <-ok.got, <-ok.got; m1.DeploymentID != 1 || m2.DeploymentID != 2 {
+		t.Errorf("the other receiver got %d and %d, want 1 and 2", m1.DeploymentID, m2.DeploymentID)
+	}
 	n.Close(time.Millisecond) // returns: the send in flight is cancelled
 	if got := len(b.messages()); got != 0 {
 		t.Errorf("%d messages delivered by a receiver that never answered", got)
 	}
-	if c.get("hang/failed") != 1 {
-		t.Errorf("counts %v, want the cancelled send counted failed", c.n)
+	if c.get("hang/failed") != 1 || c.get("ok/sent") != 2 {
+		t.Errorf("counts %v, want the cancelled send counted failed and two sent", c.n)
 	}
 	n.Notify(failedDeployment(3)) // after Close: ignored, no panic
 }

@@ -31,7 +31,7 @@ func checkConfigCommand(_ context.Context, e env, args []string) error {
 		s := cfg.Services[n]
 		fmt.Fprintf(e.stdout, "  %-16s %s tags %v, strategy %s\n", n, s.Image, s.Tags, s.Strategy)
 	}
-	return nil
+	return printNotifications(e.stdout, cfg)
 }
 
 func doctorCommand(ctx context.Context, e env, args []string) error {
