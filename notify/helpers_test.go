@@ -23,19 +23,24 @@ func (s statuses) ServiceStatus(_ context.Context, name string) (deployer.Servic
 	return s[name], nil
 }
 
-// counts records Count calls.
+// counts records Count calls; wait blocks until one reaches a number.
 type counts struct {
-	mu sync.Mutex
-	n  map[string]int
+	mu      sync.Mutex
+	n       map[string]int
+	changed *sync.Cond
+}
+
+func newCounts() *counts {
+	c := &counts{n: map[string]int{}}
+	c.changed = sync.NewCond(&c.mu)
+	return c
 }
 
 func (c *counts) count(kind, result string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.n == nil {
-		c.n = map[string]int{}
-	}
 	c.n[kind+"/"+result]++
+	c.changed.Broadcast()
 }
 
 func (c *counts) get(key string) int {
@@ -44,11 +49,20 @@ func (c *counts) get(key string) int {
 	return c.n[key]
 }
 
+// wait blocks until the count of key ("kind/result") is at least n.
+func (c *counts) wait(key string, n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.n[key] < n {
+		c.changed.Wait()
+	}
+}
+
 // newTestNotifier starts a Notifier for targets with quick retries and
 // closes it when the test ends.
 func newTestNotifier(t *testing.T, st Status, targets ...Target) (*Notifier, *counts, *testlog.Buffer) {
 	t.Helper()
-	c := &counts{}
+	c := newCounts()
 	logs := &testlog.Buffer{}
 	n, err := New(Config{Targets: targets, Status: st, PublicURL: "https://deploy.example.test/",
 		Logger: zerolog.New(logs), Count: c.count, Backoff: time.Millisecond, Timeout: 5 * time.Second})
@@ -153,16 +167,4 @@ func (s *smtpServer) messages() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.data...)
-}
-
-// waitFor polls cond until it holds, failing the test after a minute.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -3,7 +3,6 @@ package notify
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -216,16 +215,4 @@ func (m Message) Text() string {
 		b.WriteString(m.URL + "\n")
 	}
 	return strings.TrimRight(b.String(), "\n")
-}
-
-// linkBase returns public_url for links: without any user:password, query
-// or fragment, without a trailing slash, and "" when it is not an absolute
-// http(s) URL.
-func linkBase(publicURL string) string {
-	u, err := url.Parse(publicURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return ""
-	}
-	u.User, u.RawQuery, u.Fragment = nil, "", ""
-	return strings.TrimRight(u.String(), "/")
 }

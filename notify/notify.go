@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -114,8 +115,9 @@ type Config struct {
 	Targets []Target
 	// Status tells degraded services and credential fallbacks. Required.
 	Status Status
-	// PublicURL is deployd's public_url: messages link to the deployment
-	// on the status page. No link without it.
+	// PublicURL is deployd's public_url, an absolute http(s) URL without
+	// credentials (as the configuration checks it): messages link to the
+	// deployment on the status page. No link without it.
 	PublicURL string
 	Logger    zerolog.Logger
 	// Count, if set, counts each send's result per target kind
@@ -189,7 +191,7 @@ func New(cfg Config) (*Notifier, error) {
 	}
 	n := &Notifier{
 		status:    cfg.Status,
-		publicURL: linkBase(cfg.PublicURL),
+		publicURL: strings.TrimRight(cfg.PublicURL, "/"),
 		log:       cfg.Logger.With().Str("component", "notify").Logger(),
 		count:     cfg.Count,
 		size:      orDefault(cfg.QueueSize, DefaultQueueSize),

@@ -75,7 +75,7 @@ func TestWebhookMessageIsSignedAndCarriesTheFailure(t *testing.T) {
 	}
 	n, c, _ := newTestNotifier(t, statuses{}, Target{Kind: "webhook", Sender: wh})
 	n.Notify(failedDeployment(7))
-	waitFor(t, "the webhook", func() bool { return len(rcv.requests()) == 1 })
+	c.wait("webhook/sent", 1)
 	req := rcv.requests()[0]
 	if !verify(secret, req) {
 		t.Fatalf("signature %q does not verify with the secret", req.header.Get(HeaderSignature))
@@ -133,7 +133,7 @@ func TestShoutrrrServices(t *testing.T) {
 		}
 		n, c, _ := newTestNotifier(t, statuses{}, Target{Kind: s.Kind(), Sender: s})
 		n.Notify(failedDeployment(3))
-		waitFor(t, "ntfy", func() bool { return c.get("ntfy/sent") == 1 })
+		c.wait("ntfy/sent", 1)
 		got := rcv.requests()[0]
 		if got.path != "/deploys" || got.header.Get("Title") != "deployd: backend deploy failed (health)" {
 			t.Errorf("ntfy topic %q title %q", got.path, got.header.Get("Title"))
@@ -152,7 +152,7 @@ func TestShoutrrrServices(t *testing.T) {
 		}
 		n, c, _ := newTestNotifier(t, statuses{}, Target{Kind: s.Kind(), Sender: s})
 		n.Notify(failedDeployment(4))
-		waitFor(t, "generic", func() bool { return c.get("generic/sent") == 1 })
+		c.wait("generic/sent", 1)
 		if body := string(rcv.requests()[0].body); !strings.Contains(body, "boom") || !strings.Contains(body, "Failure class: health") {
 			t.Errorf("generic body lacks the failure: %s", body)
 		}
@@ -166,7 +166,7 @@ func TestShoutrrrServices(t *testing.T) {
 		}
 		n, c, _ := newTestNotifier(t, statuses{}, Target{Kind: s.Kind(), Sender: s})
 		n.Notify(failedDeployment(5))
-		waitFor(t, "smtp", func() bool { return c.get("smtp/sent") == 1 })
+		c.wait("smtp/sent", 1)
 		mail := srv.messages()[0]
 		for _, want := range []string{"Subject: deployd: backend deploy failed (health)", "Failure class: health", "boom"} {
 			if !strings.Contains(mail, want) {
@@ -245,7 +245,8 @@ func TestSendErrorsHideTheURL(t *testing.T) {
 	}
 	n, c, logs := newTestNotifier(t, statuses{}, Target{Kind: "generic", Sender: s}, Target{Kind: "webhook", Sender: wh})
 	n.Notify(failedDeployment(9))
-	waitFor(t, "both to give up", func() bool { return c.get("generic/failed") == 1 && c.get("webhook/failed") == 1 })
+	c.wait("generic/failed", 1)
+	c.wait("webhook/failed", 1)
 	if got := logs.String(); strings.Contains(got, token) || strings.Contains(got, "s3cr3t") || !strings.Contains(got, "giving up") {
 		t.Errorf("log shows the URL or not the failure:\n%s", got)
 	}
@@ -275,7 +276,7 @@ func TestRetriesWithTheSameIDThenGivesUp(t *testing.T) {
 	if m.DeploymentID != 1 {
 		t.Fatalf("message %+v", m)
 	}
-	waitFor(t, "the other target to give up", func() bool { return c.get("never/failed") == 1 })
+	c.wait("never/failed", 1)
 	if got := []int{c.get("ok/retried"), c.get("ok/sent"), c.get("never/retried"), c.get("never/sent")}; !slices.Equal(got, []int{2, 1, 2, 0}) {
 		t.Errorf("ok retried/sent, never retried/sent = %v, want [2 1 2 0]", got)
 	}
@@ -385,7 +386,7 @@ func (b *blocking) Send(ctx context.Context, m Message) error {
 // the newest are delivered once it answers.
 func TestNotifyNeverBlocksAndDropsTheOldest(t *testing.T) {
 	b := &blocking{started: make(chan struct{}, 100), release: make(chan struct{})}
-	c := &counts{}
+	c := newCounts()
 	n, err := New(Config{Targets: []Target{{Kind: "hang", Sender: b}}, Status: statuses{}, Count: c.count, QueueSize: 3, Timeout: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -414,7 +415,7 @@ func TestNotifyNeverBlocksAndDropsTheOldest(t *testing.T) {
 func TestHangingReceiverDelaysOnlyItself(t *testing.T) {
 	b := &blocking{started: make(chan struct{}, 100), release: make(chan struct{})}
 	ok := &flaky{got: make(chan Message, 2)}
-	c := &counts{}
+	c := newCounts()
 	n, err := New(Config{Targets: []Target{{Kind: "hang", Sender: b}, {Kind: "ok", Sender: ok}}, Status: statuses{}, Count: c.count, Timeout: time.Hour})
 	if err != nil {
 		t.Fatal(err)
