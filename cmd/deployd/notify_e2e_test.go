@@ -86,20 +86,13 @@ func TestEndToEndNotifiesFailedDeploy(t *testing.T) {
 	dir := t.TempDir()
 	secretFile := writeFile(t, dir, "notify-secret", string(secret)+"\n", 0o600)
 	ntfyFile := writeFile(t, dir, "ntfy-url", "ntfy://"+strings.TrimPrefix(ntfy.URL, "http://")+"/"+topic+"?scheme=http\n", 0o600)
-	cfg, err := os.ReadFile(s.config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg = append(cfg, fmt.Sprintf(`notifications:
+	appendConfig(t, s.config, fmt.Sprintf(`notifications:
   - webhook: {url: %q, secret_file: %q}
   - url_file: %q
     services: [backend]
   - url: %q
     events: [degraded]
-`, signed.URL+"/hooks/deployd", secretFile, ntfyFile, "generic+"+hang.URL+"/"+hangToken)...)
-	if err := os.WriteFile(s.config, cfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, signed.URL+"/hooks/deployd", secretFile, ntfyFile, "generic+"+hang.URL+"/"+hangToken))
 	d := startDeployd(t, s.config, nil)
 
 	unhealthy := func(version string) string {
@@ -183,4 +176,58 @@ func TestEndToEndNotifiesFailedDeploy(t *testing.T) {
 		}
 	}
 	close(release)
+}
+
+// appendConfig adds text at the end of the configuration file at path.
+func appendConfig(t *testing.T, path, text string) {
+	t.Helper()
+	cfg, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, append(cfg, text...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEndToEndNotifiesCredentialFallback: the registry refuses the App
+// token, the PAT pulls, the deployment succeeds, and a receiver that asked
+// for credential_fallback hears of it with the refused credential's step.
+func TestEndToEndNotifiesCredentialFallback(t *testing.T) {
+	s := newStack(t, stackOptions{registryDeniesApp: true, credentials: "[github_app, token_file]"})
+	secret := []byte("notify-e2e-fallback-key")
+	rcv := startNotifyReceiver(t, secret)
+	secretFile := writeFile(t, t.TempDir(), "notify-secret", string(secret), 0o600)
+	appendConfig(t, s.config, fmt.Sprintf(`notifications:
+  - webhook: {url: %q, secret_file: %q}
+    events: [credential_fallback, failed]
+`, rcv.URL, secretFile))
+	d := startDeployd(t, s.config, nil)
+	v1 := s.push("latest", "v1")
+	dep := waitDeployment(t, d, d.queue(delivery{event: "registry_package", id: "notify-fallback", body: s.packageEvent("latest", v1)})[0])
+	if dep.State != "succeeded" {
+		t.Fatalf("fallback deploy: %s %s", dep.State, dep.Error)
+	}
+	<-rcv.got
+	rcv.mu.Lock()
+	body := rcv.bodies[0]
+	rcv.mu.Unlock()
+	var m notify.Message
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Event != notify.EventCredentialFallback || m.State != "succeeded" || m.DeploymentID != dep.ID {
+		t.Errorf("message %+v, want credential_fallback for deployment %d", m, dep.ID)
+	}
+	if !strings.Contains(strings.Join(m.Lines, "\n"), "github_app") {
+		t.Errorf("step %q lines %q, want the App token's refusal", m.Step, m.Lines)
+	}
+	for _, mint := range s.github.Mints() {
+		if strings.Contains(string(body), mint.Token) {
+			t.Error("the message carries an installation token")
+		}
+	}
+	if strings.Contains(string(body), e2ePAT) {
+		t.Error("the message carries the PAT")
+	}
 }
