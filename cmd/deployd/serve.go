@@ -149,6 +149,7 @@ func newOutputs(ctx context.Context, cfg *configs.Config, store *sqlite.Store, a
 	}
 	notifier, err := newNotifier(cfg, store, mets, log)
 	if err != nil {
+		gh.Close(0) // nothing was reported yet
 		return nil, err
 	}
 	hub := server.NewHub(server.HubConfig{Logger: log.With().Str("component", "events").Logger()})
