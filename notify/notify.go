@@ -6,9 +6,10 @@
 // services) or a generic JSON webhook signed with HMAC-SHA256.
 //
 // Its Notifier is a subscriber of deployment events, handed to the
-// queue's Notify hook. Notify only queues: one worker of its own builds
+// queue's Notify hook. Notify only queues: a worker per receiver builds
 // the messages and sends them, retrying with backoff, so a receiver that
-// is slow, down or hanging never holds up or fails a deployment.
+// is slow, down or hanging never holds up or fails a deployment, nor
+// delays the other receivers.
 package notify
 
 import (
