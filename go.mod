@@ -8,10 +8,16 @@ require (
 	github.com/go-chi/chi/v5 v5.5.0
 	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/google/go-github/v62 v62.0.0
+	github.com/nicholas-fedor/shoutrrr v0.13.2
 	github.com/rs/zerolog v1.35.1
 	golang.org/x/sync v0.25.0
 	gopkg.in/yaml.v3 v3.0.1
 	modernc.org/sqlite v1.62.0
+)
+
+require (
+	github.com/kr/pretty v0.3.1 // indirect
+	golang.org/x/term v0.39.0 // indirect
 )
 
 require (

@@ -55,6 +55,9 @@ type Config struct {
 	// Services are the deployable services by name, loaded straight into
 	// deployer's type: see deployer.Service for their keys.
 	Services map[string]*deployer.Service `yaml:"services"`
+	// Notifications are the receivers of word of failed, rolled back and
+	// degraded deployments and credential fallbacks (see Notification).
+	Notifications []Notification `yaml:"notifications"`
 
 	// lines maps the YAML path of every key read by Parse to its line, so
 	// that Validate can point at it. It is nil for a Config built in code.

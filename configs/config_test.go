@@ -75,6 +75,9 @@ func TestExampleFilesLoad(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(creds, "webhook-secret"), []byte("from-credentials-dir\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(creds, "notify-secret"), []byte("notify-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	vars := map[string]string{"CREDENTIALS_DIRECTORY": creds, "DEPLOYD_WEBHOOK_SECRET": "local-secret"}
 
 	c, err := Load("deployd.example.yaml", env(vars))
@@ -120,7 +123,9 @@ func TestExampleFilesLoad(t *testing.T) {
 // documentedInComment lists keys that are alternatives to a key set in the
 // example, so they appear there commented out.
 var documentedInComment = map[string]string{
-	"github.webhook_secret": "# webhook_secret:",
+	"github.webhook_secret":        "# webhook_secret:",
+	"notifications.url_file":       "# - url_file:",
+	"notifications.webhook.secret": "#     secret:",
 }
 
 func TestExampleDocumentsEveryKey(t *testing.T) {
@@ -696,6 +701,9 @@ func TestSecretsNeverInErrors(t *testing.T) {
 		{"secret with a dollar brace", "github: {webhook_secret: 'ab${" + secret + "}cd'}\n"},
 		{"secret with an open dollar brace", "github: {webhook_secret: 'ab${" + secret + "'}\n"},
 		{"url with password", "github: {webhook_secret: x, api_url: 'https://u:" + secret + "@h/'}\npublic_url: 'https://u:" + secret + "@h'\n"},
+		{"notification url, bad and doubled", "github: {webhook_secret: x}\nnotifications: [{url: 'slack//" + secret + "'}, {url: 'ntfy://" + secret + "', url_file: " + file + "}, {url: 'smtp://u:" + secret + "@h', webhook: {url: 'https://h/" + secret + "'}}]\n"},
+		{"notification url from a file, bad", "github: {webhook_secret: x}\nnotifications: [{url_file: " + file + "}]\n"},
+		{"notification webhook url and secret", "github: {webhook_secret: x}\nnotifications: [{webhook: {url: 'ftp://" + secret + "', secret: " + secret + ", secret_file: " + file + "}}, {url: [" + secret + "]}]\n"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -113,6 +113,11 @@ func Parse(r io.Reader, getenv func(string) string) (*Config, error) {
 
 // readSecretFiles reads the *_file secrets into their values.
 func (c *Config) readSecretFiles() []Problem {
+	return append(c.readWebhookSecret(), c.readNotificationFiles()...)
+}
+
+// readWebhookSecret reads github.webhook_secret_file into its value.
+func (c *Config) readWebhookSecret() []Problem {
 	var problems []Problem
 	gh := &c.GitHub
 	if gh.WebhookSecretFile == "" {

@@ -92,8 +92,9 @@ func TestImportRules(t *testing.T) {
 		httperr       = module + "/server/httperr"
 		metrics       = module + "/server/metrics"
 		webhook       = module + "/webhook"
+		notify        = module + "/notify"
 	)
-	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, demo, command, configs, github, registry, apitoken, oidc, actionstest, auth, server, httperr, metrics, webhook} {
+	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, demo, command, configs, github, registry, apitoken, oidc, actionstest, auth, server, httperr, metrics, webhook, notify} {
 		if _, ok := pkgs[name]; !ok {
 			t.Fatalf("go list does not know %s: the rules below name a package that moved", name)
 		}
@@ -125,6 +126,7 @@ func TestImportRules(t *testing.T) {
 		webhook:       {deployer, configs, httperr},
 		server:        {deployer, httperr, github, registry},
 		metrics:       {deployer, github, registry},
+		notify:        {deployer},
 	}
 	for _, name := range slices.Sorted(maps.Keys(allowed)) {
 		for _, imp := range ours(pkgs[name].Imports) {

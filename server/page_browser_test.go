@@ -333,6 +333,8 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	resp.Body.Close()
 	waitUntil("new deployment row", firstRow("web", "id"), fmt.Sprintf("#%d", d.ID))
+	// The row added live is the anchor notifications link to, as a rendered one is.
+	waitUntil("new row's anchor", fmt.Sprintf(`(document.getElementById("deployment-%d") || {}).className || ""`, d.ID), "deploy")
 	waitUntil("running state", firstRow("web", "state"), "running")
 	waitUntil("card badge while running", fmt.Sprintf(`(`+cardJS+`).querySelector('[data-field="state"]').textContent`, "web"), "running")
 	waitUntil("steps so far", fmt.Sprintf(`String((`+cardJS+`).querySelectorAll('[data-list="steps"]')[0].children.length)`, "web"), "2")

@@ -240,7 +240,8 @@ func TestStatusPageHTTP(t *testing.T) {
 		}
 	}
 	page := string(body)
-	for _, want := range []string{`data-service="backend"`, "ghcr.io/acme/v7/backend", "v1.2.3", "manual by ci", `data-deployment="` + strconv.FormatInt(d.ID, 10) + `"`} {
+	for _, want := range []string{`data-service="backend"`, "ghcr.io/acme/v7/backend", "v1.2.3", "manual by ci", `data-deployment="` + strconv.FormatInt(d.ID, 10) + `"`,
+		`id="deployment-` + strconv.FormatInt(d.ID, 10) + `"`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %q", want)
 		}

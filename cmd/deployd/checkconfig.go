@@ -34,7 +34,7 @@ func checkConfigCommand(_ context.Context, e env, args []string) error {
 	if o := cfg.API.OIDC; o != nil {
 		fmt.Fprintf(e.stdout, "api: GitHub Actions OIDC tokens of %s for audience %s, %d rule(s)\n", o.Issuer, o.Audience, len(o.Rules))
 	}
-	return nil
+	return printNotifications(e.stdout, cfg)
 }
 
 func doctorCommand(ctx context.Context, e env, args []string) error {

@@ -22,6 +22,7 @@ import (
 	"github.com/deployd/deployd/deployer/recovery"
 	"github.com/deployd/deployd/deployer/sqlite"
 	"github.com/deployd/deployd/doctor"
+	"github.com/deployd/deployd/notify"
 	"github.com/deployd/deployd/server"
 	"github.com/deployd/deployd/server/metrics"
 	"github.com/deployd/deployd/webhook"
@@ -122,12 +123,14 @@ func openStore(ctx context.Context, cfg *configs.Config, log zerolog.Logger) (*s
 func storePath(cfg *configs.Config) string { return filepath.Join(cfg.DataDir, "deployd.db") }
 
 // outputs hear of deployments and deliveries: the metrics, the status
-// page's event stream and, with github.deployments, GitHub's Deployments
-// API (github is nil, doing nothing, when that is off).
+// page's event stream, with github.deployments GitHub's Deployments API
+// (github is nil, doing nothing, when that is off) and the notifications
+// (notify is nil when there are none).
 type outputs struct {
 	metrics *metrics.Metrics
 	hub     *server.Hub
 	github  *ghdeployments.Reporter
+	notify  *notify.Notifier
 }
 
 // newOutputs builds the outputs; the metrics start with the last
@@ -144,8 +147,13 @@ func newOutputs(ctx context.Context, cfg *configs.Config, store *sqlite.Store, a
 	if err != nil {
 		return nil, err
 	}
+	notifier, err := newNotifier(cfg, store, mets, log)
+	if err != nil {
+		gh.Close(0) // nothing was reported yet
+		return nil, err
+	}
 	hub := server.NewHub(server.HubConfig{Logger: log.With().Str("component", "events").Logger()})
-	return &outputs{metrics: mets, hub: hub, github: gh}, nil
+	return &outputs{metrics: mets, hub: hub, github: gh, notify: notifier}, nil
 }
 
 // step hears of every pipeline step of a deployment.
@@ -159,10 +167,15 @@ func (o *outputs) change(d deployer.Deployment) {
 	o.metrics.Deployment(d)
 	o.hub.Publish(d)
 	o.github.Notify(d)
+	o.notify.Notify(d)
 }
 
-// close waits, a bounded time, for GitHub to hear the last reports.
-func (o *outputs) close() { o.github.Close(ghdeployments.CloseTimeout) }
+// close waits, a bounded time, for GitHub and the notification receivers
+// to hear the last reports.
+func (o *outputs) close() {
+	o.github.Close(ghdeployments.CloseTimeout)
+	o.notify.Close(notify.CloseTimeout)
+}
 
 // newDeployments builds the machinery that carries deployments out: the
 // pipeline on this host, the queue that runs it per service and the

@@ -130,6 +130,7 @@
 
   function fillDeployment(li, d) {
     li.setAttribute("data-deployment", String(d.id));
+    li.id = "deployment-" + d.id; // the anchor notifications link to
     setText(li, "id", "#" + d.id);
     var badge = setText(li, "state", words(d.state));
     setState(badge, "state-", d.state);
