@@ -55,6 +55,10 @@ type Config struct {
 	// Services are the deployable services by name, loaded straight into
 	// deployer's type: see deployer.Service for their keys.
 	Services map[string]*deployer.Service `yaml:"services"`
+	// ReleaseSets group services whose images of one commit go live
+	// together, by name, loaded straight into deployer's type: see
+	// deployer.ReleaseSet for their keys.
+	ReleaseSets map[string]*deployer.ReleaseSet `yaml:"release_sets"`
 
 	// lines maps the YAML path of every key read by Parse to its line, so
 	// that Validate can point at it. It is nil for a Config built in code.

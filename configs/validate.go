@@ -84,6 +84,7 @@ func (c *Config) Validate() error {
 	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		v.service(name, c.Services[name])
 	}
+	v.releaseSets()
 	if len(v.problems) == 0 {
 		return nil
 	}
