@@ -201,8 +201,9 @@ func (r *Releaser) split(ctx context.Context, d Delivery, reqs []Request) (plain
 
 // Observe hears of every change of a deployment's state (the queue's
 // Notify hook): the end of a member's deployment moves its release on.
+// A nil Releaser hears nothing.
 func (r *Releaser) Observe(d Deployment) {
-	if d.ReleaseID == 0 || !d.State.Final() {
+	if r == nil || d.ReleaseID == 0 || !d.State.Final() {
 		return
 	}
 	r.mu.Lock()
@@ -218,7 +219,11 @@ func (r *Releaser) Observe(d Deployment) {
 
 // Start marks the releases that ran when deployd last stopped as
 // interrupted and starts one worker per set, which lives until Shutdown.
+// A nil Releaser does nothing.
 func (r *Releaser) Start(ctx context.Context) error {
+	if r == nil {
+		return nil
+	}
 	ids, err := r.store.InterruptRunningReleases(ctx)
 	if err != nil {
 		return fmt.Errorf("start releases: %w", err)
@@ -237,11 +242,13 @@ func (r *Releaser) Start(ctx context.Context) error {
 }
 
 // Shutdown stops the workers and waits for them. A release cut short
-// stays running and is marked interrupted at the next start.
+// stays running and is marked interrupted at the next start. A nil
+// Releaser does nothing.
 func (r *Releaser) Shutdown() {
-	if r.cancel != nil {
-		r.cancel()
+	if r == nil || r.cancel == nil {
+		return
 	}
+	r.cancel()
 	r.wg.Wait()
 }
 
@@ -279,9 +286,18 @@ func (r *Releaser) work(ctx context.Context, set string) {
 			}
 			r.notify(rel)
 			end, err := r.Run(ctx, rel)
-			if err != nil {
-				r.log.Warn().Err(err).Int64("release_id", rel.ID).Msg("release cut short; it is marked interrupted at the next start")
+			if err != nil && (ctx.Err() != nil || errors.Is(err, ErrDraining)) {
+				r.log.Warn().Err(err).Int64("release_id", rel.ID).Msg("release cut short by shutdown; it is marked interrupted at the next start")
 				return
+			}
+			if err != nil {
+				// The store failed under it: end it, or it would hold the set.
+				r.log.Error().Err(err).Int64("release_id", rel.ID).Msg("release failed")
+				end = rel
+				end.State, end.Reason = ReleaseFailed, "deployd could not carry the release out: "+err.Error()
+				if err := r.store.FinishRelease(context.WithoutCancel(ctx), end); err != nil {
+					r.log.Error().Err(err).Int64("release_id", rel.ID).Msg("record release end")
+				}
 			}
 			r.notify(end)
 		}

@@ -89,7 +89,11 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err != nil {
 		return err
 	}
-	handler, err := newHandler(cfg, services, store, queue, credentialHealth(app, chain), out, log)
+	releaser, intake, err := newReleaser(cfg, store, queue, out, log)
+	if err != nil {
+		return err
+	}
+	handler, err := newHandler(cfg, services, store, queue, intake, credentialHealth(app, chain), out, log)
 	if err != nil {
 		return err
 	}
@@ -98,7 +102,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 		return err
 	}
 	d := &daemon{listen: cfg.Listen, handler: handler, hub: out.hub, queue: queue, reconciler: reconciler,
-		recoverer: recoverer, services: len(services), log: log}
+		recoverer: recoverer, releaser: releaser, services: len(services), log: log}
 	return d.run(ctx)
 }
 
@@ -128,6 +132,8 @@ type outputs struct {
 	metrics *metrics.Metrics
 	hub     *server.Hub
 	github  *ghdeployments.Reporter
+	// releases hears of member deployments' ends (nil: no release sets).
+	releases *deployer.Releaser
 }
 
 // newOutputs builds the outputs; the metrics start with the last
@@ -159,6 +165,7 @@ func (o *outputs) change(d deployer.Deployment) {
 	o.metrics.Deployment(d)
 	o.hub.Publish(d)
 	o.github.Notify(d)
+	o.releases.Observe(d)
 }
 
 // close waits, a bounded time, for GitHub to hear the last reports.
@@ -213,7 +220,7 @@ func newRecoverer(cfg *configs.Config, app *github.App, store *sqlite.Store, out
 
 // newHandler builds deployd's HTTP surface: the server, with the webhook
 // handler mounted in it.
-func newHandler(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, queue *deployer.Queue, creds server.Credentials, out *outputs, log zerolog.Logger) (http.Handler, error) {
+func newHandler(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, queue *deployer.Queue, intake webhook.Recorder, creds server.Credentials, out *outputs, log zerolog.Logger) (http.Handler, error) {
 	tokens, err := newAPITokens(cfg, log)
 	if err != nil {
 		return nil, err
@@ -225,7 +232,7 @@ func newHandler(cfg *configs.Config, services []deployer.Service, store *sqlite.
 	hook, err := webhook.NewHandler(webhook.HandlerConfig{
 		Secret:   []byte(cfg.GitHub.WebhookSecret.Reveal()),
 		Matcher:  matcher,
-		Recorder: publishDeliveries(out.metrics.CountDeliveries(queue), out.hub),
+		Recorder: publishDeliveries(out.metrics.CountDeliveries(intake), out.hub),
 		Logger:   log.With().Str("component", "webhook").Logger(),
 	})
 	if err != nil {
@@ -235,7 +242,7 @@ func newHandler(cfg *configs.Config, services []deployer.Service, store *sqlite.
 		Services: services,
 		Webhook:  out.metrics.Webhook(hook),
 		Reads: server.Reads{Store: store, WriteHealth: store, Events: out.hub, Credentials: creds,
-			Metrics: out.metrics.Handler()},
+			Metrics: out.metrics.Handler(), Releases: store},
 		Queue:  queue,
 		Auth:   server.Auth{Tokens: tokens, StatusPrivate: !cfg.StatusPublic(), PublicURL: cfg.PublicURL},
 		Logger: log,
@@ -250,6 +257,7 @@ type daemon struct {
 	queue      *deployer.Queue
 	reconciler *deployer.Reconciler
 	recoverer  *recovery.Recoverer // nil: off
+	releaser   *deployer.Releaser  // nil: no release sets
 	services   int
 	log        zerolog.Logger
 }
@@ -266,6 +274,12 @@ func (d *daemon) run(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
+	if err := d.releaser.Start(ctx); err != nil {
+		ln.Close()
+		drainQueue(ctx, d.queue, d.log)
+		return err
+	}
+	defer d.releaser.Shutdown() // after the drain: members that end meanwhile are recorded
 	stopReconciler := d.startReconciler(ctx)
 	defer stopReconciler()
 	httpSrv := server.HTTPServer(d.listen, d.handler, d.log)
