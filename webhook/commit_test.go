@@ -1,6 +1,9 @@
 package webhook
 
 import (
+	"encoding/json"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/deployd/deployd/deployer"
@@ -68,4 +71,37 @@ func TestMatchCommit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzPackageCommit: whatever a package version's revision label,
+// target_oid, version and tag digest hold, the commit read from them is
+// empty or a commit id, and never the hex of the version's digests.
+func FuzzPackageCommit(f *testing.F) {
+	const (
+		sha    = "0123456789abcdef0123456789abcdef01234567"
+		digest = "sha256:3f1c2a9be0d44e67a1b9c5d8e7f60a21b3c4d5e6f708192a3b4c5d6e7f8091a2"
+	)
+	f.Add(sha, "", digest, digest)
+	f.Add("", sha, digest, digest)
+	f.Add("v1.2.3", digest[7:], digest, "")
+	f.Add("", digest[len(digest)-40:], "", digest)
+	f.Add("", "9b8e7d6c5b4a39281706f5e4d3c2b1a098765432", "sha256:6c62fb45fe66bfb1ea9a66abc38f6a0cc974292b", "")
+	f.Fuzz(func(t *testing.T, revision, targetOID, version, tagDigest string) {
+		var p packageInfo
+		if err := json.Unmarshal(fmt.Appendf(nil, `{"package_version": {"version": %q, "target_oid": %q,
+			"container_metadata": {"tag": {"name": "latest", "digest": %q}, "labels": {"revision": %q}}}}`,
+			version, targetOID, tagDigest, revision), &p); err != nil {
+			t.Skip("not encodable as JSON text")
+		}
+		got := p.commit()
+		if got == "" {
+			return
+		}
+		if !isCommitSHA(got) {
+			t.Fatalf("commit %q is not a commit id", got)
+		}
+		if got != revision && (strings.HasSuffix(version, got) || strings.HasSuffix(tagDigest, got)) {
+			t.Fatalf("commit %q is the hex of a digest of the version", got)
+		}
+	})
 }

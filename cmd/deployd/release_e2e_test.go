@@ -214,4 +214,28 @@ func TestEndToEndReleaseSet(t *testing.T) {
 		}
 	}
 	s.assertNoTokenInArgv()
+	// No secret reaches the releases API, the deliveries' reasons or the log.
+	secrets := []string{testSecret, e2ePAT}
+	for _, m := range s.github.Mints() {
+		secrets = append(secrets, m.Token)
+	}
+	resp, err := http.Get(d.url("/api/v1/releases"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp, err = http.Get(d.url("/api/v1/deliveries"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dels, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for i, sec := range secrets {
+		for where, text := range map[string]string{"releases API": string(api), "deliveries API": string(dels), "log": d.logs.String()} {
+			if strings.Contains(text, sec) {
+				t.Errorf("secret %d appears in the %s", i, where)
+			}
+		}
+	}
 }
