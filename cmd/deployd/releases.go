@@ -26,3 +26,22 @@ func newReleaser(cfg *configs.Config, store *sqlite.Store, queue *deployer.Queue
 	out.releases = r
 	return r, r, nil
 }
+
+// outsideReleaseSets returns the services that are in no release set: the
+// ones the reconciler catches up one by one. A set's members go live only
+// together, with their run, so reconciling does not deploy them alone.
+func outsideReleaseSets(cfg *configs.Config, services []deployer.Service) []deployer.Service {
+	in := map[string]bool{}
+	for _, rs := range cfg.ReleaseSetList() {
+		for _, s := range rs.Services {
+			in[s] = true
+		}
+	}
+	out := make([]deployer.Service, 0, len(services))
+	for _, s := range services {
+		if !in[s.Name] {
+			out = append(out, s)
+		}
+	}
+	return out
+}

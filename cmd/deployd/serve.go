@@ -198,7 +198,7 @@ func newDeployments(cfg *configs.Config, services []deployer.Service, store *sql
 		return nil, nil, err
 	}
 	reconciler, err := deployer.NewReconciler(deployer.ReconcilerConfig{
-		Services: services, Resolver: pipeline, Store: store, Queue: queue,
+		Services: outsideReleaseSets(cfg, services), Resolver: pipeline, Store: store, Queue: queue,
 		Interval: cfg.ReconcileInterval.Std(), Logger: log,
 	})
 	if err != nil {
