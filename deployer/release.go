@@ -142,8 +142,6 @@ type ReleaseStore interface {
 	// InterruptRunningReleases marks every running release interrupted and
 	// returns their ids. Called once at start-up.
 	InterruptRunningReleases(ctx context.Context) ([]int64, error)
-	// QueuedReleaseSets lists the sets with queued releases.
-	QueuedReleaseSets(ctx context.Context) ([]string, error)
 	// Release returns one release with its members, or ErrNotFound.
 	Release(ctx context.Context, id int64) (Release, error)
 	// Releases lists releases newest first, of one set if set is not empty.

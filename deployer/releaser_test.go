@@ -172,17 +172,28 @@ func packageRequest(service, commit, tag string) deployer.Request {
 // waitRelease waits for release id to reach a final state.
 func (r *releaseRig) waitRelease(t *testing.T, id int64) deployer.Release {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		rel, err := r.store.Release(context.Background(), id)
-		if err != nil {
+	var rel deployer.Release
+	waitEnd(t, fmt.Sprintf("release %d", id), func() (string, bool) {
+		var err error
+		if rel, err = r.store.Release(context.Background(), id); err != nil {
 			t.Fatal(err)
 		}
-		if rel.State.Final() {
-			return rel
+		return string(rel.State), rel.State.Final()
+	})
+	return rel
+}
+
+// waitEnd polls state until it reports the end, at most 20 seconds.
+func waitEnd(t *testing.T, what string, state func() (string, bool)) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		now, done := state()
+		if done {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("release %d still %s", id, rel.State)
+			t.Fatalf("%s still %s", what, now)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -453,18 +464,13 @@ func TestReleaseIntakeGuardAndDuplicates(t *testing.T) {
 
 func waitDeployment(t *testing.T, store *sqlite.Store, id int64) deployer.Deployment {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		d, err := store.Deployment(context.Background(), id)
-		if err != nil {
+	var d deployer.Deployment
+	waitEnd(t, fmt.Sprintf("deployment %d", id), func() (string, bool) {
+		var err error
+		if d, err = store.Deployment(context.Background(), id); err != nil {
 			t.Fatal(err)
 		}
-		if d.State.Final() {
-			return d
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("deployment %d still %s", id, d.State)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return string(d.State), d.State.Final()
+	})
+	return d
 }

@@ -187,9 +187,11 @@ func (i *instance) queue(d delivery) []int64 {
 	return r.Deployments
 }
 
-func (s *stack) version() string {
-	s.t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/version", s.port))
+func (s *stack) version() string { return versionAt(s.port) }
+
+// versionAt is what the test server on port says its version is.
+func versionAt(port int) string {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/version", port))
 	if err != nil {
 		return "unreachable: " + err.Error()
 	}

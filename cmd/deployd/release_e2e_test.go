@@ -63,15 +63,7 @@ func (s *releaseStack) pushWeb(tag, version string, unhealthy bool) string {
 		podmantest.AppOptions{Username: s.reg.PushUser, Password: s.reg.PushPassword, Unhealthy: unhealthy})
 }
 
-func (s *releaseStack) webVersion() string {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/version", s.webPort))
-	if err != nil {
-		return "unreachable: " + err.Error()
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return strings.TrimSpace(string(b))
-}
+func (s *releaseStack) webVersion() string { return versionAt(s.webPort) }
 
 // runEvent is a successful CI/CD run on main of Acme-Corp/v7 for commit.
 func runEvent(t *testing.T, commit string, runID int64) []byte {

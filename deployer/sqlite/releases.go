@@ -353,28 +353,6 @@ func (s *Store) InterruptRunningReleases(ctx context.Context) ([]int64, error) {
 	return ids, nil
 }
 
-// QueuedReleaseSets lists, in name order, the sets with queued releases.
-// Safe for concurrent use.
-func (s *Store) QueuedReleaseSets(ctx context.Context) ([]string, error) {
-	rows, err := s.rdb.QueryContext(ctx, "SELECT DISTINCT set_name FROM releases WHERE state = 'queued' ORDER BY set_name")
-	if err != nil {
-		return nil, fmt.Errorf("list queued release sets: %w", err)
-	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			return nil, fmt.Errorf("list queued release sets: %w", err)
-		}
-		out = append(out, name)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list queued release sets: %w", err)
-	}
-	return out, nil
-}
-
 // Release returns release id with its members, read in one snapshot, or
 // an error wrapping deployer.ErrNotFound. Safe for concurrent use.
 func (s *Store) Release(ctx context.Context, id int64) (deployer.Release, error) {

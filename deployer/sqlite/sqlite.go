@@ -247,13 +247,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		return nil, unusable(abs, path, err)
 	}
 	replaced, err := loadReplaced(ctx, rdb)
-	if err != nil {
-		rdb.Close()
-		hot.close()
-		wdb.Close()
-		return nil, unusable(abs, path, err)
+	var cols string
+	if err == nil {
+		cols, err = deploymentColumnsOf(ctx, rdb)
 	}
-	cols, err := deploymentColumnsOf(ctx, rdb)
 	if err != nil {
 		rdb.Close()
 		hot.close()
