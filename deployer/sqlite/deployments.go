@@ -223,20 +223,27 @@ func (s *Store) Finish(ctx context.Context, d deployer.Deployment) error {
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
 			return err
 		}
-		var state string
-		err = tx.QueryRowContext(ctx, "SELECT state FROM deployments WHERE id = ?", d.ID).Scan(&state)
-		if errors.Is(err, sql.ErrNoRows) {
-			return deployer.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		return fmt.Errorf("deployment is already %s", state)
+		return alreadyEnded(ctx, tx, "deployment", d.ID)
 	})
 	if err != nil {
 		return fmt.Errorf("finish deployment %d: %w", d.ID, err)
 	}
 	return nil
+}
+
+// alreadyEnded says why the row id of the deployments or releases table
+// (what names "deployment" or "release") could not be settled: it does not
+// exist (deployer.ErrNotFound), or it had already ended.
+func alreadyEnded(ctx context.Context, tx *sql.Tx, what string, id int64) error {
+	var state string
+	err := tx.QueryRowContext(ctx, "SELECT state FROM "+what+"s WHERE id = ?", id).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return deployer.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%s is already %s", what, state)
 }
 
 func validState(s deployer.State) bool {

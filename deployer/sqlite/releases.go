@@ -271,15 +271,7 @@ func (s *Store) FinishRelease(ctx context.Context, r deployer.Release) error {
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
 			return err
 		}
-		var state string
-		err = tx.QueryRowContext(ctx, "SELECT state FROM releases WHERE id = ?", r.ID).Scan(&state)
-		if errors.Is(err, sql.ErrNoRows) {
-			return deployer.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		return fmt.Errorf("release is already %s", state)
+		return alreadyEnded(ctx, tx, "release", r.ID)
 	})
 	if err != nil {
 		return fmt.Errorf("finish release %d: %w", r.ID, err)
