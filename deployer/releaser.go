@@ -350,17 +350,23 @@ func (r *Releaser) Run(ctx context.Context, rel Release) (Release, error) {
 		if err != nil {
 			return rel, fmt.Errorf("run release %d: %w", rel.ID, err)
 		}
-		switch d.State {
-		case StateSucceeded:
+		held := guardReason(d)
+		switch {
+		case d.State == StateSucceeded:
 			switched = append(switched, ran{m, before})
 			continue
-		case StateUnchanged:
+		case d.State == StateUnchanged && held == "":
 			continue
 		}
 		rel.State, rel.FailedMember = ReleaseRolledBack, m.Service
 		rel.Reason = fmt.Sprintf("%s's deployment %d ended %s", m.Service, d.ID, d.State)
 		if d.Error != "" {
 			rel.Reason += ": " + d.Error
+		}
+		if held != "" {
+			// The commit's image ran here and was replaced: the member did
+			// not go live, so neither does the release.
+			rel.Reason += ", held back: " + held
 		}
 		var back []string
 		for i := len(switched) - 1; i >= 0; i-- {
@@ -404,6 +410,17 @@ func (r *Releaser) Run(ctx context.Context, rel Release) (Release, error) {
 	}
 	ev.Str("state", string(rel.State)).Msg("release ended")
 	return r.store.Release(context.WithoutCancel(ctx), rel.ID)
+}
+
+// guardReason is why the Guard held deployment d back before its switch,
+// "" when it did not.
+func guardReason(d Deployment) string {
+	for _, st := range d.Steps {
+		if st.Name == StepGuard {
+			return st.Message
+		}
+	}
+	return ""
 }
 
 // ordered returns the release's members in the set's order.

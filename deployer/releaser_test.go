@@ -61,6 +61,10 @@ func (e *switchingExecutor) Execute(ctx context.Context, d deployer.Deployment) 
 		d.State, d.Error = deployer.StateFailed, err.Error()
 		return d
 	}
+	if reason, err := deployer.NewGuard(e.store).Digest(ctx, d.Service, d.Trigger, d.Digest); err != nil || reason != "" {
+		d.State, d.Steps = deployer.StateUnchanged, append(d.Steps, deployer.Step{Name: deployer.StepGuard, Outcome: "ok", Message: reason})
+		return d
+	}
 	if st.Digest == d.Digest {
 		d.State = deployer.StateUnchanged
 		return d
@@ -473,4 +477,35 @@ func waitDeployment(t *testing.T, store *sqlite.Store, id int64) deployer.Deploy
 		return string(d.State), d.State.Final()
 	})
 	return d
+}
+
+// A member that the never-backwards rule holds back before its switch (a
+// re-run of a commit whose images ran here and were replaced) did not go
+// live: the release does not succeed, and what switched goes back.
+func TestReleaseHeldBackMemberFailsTheRelease(t *testing.T) {
+	rig := newReleaseRig(t)
+	rig.start(t)
+	rig.deliver(t, "workflow_run", runRequests(commitA, 10, "backend", "web")...)
+	rig.waitRelease(t, 1)
+	rig.deliver(t, "workflow_run", runRequests(commitB, 11, "backend", "web")...)
+	rig.waitRelease(t, 2)
+	// Commit A's run again, as a new run: backend has a new image of
+	// commit A (a rebuild) and switches; web's is the one release 2
+	// replaced.
+	reqs := runRequests(commitA, 12, "backend", "web")
+	reqs[0].Tag = "rebuilt"
+	rig.deliver(t, "workflow_run", reqs...)
+	rel := rig.waitRelease(t, 3)
+	if rel.State != deployer.ReleaseRolledBack || rel.FailedMember != "web" || !strings.Contains(rel.Reason, "held back: ") {
+		t.Fatalf("release of a replaced image: %+v", rel)
+	}
+	if b := member(t, rel, "backend"); b.State != deployer.StateSucceeded || b.RollbackState != deployer.StateSucceeded {
+		t.Errorf("backend member: %+v, want switched and rolled back", b)
+	}
+	if got, want := rig.running(t, "backend"), tagDigest("backend", "sha-bbbbbbb"); got != want {
+		t.Errorf("backend runs %s, want release 2's %s", got, want)
+	}
+	if got, want := rig.running(t, "web"), tagDigest("web", "sha-bbbbbbb"); got != want {
+		t.Errorf("web runs %s, want release 2's %s", got, want)
+	}
 }
