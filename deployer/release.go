@@ -5,6 +5,13 @@ import (
 	"time"
 )
 
+// Log keys of releases, stable as the others (see KeyService).
+const (
+	KeyReleaseID  = "release_id"
+	KeyReleaseSet = "release_set"
+	KeyCommit     = "commit"
+)
+
 // GateWorkflowRun is the one gate a release set has: the successful
 // workflow_run of the commit.
 const GateWorkflowRun = "workflow_run"

@@ -229,7 +229,7 @@ func (r *Releaser) Start(ctx context.Context) error {
 		return fmt.Errorf("start releases: %w", err)
 	}
 	for _, id := range ids {
-		r.log.Warn().Int64("release_id", id).Msg("release interrupted by the last stop; its members' deployments resume on their own")
+		r.log.Warn().Int64(KeyReleaseID, id).Msg("release interrupted by the last stop; its members' deployments resume on their own")
 	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
@@ -270,7 +270,7 @@ func (r *Releaser) work(ctx context.Context, set string) {
 			return
 		case <-tick.C:
 			if _, err := r.Expire(ctx, set); err != nil {
-				r.log.Error().Err(err).Str("set", set).Msg("expire held package events")
+				r.log.Error().Err(err).Str(KeyReleaseSet, set).Msg("expire held package events")
 			}
 			continue
 		case <-r.wakes[set]:
@@ -278,7 +278,7 @@ func (r *Releaser) work(ctx context.Context, set string) {
 		for {
 			rel, ok, err := r.store.ClaimRelease(ctx, set)
 			if err != nil {
-				r.log.Error().Err(err).Str("set", set).Msg("claim next release; trying again at the next check")
+				r.log.Error().Err(err).Str(KeyReleaseSet, set).Msg("claim next release; trying again at the next check")
 				break
 			}
 			if !ok {
@@ -287,16 +287,16 @@ func (r *Releaser) work(ctx context.Context, set string) {
 			r.notify(rel)
 			end, err := r.Run(ctx, rel)
 			if err != nil && (ctx.Err() != nil || errors.Is(err, ErrDraining)) {
-				r.log.Warn().Err(err).Int64("release_id", rel.ID).Msg("release cut short by shutdown; it is marked interrupted at the next start")
+				r.log.Warn().Err(err).Int64(KeyReleaseID, rel.ID).Msg("release cut short by shutdown; it is marked interrupted at the next start")
 				return
 			}
 			if err != nil {
 				// The store failed under it: end it, or it would hold the set.
-				r.log.Error().Err(err).Int64("release_id", rel.ID).Msg("release failed")
+				r.log.Error().Err(err).Int64(KeyReleaseID, rel.ID).Msg("release failed")
 				end = rel
 				end.State, end.Reason = ReleaseFailed, "deployd could not carry the release out: "+err.Error()
 				if err := r.store.FinishRelease(context.WithoutCancel(ctx), end); err != nil {
-					r.log.Error().Err(err).Int64("release_id", rel.ID).Msg("record release end")
+					r.log.Error().Err(err).Int64(KeyReleaseID, rel.ID).Msg("record release end")
 				}
 			}
 			r.notify(end)
@@ -317,7 +317,7 @@ func (r *Releaser) Expire(ctx context.Context, set string) ([]Release, error) {
 		return nil, fmt.Errorf("expire releases of %s: %w", set, err)
 	}
 	for _, rel := range out {
-		r.log.Warn().Int64("release_id", rel.ID).Str("set", set).Str("commit", rel.Commit).Msg(reason)
+		r.log.Warn().Int64(KeyReleaseID, rel.ID).Str(KeyReleaseSet, set).Str(KeyCommit, rel.Commit).Msg(reason)
 		r.notify(rel)
 	}
 	return out, nil
@@ -327,7 +327,7 @@ func (r *Releaser) Expire(ctx context.Context, set string) ([]Release, error) {
 // returns an error only when ctx ended first or the store failed; the
 // release is then left running.
 func (r *Releaser) Run(ctx context.Context, rel Release) (Release, error) {
-	log := r.log.With().Int64("release_id", rel.ID).Str("set", rel.Set).Str("commit", rel.Commit).Logger()
+	log := r.log.With().Int64(KeyReleaseID, rel.ID).Str(KeyReleaseSet, rel.Set).Str(KeyCommit, rel.Commit).Logger()
 	prev, hasPrev, err := r.store.PreviousRelease(ctx, rel.Set, rel.ID)
 	if err != nil {
 		return rel, fmt.Errorf("run release %d: %w", rel.ID, err)

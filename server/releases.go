@@ -68,7 +68,7 @@ func (h *Hub) PublishRelease(rel deployer.Release) {
 	}
 	data, err := json.Marshal(rel)
 	if err != nil {
-		h.log.Error().Err(err).Int64("release_id", rel.ID).Msg("encode release event")
+		h.log.Error().Err(err).Int64(deployer.KeyReleaseID, rel.ID).Msg("encode release event")
 		return
 	}
 	h.broadcast(event{name: eventRelease, data: data})
