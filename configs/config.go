@@ -58,6 +58,10 @@ type Config struct {
 	// Notifications are the receivers of word of failed, rolled back and
 	// degraded deployments and credential fallbacks (see Notification).
 	Notifications []Notification `yaml:"notifications"`
+	// ReleaseSets group services whose images of one commit go live
+	// together, by name, loaded straight into deployer's type: see
+	// deployer.ReleaseSet for their keys.
+	ReleaseSets map[string]*deployer.ReleaseSet `yaml:"release_sets"`
 
 	// lines maps the YAML path of every key read by Parse to its line, so
 	// that Validate can point at it. It is nil for a Config built in code.

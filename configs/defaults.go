@@ -67,6 +67,8 @@ func (c *Config) applyDefaults(isSet func(path string) bool) {
 		}
 	}
 
+	c.releaseSetDefaults(isSet)
+
 	for name, s := range c.Services {
 		if s == nil {
 			s = &deployer.Service{}

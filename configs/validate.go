@@ -86,6 +86,7 @@ func (c *Config) Validate() error {
 		v.service(name, c.Services[name])
 	}
 	v.notifications()
+	v.releaseSets()
 	if len(v.problems) == 0 {
 		return nil
 	}

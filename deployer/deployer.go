@@ -68,6 +68,10 @@ type Trigger struct {
 	// RunID and RunNumber identify the workflow run behind a workflow_run trigger.
 	RunID     int64 `json:"run_id,omitempty"`
 	RunNumber int   `json:"run_number,omitempty"`
+	// Commit is the commit the event is about, when it names one: a
+	// workflow run's head_sha, a package version's revision label or
+	// target_oid. Release sets match package events to runs by it.
+	Commit string `json:"commit,omitempty"`
 }
 
 // Request asks for one service to be deployed.
@@ -85,6 +89,8 @@ type Request struct {
 	// request starts the deployment's step log with it, as a step named
 	// StepRequest.
 	Note string `json:"note,omitempty"`
+	// ReleaseID is the release the deployment is a member of, 0 for none.
+	ReleaseID int64 `json:"release_id,omitempty"`
 }
 
 // tagChars are the bytes an image tag is made of.
@@ -185,6 +191,8 @@ type Deployment struct {
 	Error      string `json:"error,omitempty"`
 	Hint       string `json:"hint,omitempty"`
 	Steps      []Step `json:"steps,omitempty"`
+	// ReleaseID is the release the deployment is a member of, 0 for none.
+	ReleaseID int64 `json:"release_id,omitempty"`
 }
 
 // Failure classes (SPEC §6). Transient classes are retried; the others are

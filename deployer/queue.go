@@ -122,7 +122,7 @@ func (q *Queue) resumeInterrupted(ctx context.Context) error {
 			continue
 		}
 		again, err := q.store.Enqueue(ctx, Request{Service: d.Service, Tag: d.Tag, Digest: d.Digest,
-			Trigger: d.Trigger, Force: d.Force, DryRun: d.DryRun, Note: requestNote(d)})
+			Trigger: d.Trigger, Force: d.Force, DryRun: d.DryRun, Note: requestNote(d), ReleaseID: d.ReleaseID})
 		if err != nil {
 			return fmt.Errorf("queue interrupted deployment %d again: %w", d.ID, err)
 		}
@@ -142,18 +142,9 @@ func (q *Queue) resumeInterrupted(ctx context.Context) error {
 // Deliveries are recorded even while the queue drains: GitHub never
 // retries, and what is queued in the store runs at the next start.
 func (q *Queue) RecordDelivery(ctx context.Context, d Delivery, reqs []Request) (Receipt, error) {
-	kept := make([]Request, 0, len(reqs))
-	var held []string
-	for _, r := range reqs {
-		reason, err := q.guard.Request(ctx, r)
-		if err != nil {
-			return Receipt{}, err
-		}
-		if reason != "" {
-			held = append(held, r.Service+": "+reason)
-			continue
-		}
-		kept = append(kept, r)
+	kept, held, err := q.keep(ctx, reqs)
+	if err != nil {
+		return Receipt{}, err
 	}
 	if len(reqs) > 0 && len(kept) == 0 {
 		d.Result, d.Reason = ResultIgnored, strings.Join(held, "; ")
@@ -168,11 +159,34 @@ func (q *Queue) RecordDelivery(ctx context.Context, d Delivery, reqs []Request) 
 	if len(reqs) > 0 && len(kept) == 0 {
 		rec.Ignored = d.Reason
 	}
-	for _, r := range kept {
+	q.queued(ctx, kept)
+	return rec, nil
+}
+
+// keep returns the requests of a webhook delivery that the Guard lets
+// through, and for the others "service: reason".
+func (q *Queue) keep(ctx context.Context, reqs []Request) (kept []Request, held []string, err error) {
+	kept = make([]Request, 0, len(reqs))
+	for _, r := range reqs {
+		reason, err := q.guard.Request(ctx, r)
+		if err != nil {
+			return nil, nil, err
+		}
+		if reason != "" {
+			held = append(held, r.Service+": "+reason)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	return kept, held, nil
+}
+
+// queued wakes the workers of requests a delivery queued in the store.
+func (q *Queue) queued(ctx context.Context, reqs []Request) {
+	for _, r := range reqs {
 		q.announceSuperseded(ctx, r.Service)
 		q.wake(r.Service)
 	}
-	return rec, nil
 }
 
 // announceSuperseded tells the listeners about the service's announced

@@ -119,6 +119,10 @@ type pageData struct {
 	Services    []serviceCard
 	Credentials credentialsView
 	Deliveries  []deployer.Delivery
+	// Releases are the recent releases of the release sets; ReleaseSets
+	// says whether any is configured.
+	Releases    []deployer.Release
+	ReleaseSets bool
 	Now         time.Time
 	CSS, JS     string
 	Icon        string
@@ -206,6 +210,11 @@ func (s *Server) statusPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	data.Deliveries = deliveries
+	if data.Releases, err = s.recentReleases(r); err != nil {
+		httperr.Write(w, r, err)
+		return
+	}
+	data.ReleaseSets = s.releases != nil
 	if c := s.credentials; c.Sources != nil || c.Tokens != nil {
 		var sources []registry.SourceHealth
 		var app github.AppStats
@@ -295,6 +304,7 @@ func pageFuncs() template.FuncMap {
 		"ref":       refText,
 		"until":     untilText,
 		"join":      strings.Join,
+		"commit":    shortCommit,
 	}
 }
 

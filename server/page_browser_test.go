@@ -188,6 +188,7 @@ func seedRealistic(t *testing.T, st *sqlite.Store, clk *testClock) {
 			ok("rollback", 3400*time.Millisecond, "restored "+backendOld[7:19]),
 		},
 	})
+	seedRelease(t, st)
 	ctx = context.WithoutCancel(ctx)
 	for _, d := range []deployer.Delivery{
 		{ID: "0d3e5f10-3c02-11f1-8f1a-2e6b7c9d1a03", Event: "workflow_run", Action: "completed",
@@ -200,6 +201,30 @@ func seedRealistic(t *testing.T, st *sqlite.Store, clk *testClock) {
 		if _, err := st.RecordDelivery(ctx, d, nil); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// seedRelease records a release of set v7 that web failed.
+func seedRelease(t *testing.T, st *sqlite.Store) {
+	t.Helper()
+	ctx := context.Background()
+	const commit = "9f2c4e1b7a3d5e6f8091a2b3c4d5e6f708192a3b"
+	run := deployer.Trigger{Kind: deployer.TriggerWebhook, Event: "workflow_run", RunID: 4711, RunNumber: 212, Commit: commit}
+	d := deployer.Delivery{ID: "5a7c9e10-3c04-11f1-8a2b-1f3e5d7b9c02", Event: "workflow_run", Action: "completed",
+		BodySHA256: fmt.Sprintf("%064x", 4711), ReceivedAt: time.Now().UTC().Add(-30 * time.Minute)}
+	_, ids, err := st.RecordReleaseDelivery(ctx, d, nil, []deployer.ReleaseIntake{{Set: "v7", Commit: commit, Gate: true, Trigger: run,
+		Members: []deployer.ReleaseMember{{Service: "backend", Tag: "sha-9f2c4e1"}, {Service: "web", Tag: "sha-9f2c4e1"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, ok, err := st.ClaimRelease(ctx, "v7")
+	if err != nil || !ok || rel.ID != ids[0] {
+		t.Fatalf("claim release: %+v %v %v", rel, ok, err)
+	}
+	rel.State, rel.FailedMember = deployer.ReleaseRolledBack, "web"
+	rel.Reason = "web's deployment ended rolled_back: health check failed; backend rolled back to 3f9a1c3f9a1c"
+	if err := st.FinishRelease(ctx, rel); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -304,6 +329,14 @@ func TestStatusPageInBrowser(t *testing.T) {
 	}
 	if got := eval(firstRow("backend", "state")); got != "rolled back" {
 		t.Errorf("backend's last deployment shows %q, want rolled back", got)
+	}
+	// The release of set v7 that web failed, with its commit and members.
+	const releaseJS = `(() => { const r = document.querySelector('[data-release="1"]'); if (!r) return "none";
+		const f = n => r.querySelector('[data-field="' + n + '"]').textContent;
+		return [f("set"), f("commit"), f("state"), f("failed_member"),
+			[...r.querySelectorAll("[data-member]")].map(m => m.dataset.member + ":" + m.querySelector('[data-field="member_state"]').textContent).join(",")].join(" | "); })()`
+	if got, want := eval(releaseJS), "v7 | 9f2c4e1 | rolled back | web | backend:not started,web:not started"; got != want {
+		t.Errorf("release shows %q, want %q", got, want)
 	}
 	waitUntil("live indicator", `document.getElementById("live").dataset.state`, "live")
 	eval(`window.__loadMarker = "first load"; ""`)
@@ -601,7 +634,7 @@ func startBrowserServer(t *testing.T, digest, message string, private bool) brow
 	}
 	srv, err := server.New(server.Config{
 		Webhook: http.NotFoundHandler(),
-		Reads:   server.Reads{Store: st, Events: hub, Credentials: fixedCredentials},
+		Reads:   server.Reads{Store: st, Events: hub, Credentials: fixedCredentials, Releases: st},
 		Queue:   queue,
 		Auth:    server.Auth{Tokens: verifier{key}, StatusPrivate: private},
 		Services: []deployer.Service{

@@ -42,8 +42,14 @@ func pageSample() pageData {
 	}
 	delivery := deployer.Delivery{ID: hostile, Event: hostile, Action: hostile, ReceivedAt: now, Result: hostile,
 		Reason: hostile, DeploymentIDs: []int64{7}}
+	release := deployer.Release{ID: 3, Set: hostile, Commit: hostile, State: deployer.ReleaseState(hostile),
+		FailedMember: hostile, Reason: hostile, CreatedAt: now,
+		Members: []deployer.ReleaseMember{{Service: hostile, Tag: hostile, Digest: hostile, State: deployer.State(hostile),
+			DeploymentID: 7, RollbackID: 8, RollbackState: deployer.State(hostile)}}}
 	return pageData{
-		Services: []serviceCard{{serviceView: svc, Recent: []deploymentRow{{Deployment: d, Open: true}}}},
+		Releases:    []deployer.Release{release},
+		ReleaseSets: true,
+		Services:    []serviceCard{{serviceView: svc, Recent: []deploymentRow{{Deployment: d, Open: true}}}},
 		Credentials: credentialsFrom(
 			[]registry.SourceHealth{{Host: hostile, Source: hostile, State: "ok", Reason: hostile, Image: hostile,
 				Updated: now, Expires: now.Add(time.Hour), PutAsideUntil: now.Add(time.Minute)}},
@@ -92,6 +98,7 @@ func TestTemplatesEscapeEverything(t *testing.T) {
 		"step":          data.BlankStep,
 		"delivery":      data.Deliveries[0],
 		"credentials":   data,
+		"releases":      data.Releases,
 		"login.html":    loginData{CSS: hostile, Icon: hostile, Message: hostile},
 	}
 	for _, tmpl := range p.tmpl.Templates() {

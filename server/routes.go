@@ -45,6 +45,7 @@ func (s *Server) routes() http.Handler {
 		r.Get("/deployments", s.listDeployments)
 		r.Get("/deployments/{id}", s.getDeployment)
 		r.Get("/deliveries", s.listDeliveries)
+		r.Get("/releases", s.listReleases)
 		r.Get("/events", s.events)
 	})
 	return r

@@ -83,6 +83,9 @@ type Reads struct {
 	Credentials Credentials
 	// Metrics serves GET /metrics; nil leaves the route out.
 	Metrics http.Handler
+	// Releases answers GET /api/v1/releases and the status page's
+	// Releases section; nil: no release sets (an empty list).
+	Releases ReleaseReader
 }
 
 // Auth says who may deploy and who may read.
@@ -124,6 +127,7 @@ type Server struct {
 	hub         *Hub
 	credentials Credentials
 	page        *page
+	releases    ReleaseReader // nil: no release sets
 }
 
 // New checks the dependencies and builds the router.
@@ -151,6 +155,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:       cfg.Reads.Metrics,
 		hub:           cfg.Reads.Events,
 		credentials:   cfg.Reads.Credentials,
+		releases:      cfg.Reads.Releases,
 	}
 	for _, svc := range cfg.Services {
 		s.byName[svc.Name] = svc

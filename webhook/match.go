@@ -251,14 +251,44 @@ type packageInfo struct {
 	} `json:"owner"`
 	PackageVersion *struct {
 		// Version is the version's name; for a container, its manifest digest.
-		Version           string `json:"version"`
+		Version string `json:"version"`
+		// TargetOID is the commit the version was published for, when
+		// GitHub knows it.
+		TargetOID         string `json:"target_oid"`
 		ContainerMetadata *struct {
 			Tag *struct {
 				Name   string `json:"name"`
 				Digest string `json:"digest"`
 			} `json:"tag"`
+			// Labels.Revision is the image's org.opencontainers.image.revision.
+			Labels *struct {
+				Revision string `json:"revision"`
+			} `json:"labels"`
 		} `json:"container_metadata"`
 	} `json:"package_version"`
+}
+
+// commit returns the commit the version was built from: the image's
+// revision label when it is a commit id, else the version's target_oid
+// when it is a SHA-1 commit id (GitHub's commits are SHA-1), else "".
+// GitHub's own examples fill target_oid with the hex of a digest of the
+// version, which is no commit and is not taken for one.
+func (p *packageInfo) commit() string {
+	v := p.PackageVersion
+	if v == nil {
+		return ""
+	}
+	m := v.ContainerMetadata
+	if m != nil && m.Labels != nil && isCommitSHA(m.Labels.Revision) {
+		return m.Labels.Revision
+	}
+	if len(v.TargetOID) != 40 || !isCommitSHA(v.TargetOID) || strings.HasSuffix(v.Version, v.TargetOID) {
+		return ""
+	}
+	if m != nil && m.Tag != nil && strings.HasSuffix(m.Tag.Digest, v.TargetOID) {
+		return ""
+	}
+	return v.TargetOID
 }
 
 // isContainer reports whether the package is a container image. The package
@@ -348,7 +378,7 @@ func (m *Matcher) matchPackage(event string, body []byte) (Decision, error) {
 	if p.Repository != nil {
 		repo = p.Repository.FullName
 	}
-	trigger := deployer.Trigger{Kind: deployer.TriggerWebhook, Event: event}
+	trigger := deployer.Trigger{Kind: deployer.TriggerWebhook, Event: event, Commit: pkg.commit()}
 	if p.Installation != nil {
 		trigger.InstallationID = p.Installation.ID
 	}
@@ -439,6 +469,7 @@ func (m *Matcher) matchWorkflowRun(body []byte) (Decision, error) {
 		InstallationID: ev.GetInstallation().GetID(),
 		RunID:          data.RunID,
 		RunNumber:      data.RunNumber,
+		Commit:         sha,
 	}
 
 	var reasons []string

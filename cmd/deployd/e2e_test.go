@@ -54,7 +54,8 @@ type stackOptions struct {
 	healthTimeout string
 	// reconcile is the reconcile_interval; default 0 (off).
 	reconcile string
-	// extraConfig is appended to the configuration (top-level keys).
+	// extraConfig is appended to the configuration, whose last key is
+	// backend under services: more services, then more top-level keys.
 	extraConfig string
 }
 
@@ -186,9 +187,11 @@ func (i *instance) queue(d delivery) []int64 {
 	return r.Deployments
 }
 
-func (s *stack) version() string {
-	s.t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/version", s.port))
+func (s *stack) version() string { return versionAt(s.port) }
+
+// versionAt is what the test server on port says its version is.
+func versionAt(port int) string {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/version", port))
 	if err != nil {
 		return "unreachable: " + err.Error()
 	}

@@ -90,7 +90,11 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err != nil {
 		return err
 	}
-	handler, err := newHandler(ctx, cfg, services, store, queue, credentialHealth(app, chain), out, log)
+	releaser, intake, err := newReleaser(cfg, store, queue, out, log)
+	if err != nil {
+		return err
+	}
+	handler, err := newHandler(ctx, cfg, services, store, queue, intake, credentialHealth(app, chain), out, log)
 	if err != nil {
 		return err
 	}
@@ -99,7 +103,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 		return err
 	}
 	d := &daemon{listen: cfg.Listen, handler: handler, hub: out.hub, queue: queue, reconciler: reconciler,
-		recoverer: recoverer, services: len(services), log: log}
+		recoverer: recoverer, releaser: releaser, services: len(services), log: log}
 	return d.run(ctx)
 }
 
@@ -131,6 +135,8 @@ type outputs struct {
 	hub     *server.Hub
 	github  *ghdeployments.Reporter
 	notify  *notify.Notifier
+	// releases hears of member deployments' ends (nil: no release sets).
+	releases *deployer.Releaser
 }
 
 // newOutputs builds the outputs; the metrics start with the last
@@ -168,6 +174,7 @@ func (o *outputs) change(d deployer.Deployment) {
 	o.hub.Publish(d)
 	o.github.Notify(d)
 	o.notify.Notify(d)
+	o.releases.Observe(d)
 }
 
 // close waits, a bounded time, for GitHub and the notification receivers
@@ -204,7 +211,7 @@ func newDeployments(cfg *configs.Config, services []deployer.Service, store *sql
 		return nil, nil, err
 	}
 	reconciler, err := deployer.NewReconciler(deployer.ReconcilerConfig{
-		Services: services, Resolver: pipeline, Store: store, Queue: queue,
+		Services: outsideReleaseSets(cfg, services), Resolver: pipeline, Store: store, Queue: queue,
 		Interval: cfg.ReconcileInterval.Std(), Logger: log,
 	})
 	if err != nil {
@@ -226,7 +233,7 @@ func newRecoverer(cfg *configs.Config, app *github.App, store *sqlite.Store, out
 
 // newHandler builds deployd's HTTP surface: the server, with the webhook
 // handler mounted in it.
-func newHandler(ctx context.Context, cfg *configs.Config, services []deployer.Service, store *sqlite.Store, queue *deployer.Queue, creds server.Credentials, out *outputs, log zerolog.Logger) (http.Handler, error) {
+func newHandler(ctx context.Context, cfg *configs.Config, services []deployer.Service, store *sqlite.Store, queue *deployer.Queue, intake webhook.Recorder, creds server.Credentials, out *outputs, log zerolog.Logger) (http.Handler, error) {
 	tokens, err := newAPITokens(ctx, cfg, log)
 	if err != nil {
 		return nil, err
@@ -238,7 +245,7 @@ func newHandler(ctx context.Context, cfg *configs.Config, services []deployer.Se
 	hook, err := webhook.NewHandler(webhook.HandlerConfig{
 		Secret:   []byte(cfg.GitHub.WebhookSecret.Reveal()),
 		Matcher:  matcher,
-		Recorder: publishDeliveries(out.metrics.CountDeliveries(queue), out.hub),
+		Recorder: publishDeliveries(out.metrics.CountDeliveries(intake), out.hub),
 		Logger:   log.With().Str("component", "webhook").Logger(),
 	})
 	if err != nil {
@@ -248,7 +255,7 @@ func newHandler(ctx context.Context, cfg *configs.Config, services []deployer.Se
 		Services: services,
 		Webhook:  out.metrics.Webhook(hook),
 		Reads: server.Reads{Store: store, WriteHealth: store, Events: out.hub, Credentials: creds,
-			Metrics: out.metrics.Handler()},
+			Metrics: out.metrics.Handler(), Releases: store},
 		Queue:  queue,
 		Auth:   server.Auth{Tokens: tokens, StatusPrivate: !cfg.StatusPublic(), PublicURL: cfg.PublicURL},
 		Logger: log,
@@ -263,6 +270,7 @@ type daemon struct {
 	queue      *deployer.Queue
 	reconciler *deployer.Reconciler
 	recoverer  *recovery.Recoverer // nil: off
+	releaser   *deployer.Releaser  // nil: no release sets
 	services   int
 	log        zerolog.Logger
 }
@@ -279,6 +287,12 @@ func (d *daemon) run(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
+	if err := d.releaser.Start(ctx); err != nil {
+		ln.Close()
+		drainQueue(ctx, d.queue, d.log)
+		return err
+	}
+	defer d.releaser.Shutdown() // after the drain: members that end meanwhile are recorded
 	stopReconciler := d.startReconciler(ctx)
 	defer stopReconciler()
 	httpSrv := server.HTTPServer(d.listen, d.handler, d.log)

@@ -43,71 +43,78 @@ func (s *Store) RecordDelivery(ctx context.Context, d deployer.Delivery, reqs []
 
 	var rcpt deployer.Receipt
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		rcpt = deployer.Receipt{}
-		var (
-			sameID   bool
-			origSeq  int64
-			origID   string
-			result   = d.Result
-			reason   = d.Reason
-			now      = s.now()
-			received = d.ReceivedAt
-		)
-		if len(reqs) > 0 {
-			result = deployer.ResultQueued
-		}
-		if received.IsZero() {
-			received = now
-		}
-		// Insert it as new; the partial unique indexes refuse a repeat.
-		res, err := tx.StmtContext(ctx, s.hot.insertNewDelivery).ExecContext(ctx,
-			nullString(d.ID), d.Event, d.Action, nullString(d.BodySHA256),
-			formatTime(received), result, reason)
-		if err != nil {
-			return err
-		}
-		if n, err := res.RowsAffected(); err != nil {
-			return err
-		} else if n == 0 {
-			// A repeat: record it as a duplicate naming the original.
-			if err := tx.StmtContext(ctx, s.hot.duplicate).QueryRowContext(ctx,
-				nullString(d.ID), nullString(d.BodySHA256)).Scan(&sameID, &origSeq, &origID); err != nil {
-				return fmt.Errorf("find the delivery this one repeats: %w", err)
-			}
-			rcpt.Duplicate = true
-			_, err := tx.StmtContext(ctx, s.hot.insertDelivery).ExecContext(ctx,
-				nullString(d.ID), d.Event, d.Action, nullString(d.BodySHA256), formatTime(received),
-				deployer.ResultDuplicate, duplicateReason(sameID, origSeq, origID))
-			return err
-		}
-		seq, err := res.LastInsertId()
-		if err != nil {
-			return err
-		}
-		for _, r := range reqs {
-			if r.Trigger.Kind == "" {
-				r.Trigger.Kind = deployer.TriggerWebhook
-			}
-			if r.Trigger.Kind == deployer.TriggerWebhook {
-				if r.Trigger.DeliveryID == "" {
-					r.Trigger.DeliveryID = d.ID
-				}
-				if r.Trigger.Event == "" {
-					r.Trigger.Event = d.Event
-				}
-			}
-			dep, err := s.queue(ctx, tx, r, seq, now)
-			if err != nil {
-				return err
-			}
-			rcpt.Deployments = append(rcpt.Deployments, dep.ID)
-		}
-		return nil
+		var err error
+		rcpt, _, err = s.recordDelivery(ctx, tx, d, reqs)
+		return err
 	})
 	if err != nil {
 		return deployer.Receipt{}, fmt.Errorf("record delivery %s: %w", d.ID, err)
 	}
 	return rcpt, nil
+}
+
+// recordDelivery is RecordDelivery's transaction, after the checks; seq
+// is the delivery's, 0 for a duplicate.
+func (s *Store) recordDelivery(ctx context.Context, tx *sql.Tx, d deployer.Delivery, reqs []deployer.Request) (rcpt deployer.Receipt, seq int64, err error) {
+	var (
+		sameID   bool
+		origSeq  int64
+		origID   string
+		result   = d.Result
+		reason   = d.Reason
+		now      = s.now()
+		received = d.ReceivedAt
+	)
+	if len(reqs) > 0 {
+		result = deployer.ResultQueued
+	}
+	if received.IsZero() {
+		received = now
+	}
+	// Insert it as new; the partial unique indexes refuse a repeat.
+	res, err := tx.StmtContext(ctx, s.hot.insertNewDelivery).ExecContext(ctx,
+		nullString(d.ID), d.Event, d.Action, nullString(d.BodySHA256),
+		formatTime(received), result, reason)
+	if err != nil {
+		return rcpt, 0, err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return rcpt, 0, err
+	} else if n == 0 {
+		// A repeat: record it as a duplicate naming the original.
+		if err := tx.StmtContext(ctx, s.hot.duplicate).QueryRowContext(ctx,
+			nullString(d.ID), nullString(d.BodySHA256)).Scan(&sameID, &origSeq, &origID); err != nil {
+			return rcpt, 0, fmt.Errorf("find the delivery this one repeats: %w", err)
+		}
+		rcpt.Duplicate = true
+		_, err := tx.StmtContext(ctx, s.hot.insertDelivery).ExecContext(ctx,
+			nullString(d.ID), d.Event, d.Action, nullString(d.BodySHA256), formatTime(received),
+			deployer.ResultDuplicate, duplicateReason(sameID, origSeq, origID))
+		return rcpt, 0, err
+	}
+	seq, err = res.LastInsertId()
+	if err != nil {
+		return rcpt, 0, err
+	}
+	for _, r := range reqs {
+		if r.Trigger.Kind == "" {
+			r.Trigger.Kind = deployer.TriggerWebhook
+		}
+		if r.Trigger.Kind == deployer.TriggerWebhook {
+			if r.Trigger.DeliveryID == "" {
+				r.Trigger.DeliveryID = d.ID
+			}
+			if r.Trigger.Event == "" {
+				r.Trigger.Event = d.Event
+			}
+		}
+		dep, err := s.queue(ctx, tx, r, seq, now)
+		if err != nil {
+			return rcpt, 0, err
+		}
+		rcpt.Deployments = append(rcpt.Deployments, dep.ID)
+	}
+	return rcpt, seq, nil
 }
 
 // validResult reports whether a caller may give r as the result of a

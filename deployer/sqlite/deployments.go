@@ -13,7 +13,7 @@ import (
 // deploymentColumns are read by scanDeployment, in this order.
 const deploymentColumns = `id, service, trigger_kind, trigger_delivery_id, trigger_event,
 	trigger_subject, installation_id, run_id, run_number, tag, digest, force, dry_run, state,
-	queued_at, started_at, finished_at, error_class, error, hint`
+	queued_at, started_at, finished_at, error_class, error, hint, release_id`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -26,7 +26,7 @@ func scanDeployment(row scanner) (deployer.Deployment, error) {
 	err := row.Scan(&d.ID, &d.Service, &d.Trigger.Kind, &d.Trigger.DeliveryID, &d.Trigger.Event,
 		&d.Trigger.Subject, &d.Trigger.InstallationID, &d.Trigger.RunID, &d.Trigger.RunNumber,
 		&d.Tag, &d.Digest, &d.Force, &d.DryRun, &d.State,
-		&queued, &started, &finished, &d.ErrorClass, &d.Error, &d.Hint)
+		&queued, &started, &finished, &d.ErrorClass, &d.Error, &d.Hint, &d.ReleaseID)
 	if err != nil {
 		return deployer.Deployment{}, err
 	}
@@ -63,15 +63,22 @@ func (s *Store) queue(ctx context.Context, tx *sql.Tx, r deployer.Request, deliv
 		return deployer.Deployment{}, fmt.Errorf("queue deployment of %s: %w", r.Service, err)
 	}
 	d := deployer.Deployment{
-		ID:       id,
-		Service:  r.Service,
-		Trigger:  r.Trigger,
-		Tag:      r.Tag,
-		Digest:   r.Digest,
-		Force:    r.Force,
-		DryRun:   r.DryRun,
-		State:    deployer.StateQueued,
-		QueuedAt: now.UTC().Round(0),
+		ID:        id,
+		Service:   r.Service,
+		Trigger:   r.Trigger,
+		Tag:       r.Tag,
+		Digest:    r.Digest,
+		Force:     r.Force,
+		DryRun:    r.DryRun,
+		State:     deployer.StateQueued,
+		QueuedAt:  now.UTC().Round(0),
+		ReleaseID: r.ReleaseID,
+	}
+	if r.ReleaseID != 0 {
+		// Only release members have one, so not in the prepared insert.
+		if _, err := tx.ExecContext(ctx, "UPDATE deployments SET release_id = ? WHERE id = ?", r.ReleaseID, id); err != nil {
+			return deployer.Deployment{}, fmt.Errorf("link the deployment of %s to release %d: %w", r.Service, r.ReleaseID, err)
+		}
 	}
 	if r.Note != "" {
 		// Rare (a webhook whose digest could not be used), so not a prepared statement.
@@ -142,7 +149,7 @@ func (s *Store) ClaimNext(ctx context.Context, service string) (deployer.Deploym
 			return err
 		}
 		d, err = scanDeployment(tx.QueryRowContext(ctx,
-			"UPDATE deployments SET state = 'running', started_at = ? WHERE id = ? RETURNING "+deploymentColumns,
+			"UPDATE deployments SET state = 'running', started_at = ? WHERE id = ? RETURNING "+s.columns,
 			at, id))
 		if err != nil {
 			return err
@@ -216,20 +223,27 @@ func (s *Store) Finish(ctx context.Context, d deployer.Deployment) error {
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
 			return err
 		}
-		var state string
-		err = tx.QueryRowContext(ctx, "SELECT state FROM deployments WHERE id = ?", d.ID).Scan(&state)
-		if errors.Is(err, sql.ErrNoRows) {
-			return deployer.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		return fmt.Errorf("deployment is already %s", state)
+		return alreadyEnded(ctx, tx, "deployment", d.ID)
 	})
 	if err != nil {
 		return fmt.Errorf("finish deployment %d: %w", d.ID, err)
 	}
 	return nil
+}
+
+// alreadyEnded says why the row id of the deployments or releases table
+// (what names "deployment" or "release") could not be settled: it does not
+// exist (deployer.ErrNotFound), or it had already ended.
+func alreadyEnded(ctx context.Context, tx *sql.Tx, what string, id int64) error {
+	var state string
+	err := tx.QueryRowContext(ctx, "SELECT state FROM "+what+"s WHERE id = ?", id).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return deployer.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%s is already %s", what, state)
 }
 
 func validState(s deployer.State) bool {
@@ -308,7 +322,7 @@ func (s *Store) Deployment(ctx context.Context, id int64) (deployer.Deployment, 
 	}
 	defer tx.Rollback()
 	d, err := scanDeployment(tx.QueryRowContext(ctx,
-		"SELECT "+deploymentColumns+" FROM deployments WHERE id = ?", id))
+		"SELECT "+s.columns+" FROM deployments WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return deployer.Deployment{}, fmt.Errorf("read deployment %d: %w", id, deployer.ErrNotFound)
 	}
@@ -352,7 +366,7 @@ func readSteps(ctx context.Context, tx *sql.Tx, id int64) ([]deployer.Step, erro
 // Deployment returns them. Safe for concurrent use.
 func (s *Store) Deployments(ctx context.Context, service string, p deployer.Page) ([]deployer.Deployment, error) {
 	limit, before := clampPage(p)
-	q := "SELECT " + deploymentColumns + " FROM deployments WHERE 1 = 1"
+	q := "SELECT " + s.columns + " FROM deployments WHERE 1 = 1"
 	args := []any{}
 	if service != "" {
 		q += " AND service = ?"

@@ -67,6 +67,10 @@ type Store struct {
 	replacedMu sync.RWMutex
 	replaced   map[serviceDigest]bool
 
+	// columns are the deployment columns scanDeployment reads, as this
+	// database has them (see deploymentColumnsOf).
+	columns string
+
 	now         func() time.Time
 	maxBatch    int
 	commitDelay time.Duration
@@ -95,6 +99,7 @@ type Store struct {
 }
 
 var _ deployer.Store = (*Store)(nil)
+var _ deployer.ReleaseStore = (*Store)(nil)
 
 // Option changes how Open sets up a Store.
 type Option func(*options)
@@ -242,6 +247,10 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		return nil, unusable(abs, path, err)
 	}
 	replaced, err := loadReplaced(ctx, rdb)
+	var cols string
+	if err == nil {
+		cols, err = deploymentColumnsOf(ctx, rdb)
+	}
 	if err != nil {
 		rdb.Close()
 		hot.close()
@@ -264,6 +273,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		dirty:        make(chan struct{}, 1),
 		checkpointed: make(chan struct{}),
 		replaced:     replaced,
+		columns:      cols,
 	}
 	go s.run(context.WithoutCancel(ctx))
 	go s.checkpointer(context.WithoutCancel(ctx), checkpointInterval)
