@@ -81,6 +81,7 @@ func (c *Config) Validate() error {
 	v.top()
 	v.github()
 	v.registries()
+	v.trust()
 	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		v.service(name, c.Services[name])
 	}
@@ -285,6 +286,7 @@ func (v *validator) service(name string, s *deployer.Service) {
 	if s.KeepImages < 1 {
 		v.add(p+".keep_images", "must be at least 1 (the running image)")
 	}
+	v.verify(p, s)
 }
 
 func (v *validator) tags(p string, s *deployer.Service) {

@@ -185,6 +185,9 @@ type Deployment struct {
 	Error      string `json:"error,omitempty"`
 	Hint       string `json:"hint,omitempty"`
 	Steps      []Step `json:"steps,omitempty"`
+	// Verification is the outcome of the verify-image step, when the
+	// service verifies its images.
+	Verification *Verification `json:"verification,omitempty"`
 }
 
 // Failure classes (SPEC §6). Transient classes are retried; the others are
