@@ -54,6 +54,9 @@ type stackOptions struct {
 	healthTimeout string
 	// reconcile is the reconcile_interval; default 0 (off).
 	reconcile string
+	// extra is appended to the configuration: more keys of the service
+	// (indented by four spaces), then top-level keys.
+	extra string
 }
 
 func newStack(t testing.TB, opts stackOptions) *stack {
@@ -132,7 +135,7 @@ services:
       args: ["--network", "host", "-e", "PORT=%d"]
     health: {url: "http://127.0.0.1:%d/healthz", timeout: %s, interval: 200ms}
 `, s.dataDir, opts.reconcile, gh.URL, secretFile, keyFile, reg.Host(), opts.credentials, patFile, s.podmanW, globalArgs,
-		s.image, s.port, s.port, opts.healthTimeout), 0o600)
+		s.image, s.port, s.port, opts.healthTimeout)+opts.extra, 0o600)
 	return s
 }
 
