@@ -170,6 +170,7 @@ trust: {root: %q}
 	if err := d.stop(); err != nil {
 		t.Fatal(err)
 	}
+	logs := d.logs.String()
 	cfg, err := os.ReadFile(s.config)
 	if err != nil {
 		t.Fatal(err)
@@ -194,4 +195,15 @@ trust: {root: %q}
 		t.Errorf("warn: steps %+v, want a failed verify-image step that says it deploys anyway", dep.Steps)
 	}
 	s.assertNoTokenInArgv()
+
+	// No installation token (the attestation one included) reaches the log
+	// or the API's deployments.
+	var all deploymentsResponse
+	d.getJSON("/api/v1/deployments?limit=100", http.StatusOK, &all)
+	api := fmt.Sprintf("%+v", all)
+	for _, m := range s.github.Mints() {
+		if strings.Contains(logs+d.logs.String(), m.Token) || strings.Contains(api, m.Token) {
+			t.Errorf("the token minted with %v appears in the log or the API", m.Permissions)
+		}
+	}
 }
