@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -299,7 +300,7 @@ func (v *Verifier) verifyOne(sv *verify.Verifier, tm root.TrustedMaterial, raw, 
 			}
 		}
 	}
-	if len(subjects) > 0 && !contains(subjects, digest) {
+	if len(subjects) > 0 && !slices.Contains(subjects, digest) {
 		return Result{}, &Error{Kind: KindDigest, Detail: "it attests " + strings.Join(subjects, ", ") + ", not " + digest}
 	}
 	return Result{}, &Error{Kind: KindSignature, Detail: "the bundle does not satisfy the policy", Err: err}
@@ -374,15 +375,6 @@ func expired(tm root.TrustedMaterial, now time.Time) bool {
 		}
 	}
 	return true
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // digestBytes decodes "sha256:<64 hex>".

@@ -25,7 +25,10 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"testing"
 	"time"
 
 	"github.com/digitorus/timestamp"
@@ -113,6 +116,21 @@ func (s *Sigstore) TrustedRoot(validUntil time.Time) ([]byte, error) {
 		return nil, fmt.Errorf("encode trusted root: %w", err)
 	}
 	return b, nil
+}
+
+// WriteTrustedRoot writes TrustedRoot(validUntil) to trusted_root.json in
+// a directory of the test's and returns its path, failing t on error.
+func (s *Sigstore) WriteTrustedRoot(t testing.TB, validUntil time.Time) string {
+	t.Helper()
+	b, err := s.TrustedRoot(validUntil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "trusted_root.json")
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // Signing describes one attestation: who signed it and over what.
@@ -236,6 +254,30 @@ func (s *Sigstore) BundleOf(g Signing, payload []byte) ([]byte, error) {
 		}},
 	}
 	b, err := protojson.Marshal(pb)
+	if err != nil {
+		return nil, fmt.Errorf("encode bundle: %w", err)
+	}
+	return b, nil
+}
+
+// Tamper returns bundle with its signed statement altered after signing
+// (the first "build.yml" becomes "bui1d.yml", else a byte of the payload
+// changes): a bundle whose signature no longer covers its payload.
+func Tamper(bundle []byte) ([]byte, error) {
+	var pb protobundle.Bundle
+	if err := protojson.Unmarshal(bundle, &pb); err != nil {
+		return nil, fmt.Errorf("decode bundle: %w", err)
+	}
+	env := pb.GetDsseEnvelope()
+	if env == nil || len(env.Payload) == 0 {
+		return nil, fmt.Errorf("bundle has no DSSE payload")
+	}
+	if p := bytes.Replace(env.Payload, []byte("build.yml"), []byte("bui1d.yml"), 1); !bytes.Equal(p, env.Payload) {
+		env.Payload = p
+	} else {
+		env.Payload[len(env.Payload)/2] ^= 1
+	}
+	b, err := protojson.Marshal(&pb)
 	if err != nil {
 		return nil, fmt.Errorf("encode bundle: %w", err)
 	}

@@ -57,17 +57,26 @@ func NewAttestations(cfg AttestationsConfig) (*Attestations, error) {
 	if cfg.App == nil {
 		return nil, errors.New("new attestations client: no GitHub App")
 	}
-	base, err := url.Parse(cfg.App.APIURL())
+	gh, err := cfg.App.restClient(cfg.Transport, cfg.Timeout)
 	if err != nil {
 		return nil, fmt.Errorf("new attestations client: %w", err)
 	}
-	timeout := cfg.Timeout
-	if timeout <= 0 {
-		timeout = cfg.App.timeout
+	return &Attestations{app: cfg.App, gh: gh, bundles: &http.Client{Transport: cfg.Transport, Timeout: gh.Client().Timeout}}, nil
+}
+
+// restClient returns an unauthenticated go-github client for the App's API
+// root over transport, each request bounded by timeout (0: the App's).
+func (a *App) restClient(transport http.RoundTripper, timeout time.Duration) (*gogithub.Client, error) {
+	base, err := url.Parse(a.APIURL())
+	if err != nil {
+		return nil, err
 	}
-	gh := gogithub.NewClient(&http.Client{Transport: cfg.Transport, Timeout: timeout})
+	if timeout <= 0 {
+		timeout = a.timeout
+	}
+	gh := gogithub.NewClient(&http.Client{Transport: transport, Timeout: timeout})
 	gh.BaseURL = base
-	return &Attestations{app: cfg.App, gh: gh, bundles: &http.Client{Transport: cfg.Transport, Timeout: timeout}}, nil
+	return gh, nil
 }
 
 // attestationPage is one page of GitHub's answer.

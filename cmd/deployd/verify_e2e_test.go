@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/sigstore/sigstore-go/pkg/bundle"
 
 	"github.com/deployd/deployd/attest/attesttest"
 )
@@ -40,14 +37,7 @@ func TestEndToEndVerifyImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootJSON, err := ss.TrustedRoot(time.Time{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootFile := filepath.Join(t.TempDir(), "trusted_root.json")
-	if err := os.WriteFile(rootFile, rootJSON, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	rootFile := ss.WriteTrustedRoot(t, time.Time{})
 	s := newStack(t, stackOptions{extra: fmt.Sprintf(`    verify: {attestations: required, workflow: .github/workflows/build.yml, ref: refs/heads/main}
 trust: {root: %q}
 `, rootFile)})
@@ -111,19 +101,6 @@ trust: {root: %q}
 	}
 
 	// 2. Failures: nothing pulled, v1 still serves.
-	tamper := func(b []byte) []byte {
-		var pb bundle.Bundle
-		if err := pb.UnmarshalJSON(b); err != nil {
-			t.Fatal(err)
-		}
-		env := pb.GetDsseEnvelope()
-		env.Payload = bytes.Replace(env.Payload, []byte("build.yml"), []byte("bui1d.yml"), 1)
-		out, err := pb.MarshalJSON()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out
-	}
 	for i, c := range []struct {
 		name        string
 		attest      func(digest string)
@@ -142,7 +119,11 @@ trust: {root: %q}
 			if err != nil {
 				t.Fatal(err)
 			}
-			s.github.AddAttestation(repo, dg, tamper(b), false)
+			tampered, err := attesttest.Tamper(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.github.AddAttestation(repo, dg, tampered, false)
 		}, "the bundle does not verify", "tampered"},
 	} {
 		digest := s.push(fmt.Sprintf("bad-%d", i), fmt.Sprintf("bad-%d", i))
