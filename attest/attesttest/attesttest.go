@@ -59,8 +59,9 @@ type Sigstore struct {
 	createdAt time.Time
 }
 
-// New makes a fresh Sigstore; its certificates are valid for about two
-// hours from now.
+// New makes a fresh Sigstore. Its CA certificates are valid for about two
+// hours from now, its timestamping certificate for 9 minutes: bundles must
+// be signed within those 9 minutes.
 func New() (*Sigstore, error) {
 	rootCert, rootKey, err := ca.GenerateRootCa()
 	if err != nil {
@@ -78,8 +79,8 @@ func New() (*Sigstore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TSA key: %w", err)
 	}
-	// The leaf is valid for 10 minutes from its start: start it a minute
-	// ago and keep it valid for longer by re-issuing in Timestamp if needed.
+	// sigstore-go's helper makes the leaf valid for 10 minutes from the
+	// time given: from a minute ago, so timestamps can be made for 9.
 	tsaLeaf, err := ca.GenerateTSALeafCert(time.Now().Add(-time.Minute), tsaKey, tsaInter, tsaInterKey)
 	if err != nil {
 		return nil, fmt.Errorf("TSA leaf: %w", err)
