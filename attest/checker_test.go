@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/deployd/deployd/attest"
 	"github.com/deployd/deployd/attest/attesttest"
@@ -94,4 +95,40 @@ func TestTUFRootUnreachable(t *testing.T) {
 	if _, err := attest.NewTUFRoot(attest.TUFConfig{Instance: attest.RootGitHub, CacheDir: t.TempDir()}); err == nil {
 		t.Error("github's instance without its TUF root: no error")
 	}
+}
+
+// TestTUFRootWorksOfflineFromItsCache: the trusted root comes through a
+// TUF repository once; with the repository gone, a fresh TUFRoot on the
+// same cache still verifies, for as long as the cached metadata is valid.
+func TestTUFRootWorksOfflineFromItsCache(t *testing.T) {
+	f := newFixture(t)
+	repoTUF := f.ss.ServeTUF(t, time.Time{})
+	cache := t.TempDir()
+	good := f.bundle(t, attesttest.Signing{})
+	verifyThrough := func() error {
+		t.Helper()
+		r, err := attest.NewTUFRoot(attest.TUFConfig{Instance: attest.RootGitHub, URL: repoTUF.URL, InitialRoot: repoTUF.Root, CacheDir: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := attest.NewVerifier(r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = v.Verify(f.digest, [][]byte{good}, attest.Policy{Repository: repo})
+		return err
+	}
+	if err := verifyThrough(); err != nil {
+		t.Fatalf("online: %v", err)
+	}
+	if repoTUF.Requests() == 0 {
+		t.Fatal("the TUF repository was never asked")
+	}
+	repoTUF.Close()
+	if err := verifyThrough(); err != nil {
+		t.Fatalf("offline with a valid cache: %v", err)
+	}
+	// Without the cache, offline is a trust-root failure.
+	cache = t.TempDir()
+	wantKind(t, verifyThrough(), attest.KindTrustRoot, "no usable trust root")
 }
