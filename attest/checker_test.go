@@ -102,7 +102,7 @@ func TestTUFRootUnreachable(t *testing.T) {
 // same cache still verifies, for as long as the cached metadata is valid.
 func TestTUFRootWorksOfflineFromItsCache(t *testing.T) {
 	f := newFixture(t)
-	repoTUF := f.ss.ServeTUF(t, time.Time{})
+	repoTUF := f.ss.ServeTUF(t, time.Time{}, time.Time{})
 	cache := t.TempDir()
 	good := f.bundle(t, attesttest.Signing{})
 	verifyThrough := func() error {
@@ -131,4 +131,21 @@ func TestTUFRootWorksOfflineFromItsCache(t *testing.T) {
 	// Without the cache, offline is a trust-root failure.
 	cache = t.TempDir()
 	wantKind(t, verifyThrough(), attest.KindTrustRoot, "no usable trust root")
+}
+
+// TestTUFRootExpiredMetadata: a TUF repository whose metadata has expired
+// gives no trust root: verification fails with the trust-root hint.
+func TestTUFRootExpiredMetadata(t *testing.T) {
+	f := newFixture(t)
+	repoTUF := f.ss.ServeTUF(t, time.Time{}, time.Now().Add(-time.Hour))
+	r, err := attest.NewTUFRoot(attest.TUFConfig{Instance: attest.RootGitHub, URL: repoTUF.URL, InitialRoot: repoTUF.Root, CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := attest.NewVerifier(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(f.digest, [][]byte{f.bundle(t, attesttest.Signing{})}, attest.Policy{Repository: repo})
+	wantKind(t, err, attest.KindTrustRoot, "expired")
 }

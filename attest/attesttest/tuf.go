@@ -18,8 +18,7 @@ import (
 
 // TUF is a TUF repository over HTTP whose one target is s's
 // trusted_root.json, as Sigstore's and GitHub's TUF repositories serve
-// theirs: one key per top-level role, consistent snapshots, metadata
-// valid for a day.
+// theirs: one key per top-level role, consistent snapshots.
 type TUF struct {
 	// URL is the repository's base URL (trust.tuf_url).
 	URL string
@@ -33,15 +32,19 @@ type TUF struct {
 	gets   int
 }
 
-// ServeTUF starts a TUF repository serving TrustedRoot(validUntil). It is
-// closed when the test ends, or by Close.
-func (s *Sigstore) ServeTUF(t testing.TB, validUntil time.Time) *TUF {
+// ServeTUF starts a TUF repository serving TrustedRoot(validUntil), its
+// metadata expiring at expires (zero: a day from now). It is closed when
+// the test ends, or by Close.
+func (s *Sigstore) ServeTUF(t testing.TB, validUntil, expires time.Time) *TUF {
 	t.Helper()
 	trusted, err := s.TrustedRoot(validUntil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, root, err := tufRepository(trusted, time.Now().Add(24*time.Hour).UTC())
+	if expires.IsZero() {
+		expires = time.Now().Add(24 * time.Hour)
+	}
+	files, root, err := tufRepository(trusted, expires.UTC())
 	if err != nil {
 		t.Fatal(err)
 	}
