@@ -55,6 +55,7 @@ func (c *Config) applyDefaults(isSet func(path string) bool) {
 	setString(&c.GitHub.APIURL, DefaultGitHubAPIURL)
 	setString(&c.Podman.Command, DefaultPodmanCommand)
 	c.API.OIDC.applyDefaults()
+	setString(&c.Trust.Root, DefaultTrustRoot)
 
 	for host, r := range c.Registries {
 		if r == nil {
@@ -114,6 +115,7 @@ func (c *Config) applyDefaults(isSet func(path string) bool) {
 		if s.KeepImages == 0 && !isSet(p+".keep_images") {
 			s.KeepImages = DefaultKeepImages
 		}
+		verifyDefaults(s)
 	}
 }
 

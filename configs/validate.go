@@ -82,6 +82,7 @@ func (c *Config) Validate() error {
 	v.github()
 	v.registries()
 	v.oidc()
+	v.trust()
 	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		v.service(name, c.Services[name])
 	}
@@ -288,6 +289,7 @@ func (v *validator) service(name string, s *deployer.Service) {
 	if s.KeepImages < 1 {
 		v.add(p+".keep_images", "must be at least 1 (the running image)")
 	}
+	v.verify(p, s)
 }
 
 func (v *validator) tags(p string, s *deployer.Service) {

@@ -193,6 +193,9 @@ type Deployment struct {
 	Steps      []Step `json:"steps,omitempty"`
 	// ReleaseID is the release the deployment is a member of, 0 for none.
 	ReleaseID int64 `json:"release_id,omitempty"`
+	// Verification is the outcome of the verify-image step, when the
+	// service verifies its images.
+	Verification *Verification `json:"verification,omitempty"`
 }
 
 // Failure classes (SPEC §6). Transient classes are retried; the others are

@@ -93,8 +93,10 @@ func TestImportRules(t *testing.T) {
 		metrics       = module + "/server/metrics"
 		webhook       = module + "/webhook"
 		notify        = module + "/notify"
+		attest        = module + "/attest"
+		attesttest    = module + "/attest/attesttest"
 	)
-	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, demo, command, configs, github, registry, apitoken, oidc, actionstest, auth, server, httperr, metrics, webhook, notify} {
+	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, demo, command, configs, github, registry, apitoken, oidc, actionstest, auth, server, httperr, metrics, webhook, notify, attest, attesttest} {
 		if _, ok := pkgs[name]; !ok {
 			t.Fatalf("go list does not know %s: the rules below name a package that moved", name)
 		}
@@ -127,6 +129,8 @@ func TestImportRules(t *testing.T) {
 		server:        {deployer, httperr, github, registry},
 		metrics:       {deployer, github, registry},
 		notify:        {deployer},
+		attest:        {deployer},
+		attesttest:    {},
 	}
 	for _, name := range slices.Sorted(maps.Keys(allowed)) {
 		for _, imp := range ours(pkgs[name].Imports) {

@@ -124,6 +124,10 @@ func (r *Reconciler) service(ctx context.Context, s Service) (*Deployment, error
 			r.log.Debug().Str(KeyService, s.Name).Str("digest", digest).Msg("reconcile: this digest failed its health check; waiting for a new one")
 			return nil, nil
 		}
+		if d.Digest == digest && d.State == StateFailed && d.ErrorClass == ClassVerification {
+			r.log.Debug().Str(KeyService, s.Name).Str("digest", digest).Msg("reconcile: this digest failed image verification; waiting for a new one")
+			return nil, nil
+		}
 	}
 	d, err := r.queue.Enqueue(ctx, Request{Service: s.Name, Tag: s.DefaultTag, Digest: digest,
 		Trigger: trigger})

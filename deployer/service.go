@@ -50,6 +50,10 @@ type Service struct {
 	KeepImages int `yaml:"keep_images"`
 	// DryRun records what a deploy would do and changes nothing.
 	DryRun bool `yaml:"dry_run"`
+	// Verify is the image verification policy: whether the attestations
+	// of the digest are checked before it is pulled, and against which
+	// identity.
+	Verify Verify `yaml:"verify"`
 
 	// Host is the registry host of Image, "ghcr.io".
 	Host string `yaml:"-"`

@@ -77,6 +77,7 @@ type history struct {
 	state                deployer.State
 	class, err, hint     string
 	credential, note     string // the source that pulled, and why others were passed over
+	verification         *deployer.Verification
 }
 
 func digestOf(seed string) string {
@@ -121,6 +122,7 @@ func seedHistory(t *testing.T, st *sqlite.Store, clk *testClock, h history) depl
 		at = at.Add(s.Duration)
 	}
 	d.State, d.Digest, d.ErrorClass, d.Error, d.Hint, d.FinishedAt = h.state, h.digest, h.class, h.err, h.hint, &at
+	d.Verification = h.verification
 	if err := st.Finish(ctx, d); err != nil {
 		t.Fatal(err)
 	}
@@ -141,6 +143,12 @@ func ok(name string, d time.Duration, msg string) deployer.Step {
 const (
 	webDenied = "the registry accepted the github_app credential but denied access to the image (DENIED)"
 	webNote   = "github_app: " + webDenied
+)
+
+// The signer workflows of the seeded verified deployment and of the live one.
+const (
+	seededSigner = "acme/v7/.github/workflows/release.yml@refs/heads/main"
+	liveSigner   = "acme/v7/.github/workflows/web.yml@refs/heads/main"
 )
 
 // seedRealistic fills the store with the history of two services.
@@ -167,8 +175,12 @@ func seedRealistic(t *testing.T, st *sqlite.Store, clk *testClock) {
 		service: "backend", tag: "latest", digest: backendOld, ago: 3 * time.Hour, state: deployer.StateSucceeded,
 		credential: "github_app",
 		trigger:    deployer.Trigger{Kind: deployer.TriggerWebhook, Event: "registry_package", DeliveryID: "1c9e2b70-2f4a-11f1-8c55-3a7d19e0b6f4"},
+		verification: &deployer.Verification{Mode: deployer.AttestationsRequired, Verified: true, Workflow: seededSigner,
+			PredicateType: deployer.DefaultPredicateType, VerifiedAt: time.Now().UTC().Add(-3 * time.Hour)},
 		steps: []deployer.Step{
-			ok("resolve", 280*time.Millisecond, "latest is sha256:"+backendOld[7:19]), login,
+			ok("resolve", 280*time.Millisecond, "latest is sha256:"+backendOld[7:19]),
+			ok("verify-image", 14*time.Millisecond, "verified "+backendOld[7:19]+": attested by workflow "+seededSigner+" ("+deployer.DefaultPredicateType+")"),
+			login,
 			ok("pull", 11400*time.Millisecond, "pulled ghcr.io/acme/v7/backend@"+backendOld[:19]),
 			ok("switch", 2300*time.Millisecond, "container: now "+backendOld[7:19]+" (v7-backend)"),
 			ok("verify", 4100*time.Millisecond, "http://127.0.0.1:8081/healthz answered 200 OK"),
@@ -249,6 +261,9 @@ func (e *stepExecutor) Execute(ctx context.Context, d deployer.Deployment) deplo
 	}
 	d.Digest = e.digest
 	step("resolve", d.Tag+" is "+e.digest[:19], 250*time.Millisecond)
+	d.Verification = &deployer.Verification{Mode: deployer.AttestationsRequired, Verified: true, Workflow: liveSigner,
+		PredicateType: deployer.DefaultPredicateType, VerifiedAt: time.Now().UTC()}
+	step("verify-image", "verified: attested by workflow "+liveSigner, 12*time.Millisecond)
 	step("pull", "pulled ghcr.io/acme/v7/web@"+e.digest[:19], 3*time.Second)
 	select {
 	case <-e.release:
@@ -370,12 +385,23 @@ func TestStatusPageInBrowser(t *testing.T) {
 	waitUntil("new row's anchor", fmt.Sprintf(`(document.getElementById("deployment-%d") || {}).className || ""`, d.ID), "deploy")
 	waitUntil("running state", firstRow("web", "state"), "running")
 	waitUntil("card badge while running", fmt.Sprintf(`(`+cardJS+`).querySelector('[data-field="state"]').textContent`, "web"), "running")
-	waitUntil("steps so far", fmt.Sprintf(`String((`+cardJS+`).querySelectorAll('[data-list="steps"]')[0].children.length)`, "web"), "2")
+	waitUntil("steps so far", fmt.Sprintf(`String((`+cardJS+`).querySelectorAll('[data-list="steps"]')[0].children.length)`, "web"), "3")
 	close(executor.release)
 	waitUntil("succeeded state", firstRow("web", "state"), "succeeded")
 	waitUntil("running tag", fmt.Sprintf(`(`+cardJS+`).querySelector('[data-field="tag"]').textContent`, "web"), "v2.4.1")
 	waitUntil("running digest", fmt.Sprintf(`(`+cardJS+`).querySelector('[data-field="digest"]').textContent`, "web"), "5e8d275e8d27")
 	waitUntil("trigger", firstRow("web", "trigger"), "manual by ci")
+	// The verified badge names the signer workflow, filled in live; the
+	// seeded history shows one on backend's verified deployment only.
+	verifiedBadges := func(service string) string {
+		return fmt.Sprintf(`[...(`+cardJS+`).querySelectorAll('[data-list="deployments"] > li')].map(li => {
+			const b = li.querySelector('[data-part="verified"]'); return b.hidden ? "-" : b.textContent.trim(); }).join(" | ")`, service)
+	}
+	waitUntil("live verified badge", fmt.Sprintf(`(() => { const li = (`+cardJS+`).querySelector('[data-list="deployments"] > li');
+		const b = li.querySelector('[data-part="verified"]'); return b.hidden ? "hidden" : b.textContent.trim(); })()`, "web"), "verified "+liveSigner)
+	if got := eval(verifiedBadges("backend")); got != "- | verified "+seededSigner {
+		t.Errorf("backend's verified badges: %q, want none on the rolled-back deployment and one naming %s", got, seededSigner)
+	}
 	if got := eval(`window.__loadMarker || "reloaded"`); got != "first load" {
 		t.Fatalf("the page was reloaded (marker %q)", got)
 	}
@@ -399,6 +425,9 @@ func TestStatusPageInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil("state after reload", firstRow("web", "state"), "succeeded")
+	if got := eval(verifiedBadges("web")); got != "verified "+liveSigner+" | -" {
+		t.Errorf("web's verified badges as the server renders them: %q", got)
+	}
 	eval(`document.querySelector('[data-deployment] details').open = true; ""`)
 	checkInert("server render")
 	waitUntil("live indicator after reload", `document.getElementById("live").dataset.state`, "live")

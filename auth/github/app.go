@@ -90,12 +90,16 @@ func (p Permissions) github() (*gogithub.InstallationPermissions, error) {
 		return nil, fmt.Errorf("decode permissions: %w", err)
 	}
 	for n := range p {
-		if _, ok := known[n]; !ok {
+		if _, ok := known[n]; !ok && !newerPermissions[n] {
 			return nil, fmt.Errorf("unknown GitHub App permission %q", n)
 		}
 	}
 	return &gp, nil
 }
+
+// newerPermissions are App permissions GitHub has that go-github v62 does
+// not know; the token request sends them all the same.
+var newerPermissions = map[string]bool{"attestations": true}
 
 // AppConfig is what NewApp needs. ID and Key are required; the rest have
 // defaults.
@@ -505,10 +509,7 @@ func (a *App) refresh(ctx context.Context, k tokenKey, gp *gogithub.Installation
 		return m, nil
 	}
 	log := a.logger(ctx)
-	tok, _, err := a.gh.Apps.CreateInstallationToken(ctx, k.installation, &gogithub.InstallationTokenOptions{
-		Repositories: repos,
-		Permissions:  gp,
-	})
+	tok, err := a.createToken(ctx, k.installation, repos, gp, perms)
 	now := a.clock()
 	if err == nil && (tok.GetToken() == "" || tok.ExpiresAt == nil) {
 		err = errors.New("GitHub answered without a token or expiry")
@@ -560,6 +561,46 @@ func (a *App) refresh(ctx context.Context, k tokenKey, gp *gogithub.Installation
 		Time("expires_at", e.expires).
 		Msg("minted GitHub App installation token")
 	return minted{e.token, e.expires}, nil
+}
+
+// createToken asks GitHub for an installation token. Permissions that
+// go-github knows go through its type; newerPermissions are added to the
+// request body as they are.
+func (a *App) createToken(ctx context.Context, installation int64, repos []string, gp *gogithub.InstallationPermissions, perms Permissions) (*gogithub.InstallationToken, error) {
+	body := map[string]any{"permissions": gp}
+	if len(repos) > 0 {
+		body["repositories"] = repos
+	}
+	var extra map[string]string
+	for n, v := range perms {
+		if newerPermissions[n] {
+			if extra == nil {
+				extra = map[string]string{}
+			}
+			extra[n] = v
+		}
+	}
+	if extra != nil {
+		b, err := json.Marshal(gp)
+		if err != nil {
+			return nil, fmt.Errorf("encode permissions: %w", err)
+		}
+		all := map[string]string{}
+		if err := json.Unmarshal(b, &all); err != nil {
+			return nil, fmt.Errorf("decode permissions: %w", err)
+		}
+		maps.Copy(all, extra)
+		body["permissions"] = all
+	}
+	req, err := a.gh.NewRequest(http.MethodPost, fmt.Sprintf("app/installations/%d/access_tokens", installation), body)
+	if err != nil {
+		return nil, fmt.Errorf("build token request: %w", err)
+	}
+	var tok gogithub.InstallationToken
+	if _, err := a.gh.Do(ctx, req, &tok); err != nil {
+		return nil, err
+	}
+	return &tok, nil
 }
 
 // Invalidate drops the cached tokens of an installation for exactly these

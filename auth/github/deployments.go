@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -57,16 +56,10 @@ func NewDeploymentReporter(cfg DeploymentReporterConfig) (*DeploymentReporter, e
 	if cfg.App == nil {
 		return nil, errors.New("new deployment reporter: no GitHub App")
 	}
-	base, err := url.Parse(cfg.App.APIURL())
+	gh, err := cfg.App.restClient(cfg.Transport, cfg.Timeout)
 	if err != nil {
 		return nil, fmt.Errorf("new deployment reporter: %w", err)
 	}
-	timeout := cfg.Timeout
-	if timeout <= 0 {
-		timeout = cfg.App.timeout
-	}
-	gh := gogithub.NewClient(&http.Client{Transport: cfg.Transport, Timeout: timeout})
-	gh.BaseURL = base
 	return &DeploymentReporter{app: cfg.App, gh: gh}, nil
 }
 

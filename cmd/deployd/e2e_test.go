@@ -55,7 +55,8 @@ type stackOptions struct {
 	// reconcile is the reconcile_interval; default 0 (off).
 	reconcile string
 	// extraConfig is appended to the configuration, whose last key is
-	// backend under services: more services, then more top-level keys.
+	// backend's health under services: more keys of backend (indented by
+	// four spaces), then more services, then more top-level keys.
 	extraConfig string
 }
 

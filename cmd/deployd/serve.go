@@ -86,7 +86,11 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	}
 	defer out.close() // after the queue's drain: reports the ends of what it cut short
 	services := cfg.ServiceList()
-	queue, reconciler, err := newDeployments(cfg, services, store, chain, out, e.childEnv, log)
+	images, err := newImageVerifier(cfg, app)
+	if err != nil {
+		return err
+	}
+	queue, reconciler, err := newDeployments(cfg, services, store, chain, images, out, e.childEnv, log)
 	if err != nil {
 		return err
 	}
@@ -186,9 +190,10 @@ func (o *outputs) close() {
 
 // newDeployments builds the machinery that carries deployments out: the
 // pipeline on this host, the queue that runs it per service and the
-// reconciler that catches up with the registries. childEnv is added to the
+// reconciler that catches up with the registries. images verifies the
+// attestations of services that ask for it (nil when none does). childEnv is added to the
 // environment of the commands the pipeline runs.
-func newDeployments(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, chain *registry.Chain, out *outputs, childEnv []string, log zerolog.Logger) (*deployer.Queue, *deployer.Reconciler, error) {
+func newDeployments(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, chain *registry.Chain, images deployer.ImageVerifier, out *outputs, childEnv []string, log zerolog.Logger) (*deployer.Queue, *deployer.Reconciler, error) {
 	pipeline, err := podman.NewPipeline(podman.PipelineConfig{
 		Services:    servicesByName(services),
 		Store:       store,
@@ -202,6 +207,7 @@ func newDeployments(cfg *configs.Config, services []deployer.Service, store *sql
 		},
 		Logger: log,
 		Notify: out.step,
+		Images: images,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -50,10 +50,15 @@ type PipelineConfig struct {
 	StepTimeout time.Duration
 	// Retry is the budget for transient registry failures.
 	Retry Retry
+	// Images verifies the attestations of a digest before it is pulled,
+	// for the services whose verify.attestations is warn or required;
+	// required when any service verifies.
+	Images deployer.ImageVerifier
 }
 
-// Pipeline carries out deployments step by step: resolve, login, pull,
-// switch, verify, and roll back when verify fails. It is a
+// Pipeline carries out deployments step by step: resolve, verify-image
+// (for services that verify attestations), login, pull, switch, verify,
+// and roll back when verify fails. It is a
 // deployer.Executor and is safe for concurrent use by different services'
 // workers.
 type Pipeline struct {
@@ -70,6 +75,7 @@ type Pipeline struct {
 	pullTimeout time.Duration
 	stepTimeout time.Duration
 	retry       Retry
+	images      deployer.ImageVerifier
 
 	// loginMu serializes writes to the auth file; logins remembers, per
 	// registry host, which credential it holds (a hash, not the secret).
@@ -95,6 +101,8 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		return nil, errors.New("new pipeline: no podman command")
 	case cfg.Podman.AuthFile == "":
 		return nil, errors.New("new pipeline: no auth file")
+	case cfg.Images == nil && verifying(cfg.Services):
+		return nil, errors.New("new pipeline: services verify their images' attestations but no image verifier was given")
 	}
 	p := &Pipeline{
 		services:    cfg.Services,
@@ -110,6 +118,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		pullTimeout: cfg.PullTimeout,
 		stepTimeout: cfg.StepTimeout,
 		retry:       cfg.Retry.withDefaults(),
+		images:      cfg.Images,
 		logins:      make(map[string][sha256.Size]byte),
 		hosts:       make(map[string]*sync.Mutex),
 	}
@@ -186,6 +195,9 @@ func (j *job) run(ctx context.Context) deployer.Deployment {
 	} else if reason != "" {
 		j.step(ctx, deployer.StepGuard, time.Now(), nil, reason)
 		return j.end(ctx, deployer.StateUnchanged, nil)
+	}
+	if err := j.verifyImage(ctx); err != nil {
+		return j.end(ctx, deployer.StateFailed, err)
 	}
 	if j.d.DryRun || j.spec.DryRun {
 		j.d.DryRun = true // a service-wide dry run is recorded as one

@@ -202,6 +202,7 @@ func deploymentExists(ctx context.Context, tx *sql.Tx, id int64) error {
 
 // Finish records the end of deployment d.ID: d.State (which must be a final
 // state), d.Digest when not empty (the resolved digest), the failure fields,
+// d.Verification when set (the verify-image step's outcome),
 // and d.FinishedAt or, when nil, the store's clock. It refuses a deployment
 // that is not queued or running, and returns an error wrapping
 // deployer.ErrNotFound for one that does not exist. Steps are not touched;
@@ -221,7 +222,10 @@ func (s *Store) Finish(ctx context.Context, d deployer.Deployment) error {
 			return err
 		}
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
-			return err
+			if err != nil {
+				return err
+			}
+			return writeVerification(ctx, tx, d)
 		}
 		return alreadyEnded(ctx, tx, "deployment", d.ID)
 	})
@@ -313,7 +317,7 @@ func (s *Store) QueuedServices(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
-// Deployment returns deployment id with its step log, read in one snapshot,
+// Deployment returns deployment id with its step log and verification, read in one snapshot,
 // or an error wrapping deployer.ErrNotFound. Safe for concurrent use.
 func (s *Store) Deployment(ctx context.Context, id int64) (deployer.Deployment, error) {
 	tx, err := s.rdb.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
@@ -330,6 +334,9 @@ func (s *Store) Deployment(ctx context.Context, id int64) (deployer.Deployment, 
 		return deployer.Deployment{}, fmt.Errorf("read deployment %d: %w", id, err)
 	}
 	if d.Steps, err = readSteps(ctx, tx, id); err != nil {
+		return deployer.Deployment{}, fmt.Errorf("read deployment %d: %w", id, err)
+	}
+	if d.Verification, err = readVerification(ctx, tx, id); err != nil {
 		return deployer.Deployment{}, fmt.Errorf("read deployment %d: %w", id, err)
 	}
 	return d, nil

@@ -342,7 +342,7 @@ func TestMigrationDeploymentsStateCheckKeepsData(t *testing.T) {
 	before := must(old.Deployments(ctx, "", deployer.Page{}))(t)
 	var beforeOne []deployer.Deployment
 	for _, d := range before {
-		beforeOne = append(beforeOne, must(old.Deployment(ctx, d.ID))(t))
+		beforeOne = append(beforeOne, deploymentBefore0009(t, old, d.ID))
 	}
 
 	s := upgrade(t, old, path)

@@ -128,6 +128,21 @@
     setText(row, "message", s.message || "");
   }
 
+  // fillVerification shows the verified badge with the signer workflow,
+  // or "not verified" with what did not match, or neither.
+  function fillVerification(li, v) {
+    var ok = part(li, "verified");
+    if (ok) {
+      ok.hidden = !(v && v.verified);
+      setText(ok, "signer", v && v.verified ? v.workflow || "" : "");
+    }
+    var no = part(li, "unverified");
+    if (no) {
+      no.hidden = !(v && !v.verified);
+      no.setAttribute("title", (v && v.problem) || "");
+    }
+  }
+
   function fillDeployment(li, d) {
     li.setAttribute("data-deployment", String(d.id));
     li.id = "deployment-" + d.id; // the anchor notifications link to
@@ -140,6 +155,7 @@
     if (trig) trig.setAttribute("title", (d.trigger && d.trigger.delivery_id) || "");
     setText(li, "took", took(d));
     fillFailure(part(li, "failure"), d);
+    fillVerification(li, d.verification);
 
     var body = li.querySelector('[data-list="steps"]');
     var steps = d.steps || [];

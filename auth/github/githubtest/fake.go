@@ -58,7 +58,7 @@ type Installation struct {
 	// Repositories the installation may access; nil means all of the account's.
 	Repositories []string
 	// Permissions granted; nil means {"packages": "read", "metadata": "read",
-	// "deployments": "write"}.
+	// "deployments": "write", "attestations": "read"}.
 	Permissions map[string]string
 }
 
@@ -95,7 +95,8 @@ type DeploymentStatus struct {
 // FakeGitHub is an httptest server that answers like GitHub's REST API for
 // what deployd uses: GET /app, GET /app/installations/{id},
 // GET /repos/{o}/{r}/installation, POST /app/installations/{id}/access_tokens,
-// the Deployments API and the App's webhook delivery log
+// the Deployments API, attestations (GET /repos/{o}/{r}/attestations/{digest},
+// see AddAttestation), the App's webhook delivery log
 // (GET /app/hook/deliveries, POST /app/hook/deliveries/{id}/attempts). App
 // endpoints check the JWT like GitHub (RS256 signed by the App's key, iss the
 // App ID, exp in the future and at most 10 minutes ahead, iat not in the
@@ -123,6 +124,10 @@ type FakeGitHub struct {
 	deployments   []Deployment
 	statuses      []DeploymentStatus
 	hooks         hookLog
+
+	attestations            map[string][]attestation // by "owner/repo@digest"
+	attestationLists        int
+	authorizedBundleFetches int
 }
 
 // NewFakeGitHub starts a fake GitHub for App appID whose key pair has the
@@ -182,7 +187,7 @@ func (f *FakeGitHub) SetPublicKey(pub *rsa.PublicKey) {
 // same ID).
 func (f *FakeGitHub) AddInstallation(in Installation) {
 	if in.Permissions == nil {
-		in.Permissions = map[string]string{"packages": "read", "metadata": "read", "deployments": "write"}
+		in.Permissions = map[string]string{"packages": "read", "metadata": "read", "deployments": "write", "attestations": "read"}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -272,6 +277,8 @@ func (f *FakeGitHub) handler() http.Handler {
 	mux.HandleFunc("POST /app/installations/{id}/access_tokens", f.app(f.accessToken))
 	mux.HandleFunc("POST /repos/{owner}/{repo}/deployments", f.installation(f.createDeployment))
 	mux.HandleFunc("POST /repos/{owner}/{repo}/deployments/{id}/statuses", f.installation(f.createStatus))
+	mux.HandleFunc("GET /repos/{owner}/{repo}/attestations/{digest}", f.installation(f.listAttestations))
+	mux.HandleFunc("GET /attestation-bundles", f.bundleByURL)
 	mux.HandleFunc("GET /app/hook/deliveries", f.app(f.listHookDeliveries))
 	mux.HandleFunc("POST /app/hook/deliveries/{id}/attempts", f.app(f.redeliver))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
