@@ -52,6 +52,8 @@ type Config struct {
 	API API `yaml:"api"`
 	// Status configures the status page and read API.
 	Status Status `yaml:"status"`
+	// Retention bounds what the store keeps of deliveries and deployments.
+	Retention Retention `yaml:"retention"`
 	// Services are the deployable services by name, loaded straight into
 	// deployer's type: see deployer.Service for their keys.
 	Services map[string]*deployer.Service `yaml:"services"`

@@ -81,6 +81,7 @@ func (c *Config) Validate() error {
 	v.top()
 	v.github()
 	v.registries()
+	v.retention()
 	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		v.service(name, c.Services[name])
 	}
