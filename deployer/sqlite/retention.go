@@ -1,0 +1,451 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Retention says what the store deletes, in the background, and how.
+// A zero Deliveries and a zero Deployments keep everything, and no pruner
+// runs.
+//
+// A pass deletes, in this order and each in batches of Batch rows, one
+// transaction per batch that shares no commit with other writes:
+//
+//   - deployments of a service beyond its newest Deployments, except those
+//     queued or running, the service's last deployment (services.
+//     last_deployment_id), its two newest succeeded ones and the newest
+//     succeeded or unchanged one of the digest that runs and of the digest
+//     that ran before it (the rollback target); their step logs go with
+//     them;
+//   - deliveries received more than Deliveries ago, except those a kept
+//     deployment refers to;
+//   - redeliveries asked for more than Deliveries ago, except those of a
+//     delivery that is kept.
+//
+// What runs for each service and the history of the digests that ran
+// (which keeps webhooks from deploying backwards) are never deleted. After
+// a pass that deleted rows, the free pages are given back to the file
+// system (PRAGMA incremental_vacuum), so that the file does not grow.
+type Retention struct {
+	// Deliveries is how long deliveries and redeliveries are kept; 0
+	// keeps them forever. The store does not refuse a short one: the
+	// configuration holds it to GitHub's redelivery window.
+	Deliveries time.Duration
+	// Deployments is how many deployments of each service are kept, the
+	// newest; 0 keeps them all.
+	Deployments int
+	// Interval is the time between two passes, the first one included
+	// (default 1m).
+	Interval time.Duration
+	// Batch is how many rows one transaction deletes at most (default
+	// 500).
+	Batch int
+	// OnPass, if set, is called after every pass with what it deleted,
+	// for example to feed a metric. It runs on the pruner goroutine.
+	OnPass func(Pruned)
+}
+
+// Pruned is what one pass deleted.
+type Pruned struct {
+	Deployments  int
+	Deliveries   int
+	Redeliveries int
+	// FreedPages is how many free pages of the file were given back.
+	FreedPages int
+}
+
+// Total is the number of rows the pass deleted.
+func (p Pruned) Total() int { return p.Deployments + p.Deliveries + p.Redeliveries }
+
+func (r Retention) enabled() bool { return r.Deliveries > 0 || r.Deployments > 0 }
+
+// Retention defaults.
+const (
+	defaultPruneInterval = time.Minute
+	defaultPruneBatch    = 500
+	// vacuumPages is how many free pages one transaction gives back.
+	vacuumPages = 1000
+)
+
+// WithRetention makes the store delete what r says it need not keep: a
+// pass every r.Interval on a goroutine of its own, until Close. With
+// either limit set, Open also makes sure the database uses incremental
+// auto-vacuum, which a database created before needs a one-time VACUUM for
+// (logged; it rewrites the whole file, holding up Open).
+func WithRetention(r Retention) Option {
+	return func(o *options) {
+		if r.Interval <= 0 {
+			r.Interval = defaultPruneInterval
+		}
+		if r.Batch <= 0 {
+			r.Batch = defaultPruneBatch
+		}
+		o.retention = r
+	}
+}
+
+// incrementalVacuum switches the database to auto_vacuum=INCREMENTAL, so
+// that incremental_vacuum can shrink it. A database without tables takes
+// the setting with a VACUUM that has nothing to copy; one that has tables
+// needs a VACUUM that rewrites the file (SQLite does it in a transaction: if it fails, the database is
+// as it was, and deployd goes on without shrinking the file).
+func incrementalVacuum(ctx context.Context, db *sql.DB, log zerolog.Logger) error {
+	var mode int
+	if err := db.QueryRowContext(ctx, "PRAGMA auto_vacuum").Scan(&mode); err != nil {
+		return fmt.Errorf("read auto_vacuum: %w", err)
+	}
+	const incremental = 2
+	if mode == incremental {
+		return nil
+	}
+	var tables, pages, pageSize int64
+	if err := db.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_schema").Scan(&tables); err != nil {
+		return fmt.Errorf("read schema: %w", err)
+	}
+	if _, err := db.ExecContext(ctx, "PRAGMA auto_vacuum = INCREMENTAL"); err != nil {
+		return fmt.Errorf("set auto_vacuum: %w", err)
+	}
+	if tables == 0 {
+		// A new database: the VACUUM that writes the setting into the
+		// file's header has nothing to copy.
+		if _, err := db.ExecContext(ctx, "VACUUM"); err != nil {
+			return fmt.Errorf("set auto_vacuum: %w", err)
+		}
+		return nil
+	}
+	_ = db.QueryRowContext(ctx, "PRAGMA page_count").Scan(&pages)
+	_ = db.QueryRowContext(ctx, "PRAGMA page_size").Scan(&pageSize)
+	log.Info().Str("size", fmt.Sprintf("%.1f MiB", float64(pages*pageSize)/(1<<20))).
+		Msg("store: switching the database to incremental vacuum for retention: a one-time VACUUM rewrites it, which may take a while and needs as much free space again")
+	start := time.Now()
+	if _, err := db.ExecContext(ctx, "VACUUM"); err != nil {
+		log.Warn().Err(err).Msg("store: the one-time VACUUM failed and changed nothing; old rows are still deleted and their space reused, but the file cannot shrink until it succeeds at a later start")
+		return nil
+	}
+	log.Info().Dur("took", time.Since(start)).Msg("store: switched the database to incremental vacuum")
+	return nil
+}
+
+// pruner runs a pass every interval until ctx ends.
+func (s *Store) pruner(ctx context.Context) {
+	defer close(s.pruned)
+	t := time.NewTicker(s.retention.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p, err := s.Prune(ctx)
+		if ctx.Err() != nil {
+			return // closing: the pass was cut short, not failed
+		}
+		if err != nil {
+			s.log.Warn().Err(err).Int("deployments", p.Deployments).Int("deliveries", p.Deliveries).
+				Int("redeliveries", p.Redeliveries).Msg("store: pruning old rows failed; trying again at the next pass")
+		}
+		if s.retention.OnPass != nil {
+			s.retention.OnPass(p)
+		}
+	}
+}
+
+// Prune runs one pass of the retention set by WithRetention now, and
+// returns what it deleted, also when it fails part way. It logs a summary
+// of the pass. Without WithRetention it deletes nothing. Safe for
+// concurrent use, but passes are meant to run one at a time.
+func (s *Store) Prune(ctx context.Context) (Pruned, error) {
+	var p Pruned
+	r := s.retention
+	if !r.enabled() {
+		return p, nil
+	}
+	start := time.Now()
+	err := s.prune(ctx, r, &p)
+	if err == nil && p.Total() > 0 {
+		p.FreedPages, err = s.vacuum(ctx)
+	}
+	ev := s.log.Debug()
+	if p.Total() > 0 {
+		ev = s.log.Info()
+	}
+	ev.Int("deployments", p.Deployments).Int("deliveries", p.Deliveries).Int("redeliveries", p.Redeliveries).
+		Int("freed_pages", p.FreedPages).Dur("took", time.Since(start)).Msg("store: pruned old rows")
+	if err != nil {
+		return p, fmt.Errorf("prune store: %w", err)
+	}
+	return p, nil
+}
+
+func (s *Store) prune(ctx context.Context, r Retention, p *Pruned) error {
+	if r.Deployments > 0 {
+		if err := s.pruneDeployments(ctx, r, &p.Deployments); err != nil {
+			return err
+		}
+	}
+	if r.Deliveries > 0 {
+		cutoff := formatTime(s.now().Add(-r.Deliveries))
+		if err := s.pruneDeliveries(ctx, r.Batch, cutoff, &p.Deliveries); err != nil {
+			return err
+		}
+		if err := s.pruneRedeliveries(ctx, r.Batch, cutoff, &p.Redeliveries); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pruneDeployments deletes the deployments of each service beyond the
+// newest keep, but for those Retention names.
+func (s *Store) pruneDeployments(ctx context.Context, r Retention, n *int) error {
+	service := ""
+	for {
+		// The next service, by the index: no scan of every deployment.
+		var next sql.NullString
+		if err := s.rdb.QueryRowContext(ctx, "SELECT MIN(service) FROM deployments WHERE service > ?", service).Scan(&next); err != nil {
+			return fmt.Errorf("list services with deployments: %w", err)
+		}
+		if !next.Valid {
+			return nil
+		}
+		service = next.String
+		if err := s.pruneServiceDeployments(ctx, service, r, n); err != nil {
+			return fmt.Errorf("deployments of %s: %w", service, err)
+		}
+	}
+}
+
+func (s *Store) pruneServiceDeployments(ctx context.Context, service string, r Retention, n *int) error {
+	// The newest deployment beyond the kept ones; none: nothing to do.
+	var top int64
+	err := s.rdb.QueryRowContext(ctx, "SELECT id FROM deployments WHERE service = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+		service, r.Deployments).Scan(&top)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	keep, err := s.rollbackDeployments(ctx, service)
+	if err != nil {
+		return err
+	}
+	// Newer deployments replace the ones these name only above top, so
+	// they hold for the whole pass.
+	notKept := ""
+	args := []any{service, 0, 0}
+	if len(keep) > 0 {
+		notKept = " AND id NOT IN (" + strings.TrimSuffix(strings.Repeat("?,", len(keep)), ",") + ")"
+		for _, id := range keep {
+			args = append(args, id)
+		}
+	}
+	del := `DELETE FROM deployments WHERE service = ? AND id > ? AND id <= ?
+		AND state <> 'queued' AND state <> 'running'` + notKept
+	var cursor int64
+	for cursor < top {
+		var hi int64
+		if err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM (SELECT id FROM deployments
+			WHERE service = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?)`, service, cursor, top, r.Batch).Scan(&hi); err != nil {
+			return err
+		}
+		if hi == 0 {
+			return nil
+		}
+		args[1], args[2] = cursor, hi
+		deleted, err := s.deleteAlone(ctx, del, args...)
+		*n += deleted
+		if err != nil {
+			return err
+		}
+		cursor = hi
+	}
+	return nil
+}
+
+// rollbackDeployments returns the deployments of service that are kept
+// whatever their age: its last deployment, its two newest succeeded ones,
+// and the newest succeeded or unchanged one of the digest that runs and of
+// the one that ran before it.
+func (s *Store) rollbackDeployments(ctx context.Context, service string) ([]int64, error) {
+	var keep []int64
+	var (
+		digest, previous string
+		last             int64
+	)
+	err := s.rdb.QueryRowContext(ctx, "SELECT digest, previous_digest, last_deployment_id FROM services WHERE name = ?",
+		service).Scan(&digest, &previous, &last)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("read status: %w", err)
+	}
+	if last != 0 {
+		keep = append(keep, last)
+	}
+	rows, err := s.rdb.QueryContext(ctx,
+		"SELECT id FROM deployments WHERE service = ? AND state = 'succeeded' ORDER BY id DESC LIMIT 2", service)
+	if err != nil {
+		return nil, fmt.Errorf("find succeeded deployments: %w", err)
+	}
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("find succeeded deployments: %w", err)
+		}
+		keep = append(keep, id)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("find succeeded deployments: %w", err)
+	}
+	for _, d := range []string{digest, previous} {
+		if d == "" {
+			continue
+		}
+		var id int64
+		err := s.rdb.QueryRowContext(ctx, `SELECT id FROM deployments WHERE service = ? AND digest = ?
+			AND (state = 'succeeded' OR state = 'unchanged') ORDER BY id DESC LIMIT 1`, service, d).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("find the deployment of %s: %w", d, err)
+		}
+		keep = append(keep, id)
+	}
+	return keep, nil
+}
+
+// pruneDeliveries deletes, oldest first, the deliveries received before
+// cutoff that no deployment refers to. It walks them by seq, which follows
+// the order they were received in, and stops at the first one inside the
+// window; the next pass starts again from the oldest, so that a delivery
+// whose deployment has gone since is deleted then.
+func (s *Store) pruneDeliveries(ctx context.Context, batch int, cutoff string, n *int) error {
+	var cursor int64
+	for {
+		hi, last, err := s.oldDeliveries(ctx, cursor, batch, cutoff)
+		if err != nil {
+			return err
+		}
+		if hi == cursor {
+			return nil
+		}
+		deleted, err := s.deleteAlone(ctx, `DELETE FROM deliveries WHERE seq > ? AND seq <= ? AND received_at < ?
+			AND NOT EXISTS (SELECT 1 FROM deployments WHERE delivery_seq = deliveries.seq)`, cursor, hi, cutoff)
+		*n += deleted
+		if err != nil || last {
+			return err
+		}
+		cursor = hi
+	}
+}
+
+// oldDeliveries reads up to batch deliveries after seq cursor and returns
+// the seq of the last of those received before cutoff, before the first
+// that was not; last is true when no older ones follow.
+func (s *Store) oldDeliveries(ctx context.Context, cursor int64, batch int, cutoff string) (hi int64, last bool, err error) {
+	rows, err := s.rdb.QueryContext(ctx, "SELECT seq, received_at FROM deliveries WHERE seq > ? ORDER BY seq LIMIT ?", cursor, batch)
+	if err != nil {
+		return 0, false, fmt.Errorf("read old deliveries: %w", err)
+	}
+	defer rows.Close()
+	hi, seen := cursor, 0
+	for rows.Next() {
+		var (
+			seq      int64
+			received string
+		)
+		if err := rows.Scan(&seq, &received); err != nil {
+			return 0, false, fmt.Errorf("read old deliveries: %w", err)
+		}
+		seen++
+		if received >= cutoff {
+			return hi, true, rows.Err()
+		}
+		hi = seq
+	}
+	if err := rows.Err(); err != nil {
+		return 0, false, fmt.Errorf("read old deliveries: %w", err)
+	}
+	return hi, seen < batch, nil
+}
+
+// pruneRedeliveries deletes the redeliveries asked for before cutoff,
+// unless the delivery they brought is kept.
+func (s *Store) pruneRedeliveries(ctx context.Context, batch int, cutoff string, n *int) error {
+	for {
+		deleted, err := s.deleteAlone(ctx, `DELETE FROM redeliveries WHERE rowid IN (
+			SELECT r.rowid FROM redeliveries r WHERE r.requested_at < ?
+				AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.delivery_id = r.delivery_id AND d.result <> 'duplicate')
+			LIMIT ?)`, cutoff, batch)
+		*n += deleted
+		if err != nil || deleted < batch {
+			return err
+		}
+	}
+}
+
+// deleteAlone runs one DELETE in a transaction of its own and returns how
+// many rows it deleted.
+func (s *Store) deleteAlone(ctx context.Context, query string, args ...any) (int, error) {
+	var n int64
+	err := s.writeAlone(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("delete: %w", err)
+	}
+	return int(n), nil
+}
+
+// vacuum gives the file's free pages back to the file system, vacuumPages
+// per transaction, and returns how many it gave back. A database that
+// could not be switched to incremental vacuum has none to give.
+func (s *Store) vacuum(ctx context.Context) (int, error) {
+	freed := 0
+	for {
+		var before, after int
+		err := s.writeAlone(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			if err := tx.QueryRowContext(ctx, "PRAGMA freelist_count").Scan(&before); err != nil {
+				return err
+			}
+			if before == 0 {
+				after = 0
+				return nil
+			}
+			// Each page freed is a result row: read them all, or only
+			// the first would be freed.
+			rows, err := tx.QueryContext(ctx, "PRAGMA incremental_vacuum("+strconv.Itoa(vacuumPages)+")")
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+			}
+			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+				return err
+			}
+			return tx.QueryRowContext(ctx, "PRAGMA freelist_count").Scan(&after)
+		})
+		if err != nil {
+			return freed, fmt.Errorf("incremental vacuum: %w", err)
+		}
+		freed += before - after
+		if after == 0 || after >= before {
+			return freed, nil
+		}
+	}
+}
