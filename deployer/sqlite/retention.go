@@ -42,15 +42,12 @@ type Retention struct {
 	// Deployments is how many deployments of each service are kept, the
 	// newest; 0 keeps them all.
 	Deployments int
-	// Interval is the time between two passes, the first one included
-	// (default 1m).
+	// Interval is the time between two passes (default 1m). The first
+	// comes firstPassDelay after Open, or Interval if that is shorter.
 	Interval time.Duration
 	// Batch is how many rows one transaction deletes at most (default
 	// 500).
 	Batch int
-	// OnPass, if set, is called after every pass with what it deleted,
-	// for example to feed a metric. It runs on the pruner goroutine.
-	OnPass func(Pruned)
 }
 
 // Pruned is what one pass deleted.
@@ -73,6 +70,10 @@ const (
 	defaultPruneBatch    = 500
 	// vacuumPages is how many free pages one transaction gives back.
 	vacuumPages = 1000
+	// firstPassDelay is when the first pass comes after Open: soon, so
+	// that a database grown large shrinks from the start, but not in the
+	// middle of start-up.
+	firstPassDelay = 10 * time.Second
 )
 
 // WithRetention makes the store delete what r says it need not keep: a
@@ -137,7 +138,7 @@ func incrementalVacuum(ctx context.Context, db *sql.DB, log zerolog.Logger) erro
 // pruner runs a pass every interval until ctx ends.
 func (s *Store) pruner(ctx context.Context) {
 	defer close(s.pruned)
-	t := time.NewTicker(s.retention.Interval)
+	t := time.NewTimer(min(firstPassDelay, s.retention.Interval))
 	defer t.Stop()
 	for {
 		select {
@@ -145,6 +146,7 @@ func (s *Store) pruner(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		t.Reset(s.retention.Interval)
 		p, err := s.Prune(ctx)
 		if ctx.Err() != nil {
 			return // closing: the pass was cut short, not failed
@@ -153,9 +155,17 @@ func (s *Store) pruner(ctx context.Context) {
 			s.log.Warn().Err(err).Int("deployments", p.Deployments).Int("deliveries", p.Deliveries).
 				Int("redeliveries", p.Redeliveries).Msg("store: pruning old rows failed; trying again at the next pass")
 		}
-		if s.retention.OnPass != nil {
-			s.retention.OnPass(p)
-		}
+	}
+}
+
+// PrunedTotal returns what the passes have deleted since Open, for
+// example to feed a metric. FreedPages is left zero. Safe for concurrent
+// use.
+func (s *Store) PrunedTotal() Pruned {
+	return Pruned{
+		Deployments:  int(s.prunedDeployments.Load()),
+		Deliveries:   int(s.prunedDeliveries.Load()),
+		Redeliveries: int(s.prunedRedeliveries.Load()),
 	}
 }
 
@@ -180,6 +190,9 @@ func (s *Store) Prune(ctx context.Context) (Pruned, error) {
 	}
 	ev.Int("deployments", p.Deployments).Int("deliveries", p.Deliveries).Int("redeliveries", p.Redeliveries).
 		Int("freed_pages", p.FreedPages).Dur("took", time.Since(start)).Msg("store: pruned old rows")
+	s.prunedDeployments.Add(int64(p.Deployments))
+	s.prunedDeliveries.Add(int64(p.Deliveries))
+	s.prunedRedeliveries.Add(int64(p.Redeliveries))
 	if err != nil {
 		return p, fmt.Errorf("prune store: %w", err)
 	}

@@ -21,7 +21,7 @@ const window = 72 * time.Hour
 
 // openRetentionStore opens a store with a test clock that keeps deliveries
 // for window and keep deployments per service, pruning in batches of 2
-// rows and only when a test calls Prune.
+// rows, only when the test calls Prune.
 func openRetentionStore(t *testing.T, keep int, opts ...Option) (*Store, *testclock.Clock) {
 	t.Helper()
 	return openRetentionStoreBatch(t, keep, 2, opts...)
@@ -30,8 +30,8 @@ func openRetentionStore(t *testing.T, keep int, opts ...Option) (*Store, *testcl
 func openRetentionStoreBatch(t *testing.T, keep, batch int, opts ...Option) (*Store, *testclock.Clock) {
 	t.Helper()
 	clock := testclock.New(time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC))
-	opts = append([]Option{WithClock(clock.Now), WithRetention(Retention{
-		Deliveries: window, Deployments: keep, Interval: time.Hour, Batch: batch,
+	opts = append([]Option{WithClock(clock.Now), withoutPruner(), WithRetention(Retention{
+		Deliveries: window, Deployments: keep, Batch: batch,
 	})}, opts...)
 	s, _ := openTestStore(t, opts...)
 	return s, clock
@@ -537,38 +537,29 @@ func TestPruneBatchesCommitAlone(t *testing.T) {
 	}
 }
 
-// The pruner runs by itself every interval and reports each pass.
+// The pruner runs by itself every interval, counts what it deleted and
+// logs one line per pass that deleted rows.
 func TestPrunerRunsInTheBackground(t *testing.T) {
 	clock := testclock.New(time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC))
-	passes := make(chan Pruned, 100)
 	var logs testlog.Buffer
-	s, _ := openTestStore(t, WithClock(clock.Now), WithLogger(zerolog.New(&logs)), WithRetention(Retention{
-		Deliveries: window, Interval: 5 * time.Millisecond,
-		OnPass: func(p Pruned) {
-			select {
-			case passes <- p:
-			default:
-			}
-		},
-	}))
+	s, _ := openTestStore(t, WithClock(clock.Now), WithLogger(zerolog.New(&logs).Level(zerolog.InfoLevel)),
+		WithRetention(Retention{Deliveries: window, Interval: 5 * time.Millisecond, Batch: 2}))
 	for i := range 3 {
 		record(t, s, delivery(fmt.Sprintf("d%d", i)))
 	}
 	clock.Add(window + time.Second)
-	deadline := time.After(30 * time.Second)
-	total := 0
-	for total < 3 {
-		select {
-		case p := <-passes:
-			total += p.Deliveries
-		case <-deadline:
-			t.Fatalf("the pruner deleted %d deliveries, want 3", total)
+	deadline := time.Now().Add(30 * time.Second)
+	for s.PrunedTotal().Deliveries < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pruner deleted %+v, want 3 deliveries", s.PrunedTotal())
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	if n := len(deliveryIDs(t, s)); n != 0 {
 		t.Errorf("%d deliveries left", n)
 	}
-	if c := strings.Count(logs.String(), `"deliveries":3`); c != 1 {
-		t.Errorf("want one summary line for the pass that deleted 3; logs:\n%s", logs.String())
+	// Passes that delete nothing log at debug level only.
+	if c := strings.Count(logs.String(), "pruned old rows"); c != 1 || !strings.Contains(logs.String(), `"deliveries":3`) {
+		t.Errorf("want one summary line, for the pass that deleted 3 deliveries in two batches; logs:\n%s", logs.String())
 	}
 }

@@ -92,6 +92,8 @@ type Store struct {
 	retention  Retention
 	stopPruner context.CancelFunc
 	pruned     chan struct{} // closed when the pruner has returned
+	// What the passes deleted since Open; see PrunedTotal.
+	prunedDeployments, prunedDeliveries, prunedRedeliveries atomic.Int64
 
 	closeOnce sync.Once
 	closeErr  error
@@ -114,6 +116,7 @@ type options struct {
 	migrations  fs.FS
 	log         zerolog.Logger
 	retention   Retention
+	noPruner    bool
 }
 
 // WithClock makes the store read the time from now instead of time.Now. The
@@ -151,6 +154,12 @@ func WithCommitHook(fn func(items int)) Option {
 // again.
 func WithLogger(log zerolog.Logger) Option {
 	return func(o *options) { o.log = log }
+}
+
+// withoutPruner keeps retention's passes to the calls of Prune; tests use
+// it.
+func withoutPruner() Option {
+	return func(o *options) { o.noPruner = true }
 }
 
 // withMigrations replaces the embedded migrations; tests use it.
@@ -283,7 +292,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	go s.checkpointer(context.WithoutCancel(ctx), checkpointInterval)
 	var pctx context.Context
 	pctx, s.stopPruner = context.WithCancel(context.WithoutCancel(ctx))
-	if o.retention.enabled() {
+	if o.retention.enabled() && !o.noPruner {
 		go s.pruner(pctx)
 	} else {
 		close(s.pruned)
