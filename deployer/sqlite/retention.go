@@ -33,7 +33,8 @@ import (
 // What runs for each service and the history of the digests that ran
 // (which keeps webhooks from deploying backwards) are never deleted. After
 // a pass that deleted rows, the free pages are given back to the file
-// system (PRAGMA incremental_vacuum), so that the file does not grow.
+// system (PRAGMA incremental_vacuum) but for a reserve that the next rows
+// reuse, so that the file neither grows nor churns.
 type Retention struct {
 	// Deliveries is how long deliveries and redeliveries are kept; 0
 	// keeps them forever. The store does not refuse a short one: the
@@ -46,7 +47,7 @@ type Retention struct {
 	// comes firstPassDelay after Open, or Interval if that is shorter.
 	Interval time.Duration
 	// Batch is how many rows one transaction deletes at most (default
-	// 500).
+	// 200). After each batch the pruner pauses as long as it took.
 	Batch int
 }
 
@@ -67,7 +68,7 @@ func (r Retention) enabled() bool { return r.Deliveries > 0 || r.Deployments > 0
 // Retention defaults.
 const (
 	defaultPruneInterval = time.Minute
-	defaultPruneBatch    = 500
+	defaultPruneBatch    = 200
 	// vacuumPages is how many free pages one transaction gives back.
 	vacuumPages = 1000
 	// firstPassDelay is when the first pass comes after Open: soon, so
@@ -217,6 +218,46 @@ func (s *Store) prune(ctx context.Context, r Retention, p *Pruned) error {
 	return nil
 }
 
+// batchPause bounds the pause after a pruning batch; see pruneStep.
+const batchPause = 50 * time.Millisecond
+
+// pruneStep runs fn in a transaction of its own on the writer's
+// connection, whose page cache the pruner's reads share rather than
+// grow another, and returns the rows fn deleted. Then it waits as long as
+// the transaction took (at most batchPause), so that pruning leaves the
+// writer to the deliveries at least half of the time.
+func (s *Store) pruneStep(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) (int64, error)) (int, error) {
+	var n int64
+	start := time.Now()
+	err := s.writeAlone(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		n, err = fn(ctx, tx)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		pause := time.NewTimer(min(time.Since(start), batchPause))
+		defer pause.Stop()
+		select {
+		case <-pause.C:
+		case <-ctx.Done():
+			return int(n), ctx.Err()
+		}
+	}
+	return int(n), nil
+}
+
+// deleted runs a DELETE and returns how many rows it deleted.
+func deleted(ctx context.Context, tx *sql.Tx, query string, args ...any) (int64, error) {
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
 // pruneDeployments deletes the deployments of each service beyond the
 // newest keep, but for those Retention names.
 func (s *Store) pruneDeployments(ctx context.Context, r Retention, n *int) error {
@@ -224,7 +265,9 @@ func (s *Store) pruneDeployments(ctx context.Context, r Retention, n *int) error
 	for {
 		// The next service, by the index: no scan of every deployment.
 		var next sql.NullString
-		if err := s.rdb.QueryRowContext(ctx, "SELECT MIN(service) FROM deployments WHERE service > ?", service).Scan(&next); err != nil {
+		if _, err := s.pruneStep(ctx, func(ctx context.Context, tx *sql.Tx) (int64, error) {
+			return 0, tx.QueryRowContext(ctx, "SELECT MIN(service) FROM deployments WHERE service > ?", service).Scan(&next)
+		}); err != nil {
 			return fmt.Errorf("list services with deployments: %w", err)
 		}
 		if !next.Valid {
@@ -238,22 +281,29 @@ func (s *Store) pruneDeployments(ctx context.Context, r Retention, n *int) error
 }
 
 func (s *Store) pruneServiceDeployments(ctx context.Context, service string, r Retention, n *int) error {
-	// The newest deployment beyond the kept ones; none: nothing to do.
-	var top int64
-	err := s.rdb.QueryRowContext(ctx, "SELECT id FROM deployments WHERE service = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
-		service, r.Deployments).Scan(&top)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil
-	}
-	if err != nil {
+	// The newest deployment beyond the kept ones (none: nothing to do),
+	// and the older ones kept all the same. Deployments queued later have
+	// larger ids, and replace what these name only above top, so they
+	// hold for the whole pass.
+	var (
+		top  int64
+		keep []int64
+	)
+	if _, err := s.pruneStep(ctx, func(ctx context.Context, tx *sql.Tx) (int64, error) {
+		err := tx.QueryRowContext(ctx, "SELECT id FROM deployments WHERE service = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+			service, r.Deployments).Scan(&top)
+		if errors.Is(err, sql.ErrNoRows) {
+			top = 0
+			return 0, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		keep, err = rollbackDeployments(ctx, tx, service)
+		return 0, err
+	}); err != nil || top == 0 {
 		return err
 	}
-	keep, err := s.rollbackDeployments(ctx, service)
-	if err != nil {
-		return err
-	}
-	// Newer deployments replace the ones these name only above top, so
-	// they hold for the whole pass.
 	notKept := ""
 	args := []any{service, 0, 0}
 	if len(keep) > 0 {
@@ -267,17 +317,16 @@ func (s *Store) pruneServiceDeployments(ctx context.Context, service string, r R
 	var cursor int64
 	for cursor < top {
 		var hi int64
-		if err := s.rdb.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM (SELECT id FROM deployments
-			WHERE service = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?)`, service, cursor, top, r.Batch).Scan(&hi); err != nil {
-			return err
-		}
-		if hi == 0 {
-			return nil
-		}
-		args[1], args[2] = cursor, hi
-		deleted, err := s.deleteAlone(ctx, del, args...)
-		*n += deleted
-		if err != nil {
+		d, err := s.pruneStep(ctx, func(ctx context.Context, tx *sql.Tx) (int64, error) {
+			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) FROM (SELECT id FROM deployments
+				WHERE service = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?)`, service, cursor, top, r.Batch).Scan(&hi); err != nil || hi == 0 {
+				return 0, err
+			}
+			args[1], args[2] = cursor, hi
+			return deleted(ctx, tx, del, args...)
+		})
+		*n += d
+		if err != nil || hi == 0 {
 			return err
 		}
 		cursor = hi
@@ -289,13 +338,13 @@ func (s *Store) pruneServiceDeployments(ctx context.Context, service string, r R
 // whatever their age: its last deployment, its two newest succeeded ones,
 // and the newest succeeded or unchanged one of the digest that runs and of
 // the one that ran before it.
-func (s *Store) rollbackDeployments(ctx context.Context, service string) ([]int64, error) {
+func rollbackDeployments(ctx context.Context, tx *sql.Tx, service string) ([]int64, error) {
 	var keep []int64
 	var (
 		digest, previous string
 		last             int64
 	)
-	err := s.rdb.QueryRowContext(ctx, "SELECT digest, previous_digest, last_deployment_id FROM services WHERE name = ?",
+	err := tx.QueryRowContext(ctx, "SELECT digest, previous_digest, last_deployment_id FROM services WHERE name = ?",
 		service).Scan(&digest, &previous, &last)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("read status: %w", err)
@@ -303,7 +352,7 @@ func (s *Store) rollbackDeployments(ctx context.Context, service string) ([]int6
 	if last != 0 {
 		keep = append(keep, last)
 	}
-	rows, err := s.rdb.QueryContext(ctx,
+	rows, err := tx.QueryContext(ctx,
 		"SELECT id FROM deployments WHERE service = ? AND state = 'succeeded' ORDER BY id DESC LIMIT 2", service)
 	if err != nil {
 		return nil, fmt.Errorf("find succeeded deployments: %w", err)
@@ -324,7 +373,7 @@ func (s *Store) rollbackDeployments(ctx context.Context, service string) ([]int6
 			continue
 		}
 		var id int64
-		err := s.rdb.QueryRowContext(ctx, `SELECT id FROM deployments WHERE service = ? AND digest = ?
+		err := tx.QueryRowContext(ctx, `SELECT id FROM deployments WHERE service = ? AND digest = ?
 			AND (state = 'succeeded' OR state = 'unchanged') ORDER BY id DESC LIMIT 1`, service, d).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) {
 			continue
@@ -345,17 +394,20 @@ func (s *Store) rollbackDeployments(ctx context.Context, service string) ([]int6
 func (s *Store) pruneDeliveries(ctx context.Context, batch int, cutoff string, n *int) error {
 	var cursor int64
 	for {
-		hi, last, err := s.oldDeliveries(ctx, cursor, batch, cutoff)
-		if err != nil {
-			return err
-		}
-		if hi == cursor {
-			return nil
-		}
-		deleted, err := s.deleteAlone(ctx, `DELETE FROM deliveries WHERE seq > ? AND seq <= ? AND received_at < ?
-			AND NOT EXISTS (SELECT 1 FROM deployments WHERE delivery_seq = deliveries.seq)`, cursor, hi, cutoff)
-		*n += deleted
-		if err != nil || last {
+		var (
+			hi   int64
+			last bool
+		)
+		d, err := s.pruneStep(ctx, func(ctx context.Context, tx *sql.Tx) (int64, error) {
+			var err error
+			if hi, last, err = oldDeliveries(ctx, tx, cursor, batch, cutoff); err != nil || hi == cursor {
+				return 0, err
+			}
+			return deleted(ctx, tx, `DELETE FROM deliveries WHERE seq > ? AND seq <= ? AND received_at < ?
+				AND NOT EXISTS (SELECT 1 FROM deployments WHERE delivery_seq = deliveries.seq)`, cursor, hi, cutoff)
+		})
+		*n += d
+		if err != nil || hi == cursor || last {
 			return err
 		}
 		cursor = hi
@@ -365,8 +417,8 @@ func (s *Store) pruneDeliveries(ctx context.Context, batch int, cutoff string, n
 // oldDeliveries reads up to batch deliveries after seq cursor and returns
 // the seq of the last of those received before cutoff, before the first
 // that was not; last is true when no older ones follow.
-func (s *Store) oldDeliveries(ctx context.Context, cursor int64, batch int, cutoff string) (hi int64, last bool, err error) {
-	rows, err := s.rdb.QueryContext(ctx, "SELECT seq, received_at FROM deliveries WHERE seq > ? ORDER BY seq LIMIT ?", cursor, batch)
+func oldDeliveries(ctx context.Context, tx *sql.Tx, cursor int64, batch int, cutoff string) (hi int64, last bool, err error) {
+	rows, err := tx.QueryContext(ctx, "SELECT seq, received_at FROM deliveries WHERE seq > ? ORDER BY seq LIMIT ?", cursor, batch)
 	if err != nil {
 		return 0, false, fmt.Errorf("read old deliveries: %w", err)
 	}
@@ -396,53 +448,46 @@ func (s *Store) oldDeliveries(ctx context.Context, cursor int64, batch int, cuto
 // unless the delivery they brought is kept.
 func (s *Store) pruneRedeliveries(ctx context.Context, batch int, cutoff string, n *int) error {
 	for {
-		deleted, err := s.deleteAlone(ctx, `DELETE FROM redeliveries WHERE rowid IN (
-			SELECT r.rowid FROM redeliveries r WHERE r.requested_at < ?
-				AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.delivery_id = r.delivery_id AND d.result <> 'duplicate')
-			LIMIT ?)`, cutoff, batch)
-		*n += deleted
-		if err != nil || deleted < batch {
+		d, err := s.pruneStep(ctx, func(ctx context.Context, tx *sql.Tx) (int64, error) {
+			return deleted(ctx, tx, `DELETE FROM redeliveries WHERE rowid IN (
+				SELECT r.rowid FROM redeliveries r WHERE r.requested_at < ?
+					AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.delivery_id = r.delivery_id AND d.result <> 'duplicate')
+				LIMIT ?)`, cutoff, batch)
+		})
+		*n += d
+		if err != nil || d < batch {
 			return err
 		}
 	}
-}
-
-// deleteAlone runs one DELETE in a transaction of its own and returns how
-// many rows it deleted.
-func (s *Store) deleteAlone(ctx context.Context, query string, args ...any) (int, error) {
-	var n int64
-	err := s.writeAlone(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, query, args...)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("delete: %w", err)
-	}
-	return int(n), nil
 }
 
 // vacuum gives the file's free pages back to the file system, vacuumPages
-// per transaction, and returns how many it gave back. A database that
-// could not be switched to incremental vacuum has none to give.
+// per transaction, down to a reserve of an eighth of the pages in use, and
+// returns how many it gave back. The reserve is for the rows that arrive
+// until the next pass, which reuse free pages rather than grow the file:
+// steady pruning frees no more than that, and a pass that deleted a lot
+// (the first one on a database grown large) shrinks the file. A database
+// that could not be switched to incremental vacuum has none to give.
 func (s *Store) vacuum(ctx context.Context) (int, error) {
 	freed := 0
 	for {
 		var before, after int
 		err := s.writeAlone(ctx, func(ctx context.Context, tx *sql.Tx) error {
+			var total int
 			if err := tx.QueryRowContext(ctx, "PRAGMA freelist_count").Scan(&before); err != nil {
 				return err
 			}
-			if before == 0 {
-				after = 0
+			if err := tx.QueryRowContext(ctx, "PRAGMA page_count").Scan(&total); err != nil {
+				return err
+			}
+			after = before
+			n := min(before-(total-before)/8, vacuumPages)
+			if n <= 0 {
 				return nil
 			}
 			// Each page freed is a result row: read them all, or only
 			// the first would be freed.
-			rows, err := tx.QueryContext(ctx, "PRAGMA incremental_vacuum("+strconv.Itoa(vacuumPages)+")")
+			rows, err := tx.QueryContext(ctx, "PRAGMA incremental_vacuum("+strconv.Itoa(n)+")")
 			if err != nil {
 				return err
 			}
@@ -456,9 +501,9 @@ func (s *Store) vacuum(ctx context.Context) (int, error) {
 		if err != nil {
 			return freed, fmt.Errorf("incremental vacuum: %w", err)
 		}
-		freed += before - after
-		if after == 0 || after >= before {
+		if after >= before {
 			return freed, nil
 		}
+		freed += before - after
 	}
 }

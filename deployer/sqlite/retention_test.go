@@ -516,7 +516,12 @@ func TestPruneBatchesCommitAlone(t *testing.T) {
 	done := make(chan error, 4)
 	go func() { _, err := s.RecordDelivery(ctx, delivery("d1"), nil); done <- err }()
 	waitQueued(t, s, 1)
-	go func() { _, err := s.deleteAlone(ctx, "DELETE FROM deliveries WHERE seq < 0"); done <- err }()
+	go func() {
+		_, err := s.pruneStep(ctx, func(ctx context.Context, tx *sql.Tx) (int64, error) {
+			return deleted(ctx, tx, "DELETE FROM deliveries WHERE seq < 0")
+		})
+		done <- err
+	}()
 	waitQueued(t, s, 2)
 	for _, name := range []string{"d2", "d3"} {
 		go func() { _, err := s.RecordDelivery(ctx, delivery(name), nil); done <- err }()
