@@ -83,19 +83,7 @@ func runFlood(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return err
-	}
-	raw, err := os.ReadFile(filepath.Join(root, fixturePath))
-	if err != nil {
-		return err
-	}
-	signed, err := newBodies(raw, secret)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp("", "deployd-loadtest-")
+	root, signed, tmp, err := prepare(ctx, "")
 	if err != nil {
 		return err
 	}

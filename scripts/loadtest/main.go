@@ -76,22 +76,13 @@ const secret = "loadtest-webhook-secret-0123456789"
 const fixturePath = "webhook/testdata/registry_package.published.container-tagged.json"
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "flood" {
+	modes := map[string]func(context.Context, []string, io.Writer) error{"flood": runFlood, "retention": runRetention}
+	if mode, ok := modes[arg(1)]; ok {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := runFlood(ctx, os.Args[2:], os.Stdout)
+		err := mode(ctx, os.Args[2:], os.Stdout)
 		stop()
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "loadtest flood:", err)
-			os.Exit(1)
-		}
-		return
-	}
-	if len(os.Args) > 1 && os.Args[1] == "retention" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := runRetention(ctx, os.Args[2:], os.Stdout)
-		stop()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "loadtest retention:", err)
+			fmt.Fprintf(os.Stderr, "loadtest %s: %v\n", os.Args[1], err)
 			os.Exit(1)
 		}
 		return
@@ -110,6 +101,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 		os.Exit(1)
 	}
+}
+
+// arg is the command line's argument i, "" when there is none.
+func arg(i int) string {
+	if i < len(os.Args) {
+		return os.Args[i]
+	}
+	return ""
 }
 
 // options are the command-line flags.
@@ -165,19 +164,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return err
-	}
-	raw, err := os.ReadFile(filepath.Join(root, fixturePath))
-	if err != nil {
-		return err
-	}
-	bodies, err := newBodies(raw, secret)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp(o.dataDir, "deployd-loadtest-")
+	root, bodies, tmp, err := prepare(ctx, o.dataDir)
 	if err != nil {
 		return err
 	}
@@ -347,6 +334,26 @@ func processCPU(pid int) time.Duration {
 		return 0
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// prepare finds the module root, makes the signed deliveries of the
+// fixture and a temporary directory under dataDir ("": the system's) for
+// deployd, which the caller removes.
+func prepare(ctx context.Context, dataDir string) (root string, b *bodies, tmp string, err error) {
+	if root, err = moduleRoot(ctx); err != nil {
+		return "", nil, "", err
+	}
+	raw, err := os.ReadFile(filepath.Join(root, fixturePath))
+	if err != nil {
+		return "", nil, "", err
+	}
+	if b, err = newBodies(raw, secret); err != nil {
+		return "", nil, "", err
+	}
+	if tmp, err = os.MkdirTemp(dataDir, "deployd-loadtest-"); err != nil {
+		return "", nil, "", err
+	}
+	return root, b, tmp, nil
 }
 
 // moduleRoot is the directory of the go.mod of the working directory.

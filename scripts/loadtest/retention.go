@@ -109,19 +109,7 @@ func runRetention(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return err
-	}
-	raw, err := os.ReadFile(filepath.Join(root, fixturePath))
-	if err != nil {
-		return err
-	}
-	bodies, err := newBodies(raw, secret)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp(o.dataDir, "deployd-loadtest-")
+	root, bodies, tmp, err := prepare(ctx, o.dataDir)
 	if err != nil {
 		return err
 	}
