@@ -440,14 +440,8 @@ func load(ctx context.Context, url string, b *bodies, conns int, d time.Duration
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tr := &http.Transport{
-				DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-				MaxConnsPerHost:     1,
-				MaxIdleConnsPerHost: 1,
-				DisableCompression:  true,
-			}
-			defer tr.CloseIdleConnections()
-			client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+			client, closeClient := keepAliveClient()
+			defer closeClient()
 			lat := make([]time.Duration, 0, 1024)
 			errs := 0
 			for ctx.Err() == nil && issued.Add(1) <= int64(maxRequests) {
@@ -490,6 +484,18 @@ func load(ctx context.Context, url string, b *bodies, conns int, d time.Duration
 		return res, fmt.Errorf("no delivery to %s was accepted: %v", url, firstErr)
 	}
 	return res, nil
+}
+
+// keepAliveClient is an HTTP client of one keep-alive connection, and
+// what closes it.
+func keepAliveClient() (*http.Client, func()) {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxConnsPerHost:     1,
+		MaxIdleConnsPerHost: 1,
+		DisableCompression:  true,
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, tr.CloseIdleConnections
 }
 
 // post sends req and reads the whole answer, which must be 202.

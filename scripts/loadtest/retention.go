@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -145,14 +144,8 @@ func runRetention(ctx context.Context, args []string, stdout io.Writer) error {
 	start := time.Now()
 	for range o.conns {
 		wg.Go(func() {
-			tr := &http.Transport{
-				DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-				MaxConnsPerHost:     1,
-				MaxIdleConnsPerHost: 1,
-				DisableCompression:  true,
-			}
-			defer tr.CloseIdleConnections()
-			client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+			client, closeClient := keepAliveClient()
+			defer closeClient()
 			for sctx.Err() == nil {
 				i := issued.Add(1) - 1
 				if i >= int64(o.deliveries) {
