@@ -47,7 +47,8 @@ type Retention struct {
 	// comes firstPassDelay after Open, or Interval if that is shorter.
 	Interval time.Duration
 	// Batch is how many rows one transaction deletes at most (default
-	// 200). After each batch the pruner pauses as long as it took.
+	// 200). After each batch the pruner pauses as long as it took, up to
+	// 50ms.
 	Batch int
 }
 
@@ -224,8 +225,8 @@ const batchPause = 50 * time.Millisecond
 // pruneStep runs fn in a transaction of its own on the writer's
 // connection, whose page cache the pruner's reads share rather than
 // grow another, and returns the rows fn deleted. Then it waits as long as
-// the transaction took (at most batchPause), so that pruning leaves the
-// writer to the deliveries at least half of the time.
+// the transaction took (at most batchPause), so that the deliveries that
+// arrived meanwhile are committed before the next batch.
 func (s *Store) pruneStep(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) (int64, error)) (int, error) {
 	var n int64
 	start := time.Now()
