@@ -54,6 +54,8 @@ type Config struct {
 	Status Status `yaml:"status"`
 	// Trust is the Sigstore trust root of image verification.
 	Trust Trust `yaml:"trust"`
+	// Retention bounds what the store keeps of deliveries and deployments.
+	Retention Retention `yaml:"retention"`
 	// Services are the deployable services by name, loaded straight into
 	// deployer's type: see deployer.Service for their keys.
 	Services map[string]*deployer.Service `yaml:"services"`

@@ -32,8 +32,9 @@ const DefaultDeliveryRecoveryInterval = 10 * time.Minute
 // fields (Name, Host, DefaultTag, Insecure). It is meant for configurations
 // built in code; call it before Validate. Unlike Parse, it cannot tell an
 // explicit zero from an unset field, so it sets ReconcileInterval to 10m
-// when zero and each service's Rollback to true when false: set them
-// afterwards to turn reconciling or rolling back off.
+// when zero, the retention keys to their defaults when zero and each
+// service's Rollback to true when false: set them afterwards to turn
+// reconciling, retention or rolling back off.
 func (c *Config) ApplyDefaults() { c.applyDefaults(func(string) bool { return false }) }
 
 // applyDefaults fills unset fields and the services' derived ones. isSet
@@ -52,6 +53,7 @@ func (c *Config) applyDefaults(isSet func(path string) bool) {
 	if c.GitHub.DeliveryRecoveryInterval == 0 && !isSet("github.delivery_recovery_interval") {
 		c.GitHub.DeliveryRecoveryInterval = Duration(DefaultDeliveryRecoveryInterval)
 	}
+	c.applyRetentionDefaults(isSet)
 	setString(&c.GitHub.APIURL, DefaultGitHubAPIURL)
 	setString(&c.Podman.Command, DefaultPodmanCommand)
 	c.API.OIDC.applyDefaults()

@@ -83,6 +83,7 @@ func (c *Config) Validate() error {
 	v.registries()
 	v.oidc()
 	v.trust()
+	v.retention()
 	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		v.service(name, c.Services[name])
 	}

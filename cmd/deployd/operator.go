@@ -62,7 +62,7 @@ func newAPITokens(ctx context.Context, cfg *configs.Config, log zerolog.Logger) 
 // may be nil (no GitHub App configured), and so may chain.
 func newMetrics(cfg *configs.Config, store *sqlite.Store, app *github.App, chain *registry.Chain) (*metrics.Metrics, error) {
 	mc := metrics.Config{Registry: prometheus.NewRegistry(), History: store, Services: slices.Sorted(maps.Keys(cfg.Services)),
-		StoreWriteErrors: store.WriteErrors}
+		StoreWriteErrors: store.WriteErrors, StorePruned: prunedByTable(store)}
 	if chain != nil {
 		mc.Credentials = chain.Health
 	}

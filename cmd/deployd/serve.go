@@ -67,7 +67,7 @@ func newLogger(c configs.Log, w io.Writer) (zerolog.Logger, error) {
 // serve runs deployd until ctx ends, then shuts down in order: stop
 // intake, drain deployments, close the store.
 func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) error {
-	store, err := openStore(ctx, cfg, log)
+	store, err := openStore(ctx, cfg, log, e.getenv)
 	if err != nil {
 		return err
 	}
@@ -112,8 +112,8 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 }
 
 // openStore creates data_dir, warns when it is open to group or others,
-// and opens the store in it.
-func openStore(ctx context.Context, cfg *configs.Config, log zerolog.Logger) (*sqlite.Store, error) {
+// and opens the store in it, with the configured retention.
+func openStore(ctx context.Context, cfg *configs.Config, log zerolog.Logger, getenv func(string) string) (*sqlite.Store, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data_dir: %w", err)
 	}
@@ -123,8 +123,13 @@ func openStore(ctx context.Context, cfg *configs.Config, log zerolog.Logger) (*s
 		log.Warn().Str("data_dir", cfg.DataDir).Str("mode", fmt.Sprintf("%04o", mode)).
 			Msg("data_dir lets group or others in; deployd's files in it are 0600, but the directory should be private too: " + doctor.DataDirFix(cfg.DataDir))
 	}
+	retention, err := storeRetention(cfg, getenv)
+	if err != nil {
+		return nil, err
+	}
 	return sqlite.Open(ctx, storePath(cfg),
-		sqlite.WithLogger(log.With().Str("component", "store").Logger()))
+		sqlite.WithLogger(log.With().Str("component", "store").Logger()),
+		sqlite.WithRetention(retention))
 }
 
 // storePath is the database file in data_dir.

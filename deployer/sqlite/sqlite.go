@@ -92,6 +92,13 @@ type Store struct {
 	dirty        chan struct{} // holds a token while commits await a checkpoint
 	checkpointed chan struct{} // closed when the checkpointer has returned
 
+	// The pruner deletes what retention need not keep; see WithRetention.
+	retention  Retention
+	stopPruner context.CancelFunc
+	pruned     chan struct{} // closed when the pruner has returned
+	// What the passes deleted since Open; see PrunedTotal.
+	prunedDeployments, prunedDeliveries, prunedRedeliveries atomic.Int64
+
 	closeOnce sync.Once
 	closeErr  error
 
@@ -113,6 +120,8 @@ type options struct {
 	onCommit    func(items int)
 	migrations  fs.FS
 	log         zerolog.Logger
+	retention   Retention
+	noPruner    bool
 }
 
 // WithClock makes the store read the time from now instead of time.Now. The
@@ -150,6 +159,12 @@ func WithCommitHook(fn func(items int)) Option {
 // again.
 func WithLogger(log zerolog.Logger) Option {
 	return func(o *options) { o.log = log }
+}
+
+// withoutPruner keeps retention's passes to the calls of Prune; tests use
+// it.
+func withoutPruner() Option {
+	return func(o *options) { o.noPruner = true }
 }
 
 // withMigrations replaces the embedded migrations; tests use it.
@@ -221,6 +236,12 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 	wdb.SetConnMaxLifetime(0)
 	wdb.SetConnMaxIdleTime(0)
 
+	if o.retention.enabled() {
+		if err := incrementalVacuum(ctx, wdb, o.log); err != nil {
+			wdb.Close()
+			return nil, unusable(abs, path, err)
+		}
+	}
 	if err := migrate(ctx, wdb, o.migrations, o.now); err != nil {
 		wdb.Close()
 		return nil, unusable(abs, path, err)
@@ -274,9 +295,18 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		checkpointed: make(chan struct{}),
 		replaced:     replaced,
 		columns:      cols,
+		retention:    o.retention,
+		pruned:       make(chan struct{}),
 	}
 	go s.run(context.WithoutCancel(ctx))
 	go s.checkpointer(context.WithoutCancel(ctx), checkpointInterval)
+	var pctx context.Context
+	pctx, s.stopPruner = context.WithCancel(context.WithoutCancel(ctx))
+	if o.retention.enabled() && !o.noPruner {
+		go s.pruner(pctx)
+	} else {
+		close(s.pruned)
+	}
 	return s, nil
 }
 
@@ -299,6 +329,8 @@ func dsn(path string, q url.Values) string {
 // safe to call more than once and from any goroutine.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.stopPruner()
+		<-s.pruned
 		s.mu.Lock()
 		s.closed = true
 		close(s.ops)
@@ -332,6 +364,10 @@ type writeOp struct {
 	fn   func(ctx context.Context, tx *sql.Tx) error
 	err  error
 	done chan error
+	// alone makes the writer commit fn in a transaction of its own, never
+	// with other calls: the pruner's batches, which must not hold up the
+	// calls of a delivery's commit.
+	alone bool
 }
 
 // write hands fn to the writer goroutine and returns once the transaction
@@ -342,7 +378,16 @@ type writeOp struct {
 // ctx is respected until fn starts; once it has started, write waits for the
 // commit, which takes one sync, so that its answer is always the truth.
 func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
-	op := &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	return s.send(ctx, &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1)})
+}
+
+// writeAlone is write for a call that gets a transaction of its own.
+func (s *Store) writeAlone(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return s.send(ctx, &writeOp{ctx: ctx, fn: fn, done: make(chan error, 1), alone: true})
+}
+
+// send hands op to the writer goroutine and waits for its outcome.
+func (s *Store) send(ctx context.Context, op *writeOp) error {
 	s.mu.RLock()
 	if s.closed {
 		s.mu.RUnlock()
@@ -369,16 +414,30 @@ func (s *Store) run(ctx context.Context) {
 		last    int       // calls in the previous transaction
 		lastEnd time.Time // when it ended
 	)
-	for op := range s.ops {
+	var next *writeOp // a call kept for the next transaction: one that goes alone
+	for {
+		op := next
+		next = nil
+		if op == nil {
+			var ok bool
+			if op, ok = <-s.ops; !ok {
+				return
+			}
+		}
 		batch = append(batch[:0], op)
-		open := s.gather(&batch)
-		if open && s.commitDelay > 0 && last > 1 && len(batch) < min(last, s.maxBatch) &&
+		if op.alone {
+			s.commit(ctx, batch)
+			clear(batch)
+			continue // last and lastEnd describe the calls' transactions
+		}
+		open := s.gather(&batch, &next)
+		if open && next == nil && s.commitDelay > 0 && last > 1 && len(batch) < min(last, s.maxBatch) &&
 			s.now().Sub(lastEnd) < s.commitDelay {
 			// Calls are arriving concurrently: give the ones on their
 			// way a moment to join, until the batch is as large as the
 			// last one.
 			delay.Reset(s.commitDelay)
-			s.await(&batch, last, delay.C)
+			s.await(&batch, &next, last, delay.C)
 			delay.Stop()
 		}
 		last = len(batch)
@@ -389,13 +448,18 @@ func (s *Store) run(ctx context.Context) {
 }
 
 // gather adds the calls already waiting to batch, up to maxBatch, without
-// blocking. It returns false when ops has been closed.
-func (s *Store) gather(batch *[]*writeOp) bool {
+// blocking, and stops at a call that goes alone, which it leaves in next.
+// It returns false when ops has been closed.
+func (s *Store) gather(batch *[]*writeOp, next **writeOp) bool {
 	for len(*batch) < s.maxBatch {
 		select {
 		case op, ok := <-s.ops:
 			if !ok {
 				return false
+			}
+			if op.alone {
+				*next = op
+				return true
 			}
 			*batch = append(*batch, op)
 		default:
@@ -405,13 +469,17 @@ func (s *Store) gather(batch *[]*writeOp) bool {
 	return true
 }
 
-// await adds calls to batch as they arrive until it holds n, ops is closed
-// or timeout fires.
-func (s *Store) await(batch *[]*writeOp, n int, timeout <-chan time.Time) {
+// await adds calls to batch as they arrive until it holds n, ops is closed,
+// timeout fires or a call that goes alone arrives, which it leaves in next.
+func (s *Store) await(batch *[]*writeOp, next **writeOp, n int, timeout <-chan time.Time) {
 	for len(*batch) < n {
 		select {
 		case op, ok := <-s.ops:
 			if !ok {
+				return
+			}
+			if op.alone {
+				*next = op
 				return
 			}
 			*batch = append(*batch, op)

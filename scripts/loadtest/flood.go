@@ -83,19 +83,7 @@ func runFlood(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return err
-	}
-	raw, err := os.ReadFile(filepath.Join(root, fixturePath))
-	if err != nil {
-		return err
-	}
-	signed, err := newBodies(raw, secret)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp("", "deployd-loadtest-")
+	root, signed, tmp, err := prepare(ctx, "")
 	if err != nil {
 		return err
 	}
@@ -158,12 +146,16 @@ func runFlood(ctx context.Context, args []string, stdout io.Writer) error {
 
 // deploydBinary returns bin, or builds ./cmd/deployd of the module at
 // root into dir when bin is empty.
-func deploydBinary(ctx context.Context, bin, root, dir string) (string, error) {
+func deploydBinary(ctx context.Context, bin, root, dir string, tags ...string) (string, error) {
 	if bin != "" {
 		return bin, nil
 	}
 	bin = filepath.Join(dir, "deployd")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/deployd")
+	args := []string{"build", "-o", bin}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	build := exec.CommandContext(ctx, "go", append(args, "./cmd/deployd")...)
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ./cmd/deployd: %v\n%s", err, out)

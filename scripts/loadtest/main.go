@@ -30,6 +30,14 @@
 //
 //	go run ./scripts/loadtest flood
 //
+// The retention mode sends 1,000,000 signed deliveries through deployd with
+// retention on, with a deliveries window that the run crosses several
+// times, and reports the p99 of the first 10% against the last 10%, the
+// database file's size at checkpoints and deployd's RSS
+// (go run ./scripts/loadtest retention -help):
+//
+//	go run ./scripts/loadtest retention
+//
 // All traffic goes to 127.0.0.1. The client and both servers share the
 // machine's CPUs, so absolute figures are lower than on a dedicated server;
 // the ratios compare like with like.
@@ -68,12 +76,13 @@ const secret = "loadtest-webhook-secret-0123456789"
 const fixturePath = "webhook/testdata/registry_package.published.container-tagged.json"
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "flood" {
+	modes := map[string]func(context.Context, []string, io.Writer) error{"flood": runFlood, "retention": runRetention}
+	if mode, ok := modes[arg(1)]; ok {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		err := runFlood(ctx, os.Args[2:], os.Stdout)
+		err := mode(ctx, os.Args[2:], os.Stdout)
 		stop()
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "loadtest flood:", err)
+			fmt.Fprintf(os.Stderr, "loadtest %s: %v\n", os.Args[1], err)
 			os.Exit(1)
 		}
 		return
@@ -92,6 +101,14 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loadtest:", err)
 		os.Exit(1)
 	}
+}
+
+// arg is the command line's argument i, "" when there is none.
+func arg(i int) string {
+	if i < len(os.Args) {
+		return os.Args[i]
+	}
+	return ""
 }
 
 // options are the command-line flags.
@@ -147,19 +164,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	root, err := moduleRoot(ctx)
-	if err != nil {
-		return err
-	}
-	raw, err := os.ReadFile(filepath.Join(root, fixturePath))
-	if err != nil {
-		return err
-	}
-	bodies, err := newBodies(raw, secret)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp(o.dataDir, "deployd-loadtest-")
+	root, bodies, tmp, err := prepare(ctx, o.dataDir)
 	if err != nil {
 		return err
 	}
@@ -331,6 +336,26 @@ func processCPU(pid int) time.Duration {
 	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }
 
+// prepare finds the module root, makes the signed deliveries of the
+// fixture and a temporary directory under dataDir ("": the system's) for
+// deployd, which the caller removes.
+func prepare(ctx context.Context, dataDir string) (root string, b *bodies, tmp string, err error) {
+	if root, err = moduleRoot(ctx); err != nil {
+		return "", nil, "", err
+	}
+	raw, err := os.ReadFile(filepath.Join(root, fixturePath))
+	if err != nil {
+		return "", nil, "", err
+	}
+	if b, err = newBodies(raw, secret); err != nil {
+		return "", nil, "", err
+	}
+	if tmp, err = os.MkdirTemp(dataDir, "deployd-loadtest-"); err != nil {
+		return "", nil, "", err
+	}
+	return root, b, tmp, nil
+}
+
 // moduleRoot is the directory of the go.mod of the working directory.
 func moduleRoot(ctx context.Context) (string, error) {
 	out, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
@@ -415,14 +440,8 @@ func load(ctx context.Context, url string, b *bodies, conns int, d time.Duration
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tr := &http.Transport{
-				DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-				MaxConnsPerHost:     1,
-				MaxIdleConnsPerHost: 1,
-				DisableCompression:  true,
-			}
-			defer tr.CloseIdleConnections()
-			client := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+			client, closeClient := keepAliveClient()
+			defer closeClient()
 			lat := make([]time.Duration, 0, 1024)
 			errs := 0
 			for ctx.Err() == nil && issued.Add(1) <= int64(maxRequests) {
@@ -465,6 +484,18 @@ func load(ctx context.Context, url string, b *bodies, conns int, d time.Duration
 		return res, fmt.Errorf("no delivery to %s was accepted: %v", url, firstErr)
 	}
 	return res, nil
+}
+
+// keepAliveClient is an HTTP client of one keep-alive connection, and
+// what closes it.
+func keepAliveClient() (*http.Client, func()) {
+	tr := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxConnsPerHost:     1,
+		MaxIdleConnsPerHost: 1,
+		DisableCompression:  true,
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, tr.CloseIdleConnections
 }
 
 // post sends req and reads the whole answer, which must be 202.
@@ -544,6 +575,12 @@ func startBare(ctx context.Context) (*child, error) {
 // startDeployd runs `deployd serve` with a configuration in dir and waits
 // until /healthz answers.
 func startDeployd(ctx context.Context, bin, dir, level string) (*child, error) {
+	return startDeploydWith(ctx, bin, dir, level, "", nil)
+}
+
+// startDeploydWith is startDeployd with extra top-level configuration
+// (YAML) and extra KEY=VALUE environment variables for deployd.
+func startDeploydWith(ctx context.Context, bin, dir, level, extraConfig string, env []string) (*child, error) {
 	// A free port picked here, since at level warn deployd does not log
 	// its address. Another process could take it meanwhile; unlikely.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -557,7 +594,7 @@ func startDeployd(ctx context.Context, bin, dir, level string) (*child, error) {
 		return nil, err
 	}
 	config := filepath.Join(dir, "deployd.yaml")
-	if err := os.WriteFile(config, []byte(webhooktest.DeploydConfig(addr, filepath.Join(dir, "data"), secretFile, level, "loadtest-backend")), 0o600); err != nil {
+	if err := os.WriteFile(config, []byte(webhooktest.DeploydConfig(addr, filepath.Join(dir, "data"), secretFile, level, "loadtest-backend")+extraConfig), 0o600); err != nil {
 		return nil, err
 	}
 	logs, err := os.Create(filepath.Join(dir, "deployd.log"))
@@ -565,6 +602,9 @@ func startDeployd(ctx context.Context, bin, dir, level string) (*child, error) {
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, bin, "serve", "--config", config)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 30 * time.Second

@@ -14,6 +14,7 @@
 //	deployd_installation_token_expiry_seconds{installation_id} gauge
 //	deployd_installation_token_mints_total{result}         counter
 //	deployd_store_write_errors_total                       counter
+//	deployd_store_pruned_total{table}                      counter
 //
 // plus the Go runtime (go_*) and process (process_*) collectors.
 package metrics
@@ -62,6 +63,10 @@ type Config struct {
 	// StoreWriteErrors, if set, reports at scrape time how many writes
 	// to the store have failed (a full disk, an I/O error).
 	StoreWriteErrors func() int64
+	// StorePruned, if set, reports at scrape time how many rows retention
+	// has deleted from the store since start-up, by table (deliveries,
+	// deployments, redeliveries).
+	StorePruned func() map[string]int64
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -142,7 +147,8 @@ func New(cfg Config) (*Metrics, error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.deliveries, m.deployments, m.steps, m.lastSuccess, m.redelivery,
-		&scrapeCollector{m: m, credentials: cfg.Credentials, tokens: cfg.Tokens, writeErrors: cfg.StoreWriteErrors, now: now},
+		&scrapeCollector{m: m, credentials: cfg.Credentials, tokens: cfg.Tokens, writeErrors: cfg.StoreWriteErrors,
+			pruned: cfg.StorePruned, now: now},
 	}
 	for _, c := range cs {
 		if err := cfg.Registry.Register(c); err != nil {
@@ -220,6 +226,7 @@ type scrapeCollector struct {
 	credentials func() []registry.SourceHealth
 	tokens      func() github.AppStats
 	writeErrors func() int64
+	pruned      func() map[string]int64
 	now         func() time.Time
 }
 
@@ -237,6 +244,9 @@ var (
 	storeWriteErrorsDesc = prometheus.NewDesc(namespace+"_store_write_errors_total",
 		"Writes to the store that failed because of the storage: a full disk, an I/O error, a read-only, locked or damaged database.",
 		nil, nil)
+	storePrunedDesc = prometheus.NewDesc(namespace+"_store_pruned_total",
+		"Rows deleted from the store by retention since start-up, by table (deliveries, deployments, redeliveries).",
+		[]string{"table"}, nil)
 )
 
 // Describe sends the descriptors of the metrics read at scrape time.
@@ -246,6 +256,7 @@ func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- tokenExpiryDesc
 	ch <- mintsDesc
 	ch <- storeWriteErrorsDesc
+	ch <- storePrunedDesc
 }
 
 // Collect reads queue depth, credential health, token expiry and store
@@ -276,6 +287,11 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.writeErrors != nil {
 		ch <- prometheus.MustNewConstMetric(storeWriteErrorsDesc, prometheus.CounterValue, float64(c.writeErrors()))
+	}
+	if c.pruned != nil {
+		for table, n := range c.pruned() {
+			ch <- prometheus.MustNewConstMetric(storePrunedDesc, prometheus.CounterValue, float64(n), table)
+		}
 	}
 	if c.tokens != nil {
 		st := c.tokens()

@@ -97,7 +97,10 @@ func TestMetrics(t *testing.T) {
 			}}
 		},
 		StoreWriteErrors: func() int64 { return 5 },
-		Now:              func() time.Time { return now },
+		StorePruned: func() map[string]int64 {
+			return map[string]int64{"deliveries": 1200, "deployments": 7, "redeliveries": 0}
+		},
+		Now: func() time.Time { return now },
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -161,6 +164,9 @@ func TestMetrics(t *testing.T) {
 		`deployd_installation_token_mints_total{result="ok"} 3`,
 		`deployd_installation_token_mints_total{result="failed"} 1`,
 		`deployd_store_write_errors_total 5`,
+		`deployd_store_pruned_total{table="deliveries"} 1200`,
+		`deployd_store_pruned_total{table="deployments"} 7`,
+		`deployd_store_pruned_total{table="redeliveries"} 0`,
 		`deployd_last_success_timestamp_seconds{service="backend"} 1.7723628e+09`,
 		`process_`,
 		`go_goroutines`,
