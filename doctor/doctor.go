@@ -1,8 +1,8 @@
 // Package doctor runs deployd's live checks (SPEC §7, deployd doctor):
 // configuration, webhook secret, data_dir, the GitHub Actions OIDC issuer
-// (with api.oidc), the GitHub App's key, JWT,
-// installation and token, and for each service every registry credential
-// source in order, each line OK, WARN, FAIL or SKIP with the fix. The
+// (with api.oidc), the GitHub App's key, JWT, installation and token, and
+// for each service every registry credential source in order, each line
+// OK, WARN, FAIL or SKIP with the fix. The
 // explanations are those of the packages that talk to GitHub and the
 // registry: github.Error's message and hint, and the credential chain's
 // (registry.Chain.ExplainDenied and ExplainUnavailable). The registry

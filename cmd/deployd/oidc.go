@@ -42,7 +42,7 @@ func (t bearerTokens) Verify(ctx context.Context, token string) (server.Caller, 
 	if errors.Is(err, oidc.ErrUnavailable) {
 		return server.Caller{}, &httperr.Error{Status: http.StatusServiceUnavailable, RetryAfter: oidcRetryAfter,
 			Message: err.Error(), Cause: err,
-			Hint: "retry shortly; deployd's log says why the issuer cannot be reached (API tokens from deployd token issue still work)"}
+			Hint: "retry shortly; deployd's log says why (the issuer cannot be reached, or the token could not be recorded as used); API tokens from deployd token issue still work"}
 	}
 	if err != nil {
 		return server.Caller{}, err
