@@ -6,8 +6,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/deployd/deployd/auth/oidc/actionstest"
 )
 
 // TestEndToEndOIDCReplayAfterRestart deploys backend with a GitHub Actions
@@ -15,11 +13,7 @@ import (
 // same token, still unexpired, is refused as already used and queues
 // nothing, while a new token of the same run still deploys.
 func TestEndToEndOIDCReplayAfterRestart(t *testing.T) {
-	iss := actionstest.Start(t)
-	s := newStack(t, stackOptions{extraConfig: oidcConfig(iss.URL)})
-	d := startDeployd(t, s.config, nil)
-	d.waitLog("OIDC issuer discovered")
-	v1 := s.push("latest", "v1")
+	iss, s, d, v1 := startOIDCStack(t)
 
 	// The token is presented by many clients at once: one is accepted.
 	good := iss.Token(t, iss.Claims(oidcAudience))
@@ -56,6 +50,7 @@ func TestEndToEndOIDCReplayAfterRestart(t *testing.T) {
 	if err := d.stop(); err != nil {
 		t.Fatalf("stop deployd: %v", err)
 	}
+	logs := d.logs.String()
 
 	d = startDeployd(t, s.config, nil)
 	d.waitLog("OIDC issuer discovered")
@@ -68,5 +63,8 @@ func TestEndToEndOIDCReplayAfterRestart(t *testing.T) {
 	}
 	if status, _, body := d.deploy("backend", iss.Token(t, iss.Claims(oidcAudience))); status != http.StatusAccepted {
 		t.Errorf("a new token after the restart: %d %s, want 202", status, body)
+	}
+	if strings.Contains(logs+d.logs.String(), good) {
+		t.Error("the token is in deployd's log")
 	}
 }
