@@ -115,7 +115,7 @@ func TestImportRules(t *testing.T) {
 		podman:        {deployer},
 		ghdeployments: {deployer, github},
 		recovery:      {deployer, github},
-		doctor:        {deployer, configs, github, registry},
+		doctor:        {deployer, configs, github, registry, oidc},
 		demo:          {apitoken},
 		configs:       {deployer},
 		auth:          {},

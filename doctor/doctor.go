@@ -1,7 +1,8 @@
 // Package doctor runs deployd's live checks (SPEC §7, deployd doctor):
-// configuration, webhook secret, data_dir, the GitHub App's key, JWT,
-// installation and token, and for each service every registry credential
-// source in order, each line OK, WARN, FAIL or SKIP with the fix. The
+// configuration, webhook secret, data_dir, the GitHub Actions OIDC issuer
+// (with api.oidc), the GitHub App's key, JWT, installation and token, and
+// for each service every registry credential source in order, each line
+// OK, WARN, FAIL or SKIP with the fix. The
 // explanations are those of the packages that talk to GitHub and the
 // registry: github.Error's message and hint, and the credential chain's
 // (registry.Chain.ExplainDenied and ExplainUnavailable). The registry
@@ -133,6 +134,7 @@ func (d *checker) run(ctx context.Context, path string) Counts {
 	if cfg != nil {
 		d.checkWebhookSecret(cfg)
 		d.checkDataDir(cfg)
+		d.checkOIDC(ctx, cfg)
 		st := d.checkApp(ctx, cfg)
 		d.checkRegistries(ctx, cfg, st)
 	}

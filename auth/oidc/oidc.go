@@ -58,7 +58,7 @@ var (
 	ErrInvalid = errors.New("invalid GitHub Actions OIDC token")
 	// ErrUnavailable is returned (wrapped, with the reason) by Verify when
 	// no token can be checked for now: the issuer's discovery document
-	// has not been read yet, or the replay memory is full.
+	// has not been read yet, or the token could not be recorded as used.
 	ErrUnavailable = errors.New("GitHub Actions OIDC tokens cannot be checked right now")
 )
 
@@ -77,11 +77,18 @@ type Config struct {
 	HTTPClient *http.Client
 	// Now is the clock (default time.Now).
 	Now func() time.Time
-	// MaxReplay is how many token ids are remembered at once, each until
-	// its token expires (default 10000). When it is full, tokens are
-	// refused with ErrUnavailable rather than forgetting an id early.
+	// UsedTokens remembers the ids of accepted tokens. When nil, they are
+	// kept in memory (see MaxReplay) and forgotten when the process ends,
+	// so that a token used before a restart could be used once more after
+	// it.
+	UsedTokens UsedTokens
+	// MaxReplay is how many token ids the memory of a nil UsedTokens holds
+	// at once, each until its token expires (default 10000). When it is
+	// full, tokens are refused with ErrUnavailable rather than forgetting
+	// an id early.
 	MaxReplay int
-	// Log receives the discovery attempts at start-up.
+	// Log receives the discovery attempts at start-up, and why a token
+	// could not be recorded as used.
 	Log zerolog.Logger
 }
 
@@ -130,7 +137,8 @@ type Verifier struct {
 	audience string
 	rules    []Rule
 	now      func() time.Time
-	replay   *replayCache
+	used     UsedTokens
+	log      zerolog.Logger
 	ready    chan struct{}
 
 	mu       sync.Mutex
@@ -158,6 +166,9 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 	if cfg.MaxReplay <= 0 {
 		cfg.MaxReplay = defaultMaxReplay
 	}
+	if cfg.UsedTokens == nil {
+		cfg.UsedTokens = newReplayCache(cfg.MaxReplay, cfg.Now)
+	}
 	rules := make([]Rule, 0, len(cfg.Rules))
 	for i, r := range cfg.Rules {
 		n, err := r.normalize()
@@ -167,7 +178,7 @@ func New(ctx context.Context, cfg Config) (*Verifier, error) {
 		rules = append(rules, n)
 	}
 	v := &Verifier{issuer: cfg.Issuer, audience: cfg.Audience, rules: rules, now: cfg.Now,
-		replay: newReplayCache(cfg.MaxReplay), ready: make(chan struct{})}
+		used: cfg.UsedTokens, log: cfg.Log, ready: make(chan struct{})}
 	client := limitKeyFetches(cfg.HTTPClient, cfg.Now)
 	go v.discover(gooidc.ClientContext(ctx, client), cfg.Log)
 	return v, nil
@@ -290,11 +301,29 @@ func (v *Verifier) Verify(ctx context.Context, token string) (Claims, error) {
 	case c.ID == "":
 		return Claims{}, fmt.Errorf("%w: no jti, so a replay could not be told apart", ErrInvalid)
 	}
-	if err := v.replay.use(c.ID, c.ExpiresAt, now); err != nil {
+	if err := v.use(ctx, c); err != nil {
 		return Claims{}, err
 	}
 	c.Scopes = Grant(v.rules, c)
 	return c, nil
+}
+
+// use records the token of c as used, and fails with ErrInvalid when it
+// was used before, or with ErrUnavailable when that could not be checked.
+// The cause of a failed check goes to the log, not to the error: it may
+// name the store's files.
+func (v *Verifier) use(ctx context.Context, c Claims) error {
+	first, err := v.used.UseTokenID(ctx, c.ID, c.ExpiresAt)
+	switch {
+	case errors.Is(err, ErrUnavailable):
+		return err
+	case err != nil:
+		v.log.Error().Err(err).Str("jti", c.ID).Msg("OIDC token refused: it could not be recorded as used")
+		return fmt.Errorf("%w: the token could not be recorded as used, so a replay could not be told apart", ErrUnavailable)
+	case !first:
+		return fmt.Errorf("%w: already used (each token is accepted once; request a new one for each call)", ErrInvalid)
+	}
+	return nil
 }
 
 // verifyReason turns a go-oidc error into a short reason of our own words,

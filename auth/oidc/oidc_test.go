@@ -12,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/deployd/deployd/auth/oidc"
 	"github.com/deployd/deployd/auth/oidc/actionstest"
 	"github.com/deployd/deployd/internal/testclock"
+	"github.com/deployd/deployd/internal/testlog"
 )
 
 const audience = "deployd-test"
@@ -356,5 +359,59 @@ func TestUnknownKeyIDsFetchTheKeysAtMostEveryTenSeconds(t *testing.T) {
 	_, _ = v.Verify(context.Background(), unknown())
 	if got := iss.KeyFetches(); got != fetches+2 {
 		t.Errorf("an unknown key id 11s later made %d fetches in all, want 2", got-fetches)
+	}
+}
+
+// failingUsedTokens is a UsedTokens whose store cannot be written.
+type failingUsedTokens struct{ calls int }
+
+func (f *failingUsedTokens) UseTokenID(context.Context, string, time.Time) (bool, error) {
+	f.calls++
+	return false, errors.New("write /var/lib/deployd/deployd.db: disk I/O error")
+}
+
+// usedTokensFunc adapts a function to UsedTokens.
+type usedTokensFunc func(ctx context.Context, id string, exp time.Time) (bool, error)
+
+func (f usedTokensFunc) UseTokenID(ctx context.Context, id string, exp time.Time) (bool, error) {
+	return f(ctx, id, exp)
+}
+
+func TestVerifyRecordsTokensInUsedTokens(t *testing.T) {
+	iss := actionstest.Start(t)
+	seen := map[string]time.Time{}
+	v := newVerifier(t, iss, oidc.Config{UsedTokens: usedTokensFunc(func(_ context.Context, id string, exp time.Time) (bool, error) {
+		_, used := seen[id]
+		seen[id] = exp
+		return !used, nil
+	})})
+	c := iss.Claims(audience)
+	tok := iss.Token(t, c)
+	got, err := v.Verify(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if exp, ok := seen[c["jti"].(string)]; !ok || !exp.Equal(got.ExpiresAt) {
+		t.Errorf("UsedTokens holds %v, want the token's jti until %v", seen, got.ExpiresAt)
+	}
+	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, oidc.ErrInvalid) || !strings.Contains(err.Error(), "already used") {
+		t.Errorf("a token UsedTokens knows: %v, want ErrInvalid saying it was already used", err)
+	}
+}
+
+func TestVerifyRefusesWhenTheTokenCannotBeRecorded(t *testing.T) {
+	iss := actionstest.Start(t)
+	var logs testlog.Buffer
+	used := &failingUsedTokens{}
+	v := newVerifier(t, iss, oidc.Config{UsedTokens: used, Log: zerolog.New(&logs)})
+	_, err := v.Verify(context.Background(), iss.Token(t, iss.Claims(audience)))
+	if !errors.Is(err, oidc.ErrUnavailable) || !strings.Contains(err.Error(), "could not be recorded as used") {
+		t.Fatalf("Verify while UsedTokens fails: %v, want ErrUnavailable saying the token could not be recorded", err)
+	}
+	if strings.Contains(err.Error(), "deployd.db") {
+		t.Errorf("the store's error reached the caller: %v", err)
+	}
+	if used.calls != 1 || !strings.Contains(logs.String(), "disk I/O error") {
+		t.Errorf("%d calls to UsedTokens, log %q; want 1 and the cause logged", used.calls, logs.String())
 	}
 }

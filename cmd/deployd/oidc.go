@@ -42,7 +42,7 @@ func (t bearerTokens) Verify(ctx context.Context, token string) (server.Caller, 
 	if errors.Is(err, oidc.ErrUnavailable) {
 		return server.Caller{}, &httperr.Error{Status: http.StatusServiceUnavailable, RetryAfter: oidcRetryAfter,
 			Message: err.Error(), Cause: err,
-			Hint: "retry shortly; deployd's log says why the issuer cannot be reached (API tokens from deployd token issue still work)"}
+			Hint: "retry shortly; deployd's log says why (the issuer cannot be reached, or the token could not be recorded as used); API tokens from deployd token issue still work"}
 	}
 	if err != nil {
 		return server.Caller{}, err
@@ -53,8 +53,9 @@ func (t bearerTokens) Verify(ctx context.Context, token string) (server.Caller, 
 
 // newOIDC starts the GitHub Actions OIDC verifier of api.oidc, or returns
 // nil when it is not configured. Discovery of the issuer goes on in the
-// background until it succeeds or ctx ends.
-func newOIDC(ctx context.Context, cfg *configs.Config, log zerolog.Logger) (*oidc.Verifier, error) {
+// background until it succeeds or ctx ends. used (the store) remembers the
+// tokens accepted, across restarts.
+func newOIDC(ctx context.Context, cfg *configs.Config, used oidc.UsedTokens, log zerolog.Logger) (*oidc.Verifier, error) {
 	o := cfg.API.OIDC
 	if o == nil {
 		return nil, nil
@@ -65,7 +66,7 @@ func newOIDC(ctx context.Context, cfg *configs.Config, log zerolog.Logger) (*oid
 			Environment: r.Environment, EventName: r.EventName, WorkflowRef: r.WorkflowRef,
 			JobWorkflowRef: r.JobWorkflowRef, Scopes: r.Scopes}
 	}
-	v, err := oidc.New(ctx, oidc.Config{Issuer: o.Issuer, Audience: o.Audience, Rules: rules,
+	v, err := oidc.New(ctx, oidc.Config{Issuer: o.Issuer, Audience: o.Audience, Rules: rules, UsedTokens: used,
 		Log: log.With().Str("component", "oidc").Logger()})
 	if err != nil {
 		return nil, fmt.Errorf("api.oidc: %w", err)

@@ -69,6 +69,18 @@ func (i *instance) waitLog(msg string) {
 	}
 }
 
+// startOIDCStack starts a fake issuer, the end-to-end stack with api.oidc
+// for it and deployd, once it has discovered the issuer, and pushes v1 as
+// latest; it returns them and v1's digest.
+func startOIDCStack(t *testing.T) (*actionstest.Issuer, *stack, *instance, string) {
+	t.Helper()
+	iss := actionstest.Start(t)
+	s := newStack(t, stackOptions{extraConfig: oidcConfig(iss.URL)})
+	d := startDeployd(t, s.config, nil)
+	d.waitLog("OIDC issuer discovered")
+	return iss, s, d, s.push("latest", "v1")
+}
+
 // badOIDCTokens are tokens of the issuer that must not deploy backend,
 // with the status each must get.
 func badOIDCTokens(t *testing.T, iss *actionstest.Issuer) []struct {
@@ -105,11 +117,7 @@ func badOIDCTokens(t *testing.T, iss *actionstest.Issuer) []struct {
 // good one deploys and is recorded as the trigger, it cannot be replayed,
 // and the issuer's cached keys keep working while it is down.
 func TestEndToEndOIDCDeploy(t *testing.T) {
-	iss := actionstest.Start(t)
-	s := newStack(t, stackOptions{extraConfig: oidcConfig(iss.URL)})
-	d := startDeployd(t, s.config, nil)
-	d.waitLog("OIDC issuer discovered")
-	v1 := s.push("latest", "v1")
+	iss, s, d, v1 := startOIDCStack(t)
 
 	var sent []string
 	for _, tt := range badOIDCTokens(t, iss) {

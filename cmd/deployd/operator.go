@@ -11,6 +11,7 @@ import (
 
 	"github.com/deployd/deployd/auth/apitoken"
 	"github.com/deployd/deployd/auth/github"
+	"github.com/deployd/deployd/auth/oidc"
 	"github.com/deployd/deployd/auth/registry"
 	"github.com/deployd/deployd/configs"
 	"github.com/deployd/deployd/deployer/sqlite"
@@ -30,9 +31,10 @@ func (t apiTokens) Verify(_ context.Context, token string) (server.Caller, error
 }
 
 // newAPITokens loads api.token_key_file and, with api.oidc, starts the
-// GitHub Actions OIDC verifier (its discovery runs until ctx ends). With
-// neither it returns nil: the write API is then off and says so.
-func newAPITokens(ctx context.Context, cfg *configs.Config, log zerolog.Logger) (server.TokenVerifier, error) {
+// GitHub Actions OIDC verifier (its discovery runs until ctx ends), which
+// records the tokens it accepts in used. With neither it returns nil: the
+// write API is then off and says so.
+func newAPITokens(ctx context.Context, cfg *configs.Config, used oidc.UsedTokens, log zerolog.Logger) (server.TokenVerifier, error) {
 	var tokens bearerTokens
 	if cfg.API.TokenKeyFile == "" {
 		log.Info().Msg("api.token_key_file is not set: API tokens are not accepted")
@@ -46,7 +48,7 @@ func newAPITokens(ctx context.Context, cfg *configs.Config, log zerolog.Logger) 
 		}
 		tokens.api = &apiTokens{key}
 	}
-	v, err := newOIDC(ctx, cfg, log)
+	v, err := newOIDC(ctx, cfg, used, log)
 	if err != nil {
 		return nil, err
 	}

@@ -245,7 +245,7 @@ func newRecoverer(cfg *configs.Config, app *github.App, store *sqlite.Store, out
 // newHandler builds deployd's HTTP surface: the server, with the webhook
 // handler mounted in it.
 func newHandler(ctx context.Context, cfg *configs.Config, services []deployer.Service, store *sqlite.Store, queue *deployer.Queue, intake webhook.Recorder, creds server.Credentials, out *outputs, log zerolog.Logger) (http.Handler, error) {
-	tokens, err := newAPITokens(ctx, cfg, log)
+	tokens, err := newAPITokens(ctx, cfg, store, log)
 	if err != nil {
 		return nil, err
 	}
