@@ -112,9 +112,12 @@ func TestServeRecoversDeliveriesMissedWhileDown(t *testing.T) {
 	for _, hd := range missed {
 		want = append(want, hd.GUID)
 	}
-	waitFor(t, "the three missed deliveries are recorded", func() bool {
+	// GitHub may redeliver before deployd has noted that it asked (the fake
+	// does, at once): wait for the pass to end as well as for the deliveries.
+	waitFor(t, "the three missed deliveries are recorded and the pass is done", func() bool {
 		got := deliveriesByID(d)
-		return !slices.ContainsFunc(want, func(id string) bool { return len(got[id]) == 0 })
+		return !slices.ContainsFunc(want, func(id string) bool { return len(got[id]) == 0 }) &&
+			strings.Contains(d.logs.String(), "delivery recovery: pass done")
 	})
 	asked := s.github.RedeliveryRequests()
 	if !slices.Equal(asked, want) {
