@@ -90,8 +90,10 @@ func TestImportRules(t *testing.T) {
 		httperr       = module + "/server/httperr"
 		metrics       = module + "/server/metrics"
 		webhook       = module + "/webhook"
+		fleet         = module + "/fleet"
+		natsembed     = module + "/fleet/natsembed"
 	)
-	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, demo, command, configs, github, registry, apitoken, auth, server, httperr, metrics, webhook} {
+	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, demo, command, configs, github, registry, apitoken, auth, server, httperr, metrics, webhook, fleet, natsembed} {
 		if _, ok := pkgs[name]; !ok {
 			t.Fatalf("go list does not know %s: the rules below name a package that moved", name)
 		}
@@ -121,6 +123,8 @@ func TestImportRules(t *testing.T) {
 		webhook:       {deployer, configs, httperr},
 		server:        {deployer, httperr, github, registry},
 		metrics:       {deployer, github, registry},
+		fleet:         {deployer},
+		natsembed:     {},
 	}
 	for _, name := range slices.Sorted(maps.Keys(allowed)) {
 		for _, imp := range ours(pkgs[name].Imports) {
