@@ -111,6 +111,7 @@ func (c *Config) applyDefaults(isSet func(path string) bool) {
 		if s.KeepImages == 0 && !isSet(p+".keep_images") {
 			s.KeepImages = DefaultKeepImages
 		}
+		setString(&s.Rollout, deployer.RolloutAllAtOnce)
 	}
 }
 

@@ -185,6 +185,10 @@ type Deployment struct {
 	Error      string `json:"error,omitempty"`
 	Hint       string `json:"hint,omitempty"`
 	Steps      []Step `json:"steps,omitempty"`
+	// Host and RolloutID are set on a fleet host's deployment: the host it
+	// ran on and the rollout of the deployment that sent it there.
+	Host      string `json:"host,omitempty"`
+	RolloutID int64  `json:"rollout_id,omitempty"`
 }
 
 // Failure classes (SPEC §6). Transient classes are retried; the others are

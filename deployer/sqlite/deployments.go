@@ -15,18 +15,35 @@ const deploymentColumns = `id, service, trigger_kind, trigger_delivery_id, trigg
 	trigger_subject, installation_id, run_id, run_number, tag, digest, force, dry_run, state,
 	queued_at, started_at, finished_at, error_class, error, hint`
 
+// hostColumns follow deploymentColumns in a schema with fleet rollouts
+// (migration 0011); see Store.columns.
+const hostColumns = `, host, COALESCE(rollout_id, 0)`
+
+// columns returns the deployment columns scanDeployment reads from this
+// store's schema.
+func (s *Store) columns() string {
+	if s.hostColumns {
+		return deploymentColumns + hostColumns
+	}
+	return deploymentColumns
+}
+
 type scanner interface{ Scan(dest ...any) error }
 
-func scanDeployment(row scanner) (deployer.Deployment, error) {
+func (s *Store) scanDeployment(row scanner) (deployer.Deployment, error) {
 	var (
 		d                 deployer.Deployment
 		queued            string
 		started, finished sql.NullString
 	)
-	err := row.Scan(&d.ID, &d.Service, &d.Trigger.Kind, &d.Trigger.DeliveryID, &d.Trigger.Event,
+	dest := []any{&d.ID, &d.Service, &d.Trigger.Kind, &d.Trigger.DeliveryID, &d.Trigger.Event,
 		&d.Trigger.Subject, &d.Trigger.InstallationID, &d.Trigger.RunID, &d.Trigger.RunNumber,
 		&d.Tag, &d.Digest, &d.Force, &d.DryRun, &d.State,
-		&queued, &started, &finished, &d.ErrorClass, &d.Error, &d.Hint)
+		&queued, &started, &finished, &d.ErrorClass, &d.Error, &d.Hint}
+	if s.hostColumns {
+		dest = append(dest, &d.Host, &d.RolloutID)
+	}
+	err := row.Scan(dest...)
 	if err != nil {
 		return deployer.Deployment{}, err
 	}
@@ -141,8 +158,8 @@ func (s *Store) ClaimNext(ctx context.Context, service string) (deployer.Deploym
 			at, service, id); err != nil {
 			return err
 		}
-		d, err = scanDeployment(tx.QueryRowContext(ctx,
-			"UPDATE deployments SET state = 'running', started_at = ? WHERE id = ? RETURNING "+deploymentColumns,
+		d, err = s.scanDeployment(tx.QueryRowContext(ctx,
+			"UPDATE deployments SET state = 'running', started_at = ? WHERE id = ? RETURNING "+s.columns(),
 			at, id))
 		if err != nil {
 			return err
@@ -307,8 +324,8 @@ func (s *Store) Deployment(ctx context.Context, id int64) (deployer.Deployment, 
 		return deployer.Deployment{}, fmt.Errorf("read deployment %d: %w", id, err)
 	}
 	defer tx.Rollback()
-	d, err := scanDeployment(tx.QueryRowContext(ctx,
-		"SELECT "+deploymentColumns+" FROM deployments WHERE id = ?", id))
+	d, err := s.scanDeployment(tx.QueryRowContext(ctx,
+		"SELECT "+s.columns()+" FROM deployments WHERE id = ?", id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return deployer.Deployment{}, fmt.Errorf("read deployment %d: %w", id, deployer.ErrNotFound)
 	}
@@ -352,7 +369,7 @@ func readSteps(ctx context.Context, tx *sql.Tx, id int64) ([]deployer.Step, erro
 // Deployment returns them. Safe for concurrent use.
 func (s *Store) Deployments(ctx context.Context, service string, p deployer.Page) ([]deployer.Deployment, error) {
 	limit, before := clampPage(p)
-	q := "SELECT " + deploymentColumns + " FROM deployments WHERE 1 = 1"
+	q := "SELECT " + s.columns() + " FROM deployments WHERE 1 = 1"
 	args := []any{}
 	if service != "" {
 		q += " AND service = ?"
@@ -372,7 +389,7 @@ func (s *Store) Deployments(ctx context.Context, service string, p deployer.Page
 	defer rows.Close()
 	out := []deployer.Deployment{}
 	for rows.Next() {
-		d, err := scanDeployment(rows)
+		d, err := s.scanDeployment(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list deployments: %w", err)
 		}

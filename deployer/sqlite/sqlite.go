@@ -61,6 +61,10 @@ type Store struct {
 
 	path string // the database file, absolute; Backup copies it
 
+	// hostColumns is set when the schema has fleet rollouts (0011):
+	// deployments then have a host and a rollout.
+	hostColumns bool
+
 	// replaced mirrors service_digests' replaced rows, which every webhook
 	// delivery that queues a deployment asks about. Only SetServiceStatus
 	// changes them, after its commit; loaded at Open.
@@ -226,6 +230,13 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		wdb.Close()
 		return nil, unusable(abs, path, err)
 	}
+	var hostColumns bool
+	if err := wdb.QueryRowContext(ctx,
+		"SELECT COUNT(*) > 0 FROM pragma_table_info('deployments') WHERE name = 'host'").Scan(&hostColumns); err != nil {
+		hot.close()
+		wdb.Close()
+		return nil, unusable(abs, path, err)
+	}
 
 	rdb, err := sql.Open("sqlite", dsn(abs, rq))
 	if err != nil {
@@ -251,6 +262,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 
 	s := &Store{
 		path:         abs,
+		hostColumns:  hostColumns,
 		wdb:          wdb,
 		rdb:          rdb,
 		hot:          hot,
