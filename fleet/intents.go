@@ -72,17 +72,12 @@ func (i *Intents) Next(ctx context.Context) (*Pending, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		fetchCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		msg, err := i.cons.Next(jetstream.FetchContext(fetchCtx))
-		cancel()
+		msg, err := nextMsg(ctx, i.cons)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, context.DeadlineExceeded) {
-				continue
-			}
 			return nil, fmt.Errorf("next intent for %s: %w", i.host, err)
+		}
+		if msg == nil {
+			continue
 		}
 		in, reason := i.accept(msg)
 		if reason == "" {
@@ -95,6 +90,24 @@ func (i *Intents) Next(ctx context.Context) (*Pending, error) {
 			return nil, fmt.Errorf("drop intent on %s: %w", msg.Subject(), err)
 		}
 	}
+}
+
+// nextMsg waits up to a few seconds for cons's next message. It returns
+// nil and no error when none came in that time, and ctx's error once ctx
+// ends.
+func nextMsg(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
+	fetchCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	msg, err := cons.Next(jetstream.FetchContext(fetchCtx))
+	switch {
+	case err == nil:
+		return msg, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrNoMessages), errors.Is(err, context.DeadlineExceeded):
+		return nil, nil
+	}
+	return nil, err
 }
 
 // accept decides whether msg is an intent to hand out; if not, the reason

@@ -151,9 +151,12 @@ type Report struct {
 	Seq int64 `json:"seq"`
 	// Step is set for ReportStep.
 	Step *deployer.Step `json:"step,omitempty"`
-	// State, Digest and the failure fields are set for ReportResult.
+	// State, Digest (what the intent deployed), Running (the digest that
+	// runs for the service on the host afterwards, "" if unknown) and the
+	// failure fields are set for ReportResult.
 	State      deployer.State `json:"state,omitempty"`
 	Digest     string         `json:"digest,omitempty"`
+	Running    string         `json:"running,omitempty"`
 	ErrorClass string         `json:"error_class,omitempty"`
 	Error      string         `json:"error,omitempty"`
 	Hint       string         `json:"hint,omitempty"`

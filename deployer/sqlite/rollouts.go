@@ -56,12 +56,13 @@ func (s *Store) StartHostDeployment(ctx context.Context, rolloutID int64, parent
 }
 
 // FinishHostDeployment records the end of host deployment d.ID as Finish
-// does, and what now runs for its service on its host. Unlike Finish it
+// does, and what now runs for its service on its host: running, the digest
+// the host reported running afterwards ("" leaves what was known). Unlike Finish it
 // also accepts a deployment marked interrupted: a host's result may come
 // in after the hub gave up waiting or restarted, and the host's truth
 // wins. It refuses a deployment that is not a host's. Safe for concurrent
 // use.
-func (s *Store) FinishHostDeployment(ctx context.Context, d deployer.Deployment) error {
+func (s *Store) FinishHostDeployment(ctx context.Context, d deployer.Deployment, running string) error {
 	if !validState(d.State) || !d.State.Final() {
 		return fmt.Errorf("finish host deployment %d: %q is not a final state", d.ID, d.State)
 	}
@@ -78,9 +79,9 @@ func (s *Store) FinishHostDeployment(ctx context.Context, d deployer.Deployment)
 		if err != nil {
 			return err
 		}
-		running, runningTag := "", ""
-		if d.State == deployer.StateSucceeded && !d.DryRun {
-			running, runningTag = d.Digest, tag
+		runningTag := ""
+		if running == d.Digest {
+			runningTag = tag
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO host_services (service, host, tag, digest, state, deployment_id, updated_at)
 			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)

@@ -50,16 +50,16 @@ func TestRolloutHostDeployments(t *testing.T) {
 		t.Fatal(err)
 	}
 	web1.State = deployer.StateSucceeded
-	if err := s.FinishHostDeployment(ctx, web1); err != nil {
+	if err := s.FinishHostDeployment(ctx, web1, digestA); err != nil {
 		t.Fatal(err)
 	}
 	web2.State, web2.ErrorClass = deployer.StateRolledBack, deployer.ClassHealth
-	if err := s.FinishHostDeployment(ctx, web2); err != nil {
+	if err := s.FinishHostDeployment(ctx, web2, ""); err != nil {
 		t.Fatal(err)
 	}
 	notHost := parent
 	notHost.State = deployer.StateSucceeded
-	if err := s.FinishHostDeployment(ctx, notHost); !errors.Is(err, deployer.ErrNotFound) {
+	if err := s.FinishHostDeployment(ctx, notHost, digestA); !errors.Is(err, deployer.ErrNotFound) {
 		t.Errorf("finishing the queue's deployment as a host's: %v, want ErrNotFound", err)
 	}
 
@@ -100,7 +100,7 @@ func TestRolloutLateResultAfterInterrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	first.State = deployer.StateSucceeded
-	if err := s.FinishHostDeployment(ctx, first); err != nil {
+	if err := s.FinishHostDeployment(ctx, first, digestA); err != nil {
 		t.Fatal(err)
 	}
 	parent.State = deployer.StateSucceeded
@@ -116,19 +116,19 @@ func TestRolloutLateResultAfterInterrupt(t *testing.T) {
 	if _, err := s.InterruptRunning(ctx); err != nil {
 		t.Fatal(err)
 	}
-	second.State = deployer.StateFailed
-	if err := s.FinishHostDeployment(ctx, second); err != nil {
+	second.State = deployer.StateRolledBack
+	if err := s.FinishHostDeployment(ctx, second, digestA); err != nil {
 		t.Fatalf("a late result after an interrupt: %v", err)
 	}
 	hosts, err := s.HostStatuses(ctx, "backend")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(hosts) != 1 || hosts[0].Digest != digestA || hosts[0].State != deployer.StateFailed || hosts[0].DeploymentID != second.ID {
-		t.Errorf("host statuses: %+v; want web-1 still on A, its newest deployment failed", hosts)
+	if len(hosts) != 1 || hosts[0].Digest != digestA || hosts[0].State != deployer.StateRolledBack || hosts[0].DeploymentID != second.ID {
+		t.Errorf("host statuses: %+v; want web-1 still on A, its newest deployment rolled back", hosts)
 	}
 	second.State = deployer.StateSucceeded
-	if err := s.FinishHostDeployment(ctx, second); err == nil {
+	if err := s.FinishHostDeployment(ctx, second, digestB); err == nil {
 		t.Error("a finished host deployment was finished again")
 	}
 }
