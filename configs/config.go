@@ -55,6 +55,9 @@ type Config struct {
 	// Services are the deployable services by name, loaded straight into
 	// deployer's type: see deployer.Service for their keys.
 	Services map[string]*deployer.Service `yaml:"services"`
+	// Fleet makes deployd a fleet hub or agent; empty, it deploys on its
+	// own host only.
+	Fleet Fleet `yaml:"fleet"`
 
 	// lines maps the YAML path of every key read by Parse to its line, so
 	// that Validate can point at it. It is nil for a Config built in code.

@@ -79,7 +79,12 @@ var (
 func (c *Config) Validate() error {
 	v := &validator{c: c}
 	v.top()
-	v.github()
+	v.fleet()
+	if v.c.Fleet.Role == FleetRoleAgent {
+		v.agentHoldsNoGitHubSecrets()
+	} else {
+		v.github()
+	}
 	v.registries()
 	for _, name := range slices.Sorted(maps.Keys(c.Services)) {
 		v.service(name, c.Services[name])
@@ -423,8 +428,8 @@ func (v *validator) hosts(p string, s *deployer.Service) {
 	seen := map[string]bool{}
 	for i, h := range s.Hosts {
 		switch {
-		case !validHostName(h):
-			v.add(fmt.Sprintf("%s.hosts[%d]", p, i), "host %q must be 1 to 64 of A-Z a-z 0-9 _ -", h)
+		case checkHostName(h) != nil:
+			v.add(fmt.Sprintf("%s.hosts[%d]", p, i), "%v", checkHostName(h))
 		case seen[h]:
 			v.add(fmt.Sprintf("%s.hosts[%d]", p, i), "host %q is listed twice", h)
 		}
