@@ -45,6 +45,7 @@ type agentProc struct {
 	podman *podmantest.Podman
 	port   int
 	config string
+	creds  string
 	env    []string
 	proc   *process
 }
@@ -134,6 +135,7 @@ services:
 `, filepath.Join(adir, "data"), s.reg.Host(), a.podman.Binary(), globalArgs, h, f.natsPort, creds,
 			s.image, h, a.port, opts.runArgs[h], a.port), 0o600)
 		a.env = append(os.Environ(), a.podman.Env()...)
+		a.creds = creds
 		f.agents[h] = a
 	}
 	f.hub = startProcess(t, f.bin, f.hubConf)
@@ -372,4 +374,36 @@ func TestEndToEndFleetAgentDownConvergesToTheNewest(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// An agent started with another host's NKey is refused by the hub's NATS:
+// web-1's key, relabelled web-2 in its credentials file, cannot read
+// web-2's intents, and the process stops saying so.
+func TestEndToEndFleetAgentWithAnotherHostsKeyIsRefused(t *testing.T) {
+	f := newFleetStack(t, fleetOptions{policy: "all-at-once"}, "web-1", "web-2")
+	web1, err := os.ReadFile(f.agents["web-1"].creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rogueCreds := writeFile(t, dir, "rogue.creds", strings.Replace(string(web1), `"host": "web-1"`, `"host": "web-2"`, 1), 0o600)
+	conf, err := os.ReadFile(f.agents["web-2"].config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogue := writeFile(t, dir, "rogue.yaml", strings.Replace(string(conf), f.agents["web-2"].creds, rogueCreds, 1), 0o600)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, f.bin, "serve", "--config", rogue)
+	cmd.Env = f.agents["web-2"].env
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("an agent with web-1's key serving as web-2 ran and exited cleanly:\n%s", out)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the rogue agent was not refused within a minute:\n%s", out)
+	}
+	if !strings.Contains(string(out), "open intents for web-2") {
+		t.Errorf("the rogue agent stopped without saying it could not read web-2's intents:\n%s", out)
+	}
 }
