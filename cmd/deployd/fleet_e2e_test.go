@@ -58,6 +58,17 @@ type fleetOptions struct {
 	runArgs map[string]string
 	// resultTimeout is the hub's fleet.result_timeout; default 2m.
 	resultTimeout string
+	// external runs a nats-server process (built from the module) that
+	// the hub and agents use instead of the hub's embedded server.
+	external bool
+}
+
+// natsModes runs fn once with the hub's embedded JetStream server and
+// once with an external nats-server process.
+func natsModes(t *testing.T, fn func(t *testing.T, external bool)) {
+	for _, mode := range []string{"embedded", "external"} {
+		t.Run(mode, func(t *testing.T) { fn(t, mode == "external") })
+	}
 }
 
 // newFleetStack writes the hub's configuration for backend on hosts,
@@ -72,7 +83,8 @@ func newFleetStack(t *testing.T, opts fleetOptions, hosts ...string) *fleetStack
 	f := &fleetStack{stack: s, t: t, bin: buildDeployd(t), natsPort: podmantest.FreePort(t), hubDir: t.TempDir(),
 		agents: map[string]*agentProc{}}
 	dir := filepath.Dir(s.config)
-	f.hubConf = writeFile(t, dir, "hub.yaml", fmt.Sprintf(`
+	hubConf := func(nats string) string {
+		return fmt.Sprintf(`
 listen: 127.0.0.1:0
 data_dir: %q
 log: {level: debug, format: json}
@@ -85,7 +97,7 @@ registries:
   %s: {credentials: [github_app], insecure: true, github_packages: true}
 fleet:
   role: hub
-  nats: {listen: "127.0.0.1:%d"}
+  nats: %s
   result_timeout: %s
 services:
   backend:
@@ -95,7 +107,9 @@ services:
     hosts: [%s]
     rollout: %s
 `, f.hubDir, s.github.URL, filepath.Join(dir, "webhook-secret"), filepath.Join(dir, "app.pem"), s.reg.Host(),
-		f.natsPort, opts.resultTimeout, s.image, strings.Join(hosts, ", "), opts.policy), 0o600)
+			nats, opts.resultTimeout, s.image, strings.Join(hosts, ", "), opts.policy)
+	}
+	f.hubConf = writeFile(t, dir, "hub.yaml", hubConf(fmt.Sprintf(`{listen: "127.0.0.1:%d"}`, f.natsPort)), 0o600)
 	for _, h := range hosts {
 		a := &agentProc{name: h, podman: podmantest.New(t), port: podmantest.FreePort(t)}
 		adir := t.TempDir()
@@ -138,8 +152,58 @@ services:
 		a.creds = creds
 		f.agents[h] = a
 	}
+	if opts.external {
+		f.startNATSServer(hosts)
+		writeFile(t, dir, "hub.yaml", hubConf(fmt.Sprintf(`{url: "nats://127.0.0.1:%d"}`, f.natsPort)), 0o600)
+	}
 	f.hub = startProcess(t, f.bin, f.hubConf)
 	return f
+}
+
+// startNATSServer builds nats-server from the module and runs it on the
+// stack's NATS port with JetStream and the hub's and hosts' NKeys, each
+// host with fleet.AgentPermissions, as an operator would configure it.
+func (f *fleetStack) startNATSServer(hosts []string) {
+	f.t.Helper()
+	dir := f.t.TempDir()
+	bin := filepath.Join(dir, "nats-server")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/nats-io/nats-server/v2").CombinedOutput(); err != nil {
+		f.t.Fatalf("build nats-server: %v\n%s", err, out)
+	}
+	fleetDir := filepath.Join(f.hubDir, "fleet")
+	keys, err := fleet.LoadHubKeys(fleetDir)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	hostKeys, err := fleet.Hosts(fleetDir)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	hubPub, _ := keys.NKey.PublicKey()
+	users := fmt.Sprintf("    {nkey: %s}\n", hubPub)
+	quote := func(subjects []string) string {
+		q := make([]string, len(subjects))
+		for i, s := range subjects {
+			q[i] = fmt.Sprintf("%q", s)
+		}
+		return strings.Join(q, ", ")
+	}
+	for _, h := range hosts {
+		pub, sub := fleet.AgentPermissions(h)
+		users += fmt.Sprintf("    {nkey: %s, permissions: {publish: {allow: [%s]}, subscribe: {allow: [%s]}}}\n",
+			hostKeys[h].UserKey, quote(pub), quote(sub))
+	}
+	conf := writeFile(f.t, dir, "nats.conf", fmt.Sprintf("listen: \"127.0.0.1:%d\"\njetstream {store_dir: %q}\nauthorization {\n  users: [\n%s  ]\n}\n",
+		f.natsPort, filepath.Join(dir, "store"), users), 0o600)
+	p := &process{logs: &testlog.Buffer{}}
+	p.cmd = exec.Command(bin, "-c", conf)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := p.cmd.Start(); err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(p.kill)
+	waitFor(f.t, "nats-server to accept connections", func() bool { return strings.Contains(p.logs.String(), "Server is ready") })
 }
 
 // start starts host's agent process and waits until it runs.
@@ -267,71 +331,76 @@ func (f *fleetStack) assertNoToken() {
 // its own podman, run the new digest; the token minted for the pull never
 // appears in the streams or logs.
 func TestEndToEndFleetAllAtOnce(t *testing.T) {
-	f := newFleetStack(t, fleetOptions{policy: "all-at-once"}, "web-1", "web-2", "web-3")
-	for _, h := range []string{"web-1", "web-2", "web-3"} {
-		f.start(h)
-	}
-	hub := &instance{t: t, addr: f.hub.addr}
-	v1 := f.push("latest", "v1")
-	ids := hub.queue(delivery{event: "registry_package", id: "fleet-1", body: f.packageEvent("latest", v1)})
-	dep := waitDeployment(t, hub, ids[0])
-	if dep.State != "succeeded" || dep.Digest != v1 {
-		t.Fatalf("rollout: %s %s (%s); steps %+v\nhub logs:\n%s", dep.State, dep.Error, dep.ErrorClass, dep.Steps, f.hub.logs.String())
-	}
-	for _, h := range []string{"web-1", "web-2", "web-3"} {
-		if got := f.version(h); got != "v1" {
-			t.Errorf("%s answers %q, want v1", h, got)
+	natsModes(t, func(t *testing.T, external bool) {
+		f := newFleetStack(t, fleetOptions{policy: "all-at-once", external: external}, "web-1", "web-2", "web-3")
+		for _, h := range []string{"web-1", "web-2", "web-3"} {
+			f.start(h)
 		}
-		if out, err := f.agents[h].podman.Run(context.Background(), "container", "inspect", "--format", "{{.ImageDigest}}", "fleet-"+h); err != nil || out != v1 {
-			t.Errorf("podman on %s: container runs %q (%v), want %s", h, out, err, v1)
+		hub := &instance{t: t, addr: f.hub.addr}
+		v1 := f.push("latest", "v1")
+		ids := hub.queue(delivery{event: "registry_package", id: "fleet-1", body: f.packageEvent("latest", v1)})
+		dep := waitDeployment(t, hub, ids[0])
+		if dep.State != "succeeded" || dep.Digest != v1 {
+			t.Fatalf("rollout: %s %s (%s); steps %+v\nhub logs:\n%s", dep.State, dep.Error, dep.ErrorClass, dep.Steps, f.hub.logs.String())
 		}
-	}
-	hds := f.hostDeployments(hub)
-	if len(hds) != 3 {
-		t.Fatalf("hub shows %d host deployments, want 3", len(hds))
-	}
-	for _, hd := range hds {
-		hub.getJSON(fmt.Sprintf("/api/v1/deployments/%d", hd.ID), http.StatusOK, &hd)
-		var steps []string
-		for _, s := range hd.Steps {
-			steps = append(steps, s.Name)
+		for _, h := range []string{"web-1", "web-2", "web-3"} {
+			if got := f.version(h); got != "v1" {
+				t.Errorf("%s answers %q, want v1", h, got)
+			}
+			if out, err := f.agents[h].podman.Run(context.Background(), "container", "inspect", "--format", "{{.ImageDigest}}", "fleet-"+h); err != nil || out != v1 {
+				t.Errorf("podman on %s: container runs %q (%v), want %s", h, out, err, v1)
+			}
 		}
-		if hd.State != "succeeded" || hd.RolloutID == 0 || !strings.Contains(strings.Join(steps, ","), "pull,switch,verify") {
-			t.Errorf("%s: %s in rollout %d, steps %v", hd.Host, hd.State, hd.RolloutID, steps)
+		hds := f.hostDeployments(hub)
+		if len(hds) != 3 {
+			t.Fatalf("hub shows %d host deployments, want 3", len(hds))
 		}
-	}
-	f.assertNoToken()
+		for _, hd := range hds {
+			hub.getJSON(fmt.Sprintf("/api/v1/deployments/%d", hd.ID), http.StatusOK, &hd)
+			var steps []string
+			for _, s := range hd.Steps {
+				steps = append(steps, s.Name)
+			}
+			if hd.State != "succeeded" || hd.RolloutID == 0 || !strings.Contains(strings.Join(steps, ","), "pull,switch,verify") {
+				t.Errorf("%s: %s in rollout %d, steps %v", hd.Host, hd.State, hd.RolloutID, steps)
+			}
+		}
+		f.assertNoToken()
+	})
 }
 
 // One by one, with an image that fails health on the second host: the
 // first keeps it, the second fails, the third never hears of it, and the
 // rollout fails naming them.
 func TestEndToEndFleetOneByOneStopsAtTheFailingHost(t *testing.T) {
-	f := newFleetStack(t, fleetOptions{policy: "one-by-one", runArgs: map[string]string{"web-2": `, "-e", "HEALTHY=false"`}},
-		"web-1", "web-2", "web-3")
-	for _, h := range []string{"web-1", "web-2", "web-3"} {
-		f.start(h)
-	}
-	hub := &instance{t: t, addr: f.hub.addr}
-	v1 := f.push("latest", "v1")
-	ids := hub.queue(delivery{event: "registry_package", id: "fleet-obo", body: f.packageEvent("latest", v1)})
-	dep := waitDeployment(t, hub, ids[0])
-	if dep.State != "failed" || !strings.Contains(dep.Error, "web-2") || !strings.Contains(dep.Error, "not sent to web-3") {
-		t.Fatalf("rollout: %s %q, want failed naming web-2 and web-3", dep.State, dep.Error)
-	}
-	if got := f.version("web-1"); got != "v1" {
-		t.Errorf("web-1 answers %q, want v1 (left on the new version)", got)
-	}
-	if out, err := f.agents["web-3"].podman.Run(context.Background(), "ps", "-a", "--format", "{{.Names}}"); err != nil || out != "" {
-		t.Errorf("web-3 has containers %q (%v), want none: it was never sent the image", out, err)
-	}
-	states := map[string]string{}
-	for _, hd := range f.hostDeployments(hub) {
-		states[hd.Host] = hd.State
-	}
-	if states["web-1"] != "succeeded" || (states["web-2"] != "failed" && states["web-2"] != "rolled_back") || states["web-3"] != "" {
-		t.Errorf("host deployments %v; want web-1 succeeded, web-2 failed, none for web-3", states)
-	}
+	natsModes(t, func(t *testing.T, external bool) {
+		f := newFleetStack(t, fleetOptions{policy: "one-by-one", runArgs: map[string]string{"web-2": `, "-e", "HEALTHY=false"`},
+			external: external},
+			"web-1", "web-2", "web-3")
+		for _, h := range []string{"web-1", "web-2", "web-3"} {
+			f.start(h)
+		}
+		hub := &instance{t: t, addr: f.hub.addr}
+		v1 := f.push("latest", "v1")
+		ids := hub.queue(delivery{event: "registry_package", id: "fleet-obo", body: f.packageEvent("latest", v1)})
+		dep := waitDeployment(t, hub, ids[0])
+		if dep.State != "failed" || !strings.Contains(dep.Error, "web-2") || !strings.Contains(dep.Error, "not sent to web-3") {
+			t.Fatalf("rollout: %s %q, want failed naming web-2 and web-3", dep.State, dep.Error)
+		}
+		if got := f.version("web-1"); got != "v1" {
+			t.Errorf("web-1 answers %q, want v1 (left on the new version)", got)
+		}
+		if out, err := f.agents["web-3"].podman.Run(context.Background(), "ps", "-a", "--format", "{{.Names}}"); err != nil || out != "" {
+			t.Errorf("web-3 has containers %q (%v), want none: it was never sent the image", out, err)
+		}
+		states := map[string]string{}
+		for _, hd := range f.hostDeployments(hub) {
+			states[hd.Host] = hd.State
+		}
+		if states["web-1"] != "succeeded" || (states["web-2"] != "failed" && states["web-2"] != "rolled_back") || states["web-3"] != "" {
+			t.Errorf("host deployments %v; want web-1 succeeded, web-2 failed, none for web-3", states)
+		}
+	})
 }
 
 // An agent SIGKILLed before the intents and started after two pushes
@@ -339,40 +408,42 @@ func TestEndToEndFleetOneByOneStopsAtTheFailingHost(t *testing.T) {
 // fleet.result_timeout, marking its deployments interrupted, and records
 // the newer one's result when it comes.
 func TestEndToEndFleetAgentDownConvergesToTheNewest(t *testing.T) {
-	f := newFleetStack(t, fleetOptions{policy: "all-at-once", resultTimeout: "3s"}, "web-1", "web-2")
-	f.start("web-1")
-	f.start("web-2")
-	f.agents["web-2"].proc.kill()
-	hub := &instance{t: t, addr: f.hub.addr}
+	natsModes(t, func(t *testing.T, external bool) {
+		f := newFleetStack(t, fleetOptions{policy: "all-at-once", resultTimeout: "3s", external: external}, "web-1", "web-2")
+		f.start("web-1")
+		f.start("web-2")
+		f.agents["web-2"].proc.kill()
+		hub := &instance{t: t, addr: f.hub.addr}
 
-	v1 := f.push("latest", "v1")
-	hub.queue(delivery{event: "registry_package", id: "fleet-down-1", body: f.packageEvent("latest", v1)})
-	waitFor(t, "web-1 to run v1", func() bool { return f.version("web-1") == "v1" })
-	v2 := f.push("latest", "v2")
-	ids := hub.queue(delivery{event: "registry_package", id: "fleet-down-2", body: f.packageEvent("latest", v2)})
-	if dep := waitDeployment(t, hub, ids[0]); dep.State != "failed" || !strings.Contains(dep.Error, "no result from host web-2") {
-		t.Fatalf("second rollout with web-2 down: %s %q", dep.State, dep.Error)
-	}
-	if got := f.version("web-1"); got != "v2" {
-		t.Fatalf("web-1 answers %q, want v2", got)
-	}
-
-	f.start("web-2")
-	waitFor(t, "web-2 to run v2", func() bool { return f.version("web-2") == "v2" })
-	out, err := f.agents["web-2"].podman.Run(context.Background(), "images", "--format", "{{.Digest}}")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if strings.Contains(out, v1) || !strings.Contains(out, v2) {
-		t.Errorf("web-2's images %q; want v2 (%s) only, not v1 (%s), which was replaced before it came back", out, v2, v1)
-	}
-	waitFor(t, "the hub to record web-2's late result", func() bool {
-		for _, hd := range f.hostDeployments(hub) {
-			if hd.Host == "web-2" && hd.Digest == v2 && hd.State == "succeeded" {
-				return true
-			}
+		v1 := f.push("latest", "v1")
+		hub.queue(delivery{event: "registry_package", id: "fleet-down-1", body: f.packageEvent("latest", v1)})
+		waitFor(t, "web-1 to run v1", func() bool { return f.version("web-1") == "v1" })
+		v2 := f.push("latest", "v2")
+		ids := hub.queue(delivery{event: "registry_package", id: "fleet-down-2", body: f.packageEvent("latest", v2)})
+		if dep := waitDeployment(t, hub, ids[0]); dep.State != "failed" || !strings.Contains(dep.Error, "no result from host web-2") {
+			t.Fatalf("second rollout with web-2 down: %s %q", dep.State, dep.Error)
 		}
-		return false
+		if got := f.version("web-1"); got != "v2" {
+			t.Fatalf("web-1 answers %q, want v2", got)
+		}
+
+		f.start("web-2")
+		waitFor(t, "web-2 to run v2", func() bool { return f.version("web-2") == "v2" })
+		out, err := f.agents["web-2"].podman.Run(context.Background(), "images", "--format", "{{.Digest}}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(out, v1) || !strings.Contains(out, v2) {
+			t.Errorf("web-2's images %q; want v2 (%s) only, not v1 (%s), which was replaced before it came back", out, v2, v1)
+		}
+		waitFor(t, "the hub to record web-2's late result", func() bool {
+			for _, hd := range f.hostDeployments(hub) {
+				if hd.Host == "web-2" && hd.Digest == v2 && hd.State == "succeeded" {
+					return true
+				}
+			}
+			return false
+		})
 	})
 }
 
@@ -380,30 +451,32 @@ func TestEndToEndFleetAgentDownConvergesToTheNewest(t *testing.T) {
 // web-1's key, relabelled web-2 in its credentials file, cannot read
 // web-2's intents, and the process stops saying so.
 func TestEndToEndFleetAgentWithAnotherHostsKeyIsRefused(t *testing.T) {
-	f := newFleetStack(t, fleetOptions{policy: "all-at-once"}, "web-1", "web-2")
-	web1, err := os.ReadFile(f.agents["web-1"].creds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	rogueCreds := writeFile(t, dir, "rogue.creds", strings.Replace(string(web1), `"host": "web-1"`, `"host": "web-2"`, 1), 0o600)
-	conf, err := os.ReadFile(f.agents["web-2"].config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rogue := writeFile(t, dir, "rogue.yaml", strings.Replace(string(conf), f.agents["web-2"].creds, rogueCreds, 1), 0o600)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, f.bin, "serve", "--config", rogue)
-	cmd.Env = f.agents["web-2"].env
-	out, err := cmd.CombinedOutput()
-	if err == nil {
-		t.Fatalf("an agent with web-1's key serving as web-2 ran and exited cleanly:\n%s", out)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("the rogue agent was not refused within a minute:\n%s", out)
-	}
-	if !strings.Contains(string(out), "open intents for web-2") {
-		t.Errorf("the rogue agent stopped without saying it could not read web-2's intents:\n%s", out)
-	}
+	natsModes(t, func(t *testing.T, external bool) {
+		f := newFleetStack(t, fleetOptions{policy: "all-at-once", external: external}, "web-1", "web-2")
+		web1, err := os.ReadFile(f.agents["web-1"].creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		rogueCreds := writeFile(t, dir, "rogue.creds", strings.Replace(string(web1), `"host": "web-1"`, `"host": "web-2"`, 1), 0o600)
+		conf, err := os.ReadFile(f.agents["web-2"].config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rogue := writeFile(t, dir, "rogue.yaml", strings.Replace(string(conf), f.agents["web-2"].creds, rogueCreds, 1), 0o600)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, f.bin, "serve", "--config", rogue)
+		cmd.Env = f.agents["web-2"].env
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("an agent with web-1's key serving as web-2 ran and exited cleanly:\n%s", out)
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the rogue agent was not refused within a minute:\n%s", out)
+		}
+		if !strings.Contains(string(out), "open intents for web-2") {
+			t.Errorf("the rogue agent stopped without saying it could not read web-2's intents:\n%s", out)
+		}
+	})
 }
