@@ -14,7 +14,7 @@ import (
 
 // startServer starts an embedded JetStream server storing under dir and
 // stops it at the end of the test.
-func startServer(t *testing.T, dir string, users ...natsembed.User) *natsembed.Server {
+func startServer(t testing.TB, dir string, users ...natsembed.User) *natsembed.Server {
 	t.Helper()
 	srv, err := natsembed.Start(natsembed.Config{Listen: "127.0.0.1:0", StoreDir: dir, Users: users})
 	if err != nil {
@@ -26,7 +26,7 @@ func startServer(t *testing.T, dir string, users ...natsembed.User) *natsembed.S
 
 // connect connects to url and returns its JetStream context; the
 // connection closes at the end of the test.
-func connect(t *testing.T, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
+func connect(t testing.TB, url string, opts ...nats.Option) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
@@ -41,7 +41,7 @@ func connect(t *testing.T, url string, opts ...nats.Option) (*nats.Conn, jetstre
 }
 
 // testCtx returns a context that ends with the test, or after a minute.
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
@@ -68,7 +68,7 @@ func intent(host, service string, seq int64) fleet.Intent {
 
 // hub starts a server, sets up the fleet's streams and the named agents'
 // consumers, and returns the server and the hub's JetStream.
-func hub(t *testing.T, hosts ...string) (*natsembed.Server, jetstream.JetStream) {
+func hub(t testing.TB, hosts ...string) (*natsembed.Server, jetstream.JetStream) {
 	t.Helper()
 	srv := startServer(t, t.TempDir())
 	_, js := connect(t, srv.ClientURL())
@@ -85,7 +85,7 @@ func hub(t *testing.T, hosts ...string) (*natsembed.Server, jetstream.JetStream)
 }
 
 // publish publishes intents and fails the test on an error.
-func publish(t *testing.T, js jetstream.JetStream, ins ...fleet.Intent) {
+func publish(t testing.TB, js jetstream.JetStream, ins ...fleet.Intent) {
 	t.Helper()
 	for _, in := range ins {
 		if err := fleet.Publish(testCtx(t), js, in); err != nil {
@@ -95,7 +95,7 @@ func publish(t *testing.T, js jetstream.JetStream, ins ...fleet.Intent) {
 }
 
 // next takes the next intent and fails the test on an error.
-func next(t *testing.T, in *fleet.Intents) *fleet.Pending {
+func next(t testing.TB, in *fleet.Intents) *fleet.Pending {
 	t.Helper()
 	p, err := in.Next(testCtx(t))
 	if err != nil {
@@ -106,7 +106,7 @@ func next(t *testing.T, in *fleet.Intents) *fleet.Pending {
 
 // settled checks that host's consumer has nothing left to hand out or
 // waiting for an ack.
-func settled(t *testing.T, js jetstream.JetStream, host string) {
+func settled(t testing.TB, js jetstream.JetStream, host string) {
 	t.Helper()
 	cons, err := js.Consumer(testCtx(t), fleet.IntentStream, fleet.AgentConsumer(host))
 	if err != nil {

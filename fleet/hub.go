@@ -120,6 +120,7 @@ func (h *Hub) Execute(ctx context.Context, d deployer.Deployment) deployer.Deplo
 	if r.log.GetLevel() == zerolog.Disabled {
 		r.log = &h.cfg.Logger
 	}
+	defer r.saveSteps(ctx)
 	return r.run(ctx)
 }
 
@@ -137,6 +138,9 @@ type rollout struct {
 	log  *zerolog.Logger
 	id   int64
 	cred deployer.Credential
+	// unsaved are steps not yet in the store: those before the first
+	// intent is out are saved after it, off the path to the agents.
+	unsaved []deployer.Step
 }
 
 func (r *rollout) run(ctx context.Context) deployer.Deployment {
@@ -192,6 +196,7 @@ func (r *rollout) run(ctx context.Context) deployer.Deployment {
 		r.id, deployer.ShortDigest(r.d.Digest), strings.Join(hosts, ", "), r.spec.Rollout))
 
 	results := r.deploy(ctx, hosts)
+	r.saveSteps(ctx)
 	return r.end(ctx, st, hosts, results)
 }
 
@@ -270,6 +275,7 @@ func (r *rollout) send(ctx context.Context, host string) sent {
 		return r.sendFailed(ctx, hd, deployer.ClassNetwork, err)
 	}
 	r.log.Info().Str("host", host).Int64("host_deployment_id", hd.ID).Msg("intent published")
+	r.saveSteps(ctx)
 	return sent{d: hd, ch: ch}
 }
 
@@ -366,16 +372,25 @@ func (r *rollout) end(ctx context.Context, st deployer.ServiceStatus, hosts []st
 	return failed(r.d, class, hint, errors.New(msg))
 }
 
-// step records a step of the rollout's own deployment.
-func (r *rollout) step(ctx context.Context, name string, started time.Time, err error, msg string) {
+// step records a step of the rollout's own deployment; it reaches the
+// store with saveSteps.
+func (r *rollout) step(_ context.Context, name string, started time.Time, err error, msg string) {
 	s := deployer.Step{Name: name, Started: started, Duration: r.h.cfg.Now().Sub(started), Outcome: "ok", Message: msg}
 	if err != nil {
 		s.Outcome, s.Message = "failed", err.Error()
 	}
 	r.d.Steps = append(r.d.Steps, s)
-	if err := r.h.cfg.Store.AppendStep(ctx, r.d.ID, s); err != nil {
-		r.log.Error().Err(err).Str("step", name).Msg("record step")
+	r.unsaved = append(r.unsaved, s)
+}
+
+// saveSteps writes the steps not yet in the store, in order.
+func (r *rollout) saveSteps(ctx context.Context) {
+	for _, s := range r.unsaved {
+		if err := r.h.cfg.Store.AppendStep(context.WithoutCancel(ctx), r.d.ID, s); err != nil {
+			r.log.Error().Err(err).Str("step", s.Name).Msg("record step")
+		}
 	}
+	r.unsaved = nil
 }
 
 // forget drops the waiter of host deployment id.

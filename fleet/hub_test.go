@@ -23,7 +23,7 @@ import (
 )
 
 // openStore opens a SQLite store under dir, closed at the end of the test.
-func openStore(t *testing.T, dir string) *sqlite.Store {
+func openStore(t testing.TB, dir string) *sqlite.Store {
 	t.Helper()
 	s, err := sqlite.Open(context.Background(), filepath.Join(dir, "deployd.db"))
 	if err != nil {

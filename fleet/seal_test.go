@@ -14,7 +14,7 @@ import (
 )
 
 // curveKey returns a new curve key pair and its public key.
-func curveKey(t *testing.T) (nkeys.KeyPair, string) {
+func curveKey(t testing.TB) (nkeys.KeyPair, string) {
 	t.Helper()
 	kp, err := nkeys.CreateCurveKeys()
 	if err != nil {
