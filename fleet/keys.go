@@ -169,15 +169,15 @@ func createHubKeys(dir, path string) ([]byte, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	if err := writeNew(path, data); err != nil {
+	if err := WriteNew(path, data); err != nil {
 		return nil, err
 	}
 	return data, nil
 }
 
-// writeNew writes data to a new file at path, mode 0600; it fails if the
-// file exists.
-func writeNew(path string, data []byte) error {
+// WriteNew writes data to a new file at path, mode 0600, as the fleet's
+// keys and credentials are kept; it fails if the file exists.
+func WriteNew(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err
@@ -231,7 +231,7 @@ func AddHost(dir, host string, hub HubKeys) (AgentCredentials, error) {
 	if err := os.MkdirAll(hostsDir, 0o700); err != nil {
 		return AgentCredentials{}, fmt.Errorf("add host %s: %w", host, err)
 	}
-	if err := writeNew(filepath.Join(hostsDir, host+".json"), data); errors.Is(err, os.ErrExist) {
+	if err := WriteNew(filepath.Join(hostsDir, host+".json"), data); errors.Is(err, os.ErrExist) {
 		return AgentCredentials{}, fmt.Errorf("add host %s: already added; to give it new keys, remove %s first", host, filepath.Join(hostsDir, host+".json"))
 	} else if err != nil {
 		return AgentCredentials{}, fmt.Errorf("add host %s: %w", host, err)

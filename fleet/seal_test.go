@@ -16,7 +16,13 @@ import (
 // curveKey returns a new curve key pair and its public key.
 func curveKey(t testing.TB) (nkeys.KeyPair, string) {
 	t.Helper()
-	kp, err := nkeys.CreateCurveKeys()
+	return newKey(t, nkeys.CreateCurveKeys)
+}
+
+// newKey returns a key pair that create makes and its public key.
+func newKey(t testing.TB, create func() (nkeys.KeyPair, error)) (nkeys.KeyPair, string) {
+	t.Helper()
+	kp, err := create()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,15 +18,7 @@ import (
 // userKey returns a new NATS user key pair and its public key.
 func userKey(t *testing.T) (nkeys.KeyPair, string) {
 	t.Helper()
-	kp, err := nkeys.CreateUser()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, err := kp.PublicKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return kp, pub
+	return newKey(t, nkeys.CreateUser)
 }
 
 // asUser returns connection options for the NKey kp, with host's inbox

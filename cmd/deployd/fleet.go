@@ -65,7 +65,7 @@ func fleetCommand(_ context.Context, e env, args []string) error {
 	data = append(data, '\n')
 	credsPath := *out
 	if credsPath != "" {
-		if err := writeNewPrivate(credsPath, data); err != nil {
+		if err := fleet.WriteNew(credsPath, data); err != nil {
 			return fmt.Errorf("fleet add-host: %w", err)
 		}
 		fmt.Fprintf(e.stdout, "Wrote %s's credentials to %s. Copy it to the host (mode 0600) and restart the hub.\n", host, credsPath)
@@ -82,17 +82,11 @@ func fleetCommand(_ context.Context, e env, args []string) error {
 	return nil
 }
 
-// writeNewPrivate writes data to a new file, mode 0600.
-func writeNewPrivate(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
+// closeStore closes the store, logging a failure.
+func closeStore(store *sqlite.Store, log zerolog.Logger) {
+	if err := store.Close(); err != nil {
+		log.Error().Err(err).Msg("close store")
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // fleetHub is a hub's side of the fleet: its NATS (embedded or not), its
@@ -252,11 +246,7 @@ func serveAgent(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e 
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := store.Close(); err != nil {
-			log.Error().Err(err).Msg("close store")
-		}
-	}()
+	defer closeStore(store, log)
 	if ids, err := store.InterruptRunning(ctx); err != nil {
 		return err
 	} else if len(ids) > 0 {

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -223,6 +225,20 @@ func (f *fleetStack) start(host string) {
 	waitFor(f.t, host+" to run", func() bool { return strings.Contains(p.logs.String(), "fleet agent running") })
 }
 
+// pushToAll starts every agent, pushes v1 and sends the hub its package
+// delivery (id deliveryID); it returns the hub, v1's digest and the
+// rollout's deployment once it ended.
+func (f *fleetStack) pushToAll(deliveryID string) (*instance, string, deploymentJSON) {
+	f.t.Helper()
+	for _, h := range slices.Sorted(maps.Keys(f.agents)) {
+		f.start(h)
+	}
+	hub := &instance{t: f.t, addr: f.hub.addr}
+	v1 := f.push("latest", "v1")
+	ids := hub.queue(delivery{event: "registry_package", id: deliveryID, body: f.packageEvent("latest", v1)})
+	return hub, v1, waitDeployment(f.t, hub, ids[0])
+}
+
 // version returns what host's service answers on /version.
 func (f *fleetStack) version(host string) string {
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/version", f.agents[host].port))
@@ -333,13 +349,7 @@ func (f *fleetStack) assertNoToken() {
 func TestEndToEndFleetAllAtOnce(t *testing.T) {
 	natsModes(t, func(t *testing.T, external bool) {
 		f := newFleetStack(t, fleetOptions{policy: "all-at-once", external: external}, "web-1", "web-2", "web-3")
-		for _, h := range []string{"web-1", "web-2", "web-3"} {
-			f.start(h)
-		}
-		hub := &instance{t: t, addr: f.hub.addr}
-		v1 := f.push("latest", "v1")
-		ids := hub.queue(delivery{event: "registry_package", id: "fleet-1", body: f.packageEvent("latest", v1)})
-		dep := waitDeployment(t, hub, ids[0])
+		hub, v1, dep := f.pushToAll("fleet-1")
 		if dep.State != "succeeded" || dep.Digest != v1 {
 			t.Fatalf("rollout: %s %s (%s); steps %+v\nhub logs:\n%s", dep.State, dep.Error, dep.ErrorClass, dep.Steps, f.hub.logs.String())
 		}
@@ -377,13 +387,7 @@ func TestEndToEndFleetOneByOneStopsAtTheFailingHost(t *testing.T) {
 		f := newFleetStack(t, fleetOptions{policy: "one-by-one", runArgs: map[string]string{"web-2": `, "-e", "HEALTHY=false"`},
 			external: external},
 			"web-1", "web-2", "web-3")
-		for _, h := range []string{"web-1", "web-2", "web-3"} {
-			f.start(h)
-		}
-		hub := &instance{t: t, addr: f.hub.addr}
-		v1 := f.push("latest", "v1")
-		ids := hub.queue(delivery{event: "registry_package", id: "fleet-obo", body: f.packageEvent("latest", v1)})
-		dep := waitDeployment(t, hub, ids[0])
+		hub, _, dep := f.pushToAll("fleet-obo")
 		if dep.State != "failed" || !strings.Contains(dep.Error, "web-2") || !strings.Contains(dep.Error, "not sent to web-3") {
 			t.Fatalf("rollout: %s %q, want failed naming web-2 and web-3", dep.State, dep.Error)
 		}

@@ -73,11 +73,7 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := store.Close(); err != nil {
-			log.Error().Err(err).Msg("close store")
-		}
-	}()
+	defer closeStore(store, log)
 	app, chain, err := newCredentials(cfg, log)
 	if err != nil {
 		return err
