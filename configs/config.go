@@ -66,6 +66,9 @@ type Config struct {
 	// together, by name, loaded straight into deployer's type: see
 	// deployer.ReleaseSet for their keys.
 	ReleaseSets map[string]*deployer.ReleaseSet `yaml:"release_sets"`
+	// Fleet makes deployd a fleet hub or agent; empty, it deploys on its
+	// own host only.
+	Fleet Fleet `yaml:"fleet"`
 
 	// lines maps the YAML path of every key read by Parse to its line, so
 	// that Validate can point at it. It is nil for a Config built in code.

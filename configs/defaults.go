@@ -45,6 +45,7 @@ func (c *Config) ApplyDefaults() { c.applyDefaults(func(string) bool { return fa
 func (c *Config) applyDefaults(isSet func(path string) bool) {
 	setString(&c.Listen, DefaultListen)
 	setString(&c.DataDir, DefaultDataDir)
+	c.fleetDefaults()
 	setString(&c.Log.Level, DefaultLogLevel)
 	setString(&c.Log.Format, DefaultLogFormat)
 	if c.ReconcileInterval == 0 && !isSet("reconcile_interval") {
@@ -118,6 +119,7 @@ func (c *Config) applyDefaults(isSet func(path string) bool) {
 			s.KeepImages = DefaultKeepImages
 		}
 		verifyDefaults(s)
+		setString(&s.Rollout, deployer.RolloutAllAtOnce)
 	}
 }
 

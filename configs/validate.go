@@ -79,7 +79,12 @@ var (
 func (c *Config) Validate() error {
 	v := &validator{c: c}
 	v.top()
-	v.github()
+	v.fleet()
+	if v.c.Fleet.Role == FleetRoleAgent {
+		v.agentHoldsNoGitHubSecrets()
+	} else {
+		v.github()
+	}
 	v.registries()
 	v.oidc()
 	v.trust()
@@ -291,6 +296,7 @@ func (v *validator) service(name string, s *deployer.Service) {
 		v.add(p+".keep_images", "must be at least 1 (the running image)")
 	}
 	v.verify(p, s)
+	v.hosts(p, s)
 }
 
 func (v *validator) tags(p string, s *deployer.Service) {
@@ -420,4 +426,29 @@ func (v *validator) runEvents(p string, events []string) {
 		}
 		seen[e] = true
 	}
+}
+
+// hosts checks a service's fleet hosts and rollout policy: each host a
+// name that can be a NATS subject token, none twice.
+func (v *validator) hosts(p string, s *deployer.Service) {
+	seen := map[string]bool{}
+	for i, h := range s.Hosts {
+		switch {
+		case checkHostName(h) != nil:
+			v.add(fmt.Sprintf("%s.hosts[%d]", p, i), "%v", checkHostName(h))
+		case seen[h]:
+			v.add(fmt.Sprintf("%s.hosts[%d]", p, i), "host %q is listed twice", h)
+		}
+		seen[h] = true
+	}
+	if s.Rollout != deployer.RolloutAllAtOnce && s.Rollout != deployer.RolloutOneByOne {
+		v.add(p+".rollout", "must be %s or %s, not %q", deployer.RolloutAllAtOnce, deployer.RolloutOneByOne, s.Rollout)
+	}
+}
+
+// validHostName reports whether h is a fleet host name: 1 to 64 of
+// [A-Za-z0-9_-], so that it is one NATS subject token.
+func validHostName(h string) bool {
+	return h != "" && len(h) <= 64 &&
+		strings.Trim(h, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == ""
 }

@@ -196,6 +196,10 @@ type Deployment struct {
 	// Verification is the outcome of the verify-image step, when the
 	// service verifies its images.
 	Verification *Verification `json:"verification,omitempty"`
+	// Host and RolloutID are set on a fleet host's deployment: the host it
+	// ran on and the rollout of the deployment that sent it there.
+	Host      string `json:"host,omitempty"`
+	RolloutID int64  `json:"rollout_id,omitempty"`
 }
 
 // Failure classes (SPEC §6). Transient classes are retried; the others are

@@ -95,8 +95,10 @@ func TestImportRules(t *testing.T) {
 		notify        = module + "/notify"
 		attest        = module + "/attest"
 		attesttest    = module + "/attest/attesttest"
+		fleet         = module + "/fleet"
+		natsembed     = module + "/fleet/natsembed"
 	)
-	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, demo, command, configs, github, registry, apitoken, oidc, actionstest, auth, server, httperr, metrics, webhook, notify, attest, attesttest} {
+	for _, name := range []string{deployer, sqlite, podman, ghdeployments, recovery, doctor, demo, command, configs, github, registry, apitoken, oidc, actionstest, auth, server, httperr, metrics, webhook, notify, attest, attesttest, fleet, natsembed} {
 		if _, ok := pkgs[name]; !ok {
 			t.Fatalf("go list does not know %s: the rules below name a package that moved", name)
 		}
@@ -131,6 +133,8 @@ func TestImportRules(t *testing.T) {
 		notify:        {deployer},
 		attest:        {deployer},
 		attesttest:    {},
+		fleet:         {deployer},
+		natsembed:     {},
 	}
 	for _, name := range slices.Sorted(maps.Keys(allowed)) {
 		for _, imp := range ours(pkgs[name].Imports) {

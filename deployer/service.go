@@ -9,6 +9,16 @@ const (
 	StrategyCommand   = "command"
 )
 
+// Rollout policies: how a new version reaches a service's fleet hosts.
+const (
+	// RolloutAllAtOnce sends the new version to every host at once.
+	RolloutAllAtOnce = "all-at-once"
+	// RolloutOneByOne sends it to the next host only once the previous
+	// one runs it healthy, and stops at the first failure, leaving the
+	// hosts not reached on the old version.
+	RolloutOneByOne = "one-by-one"
+)
+
 // Service is one deployable service: everything the pipeline, the webhook
 // matcher and the API know about it. The configuration package loads it
 // straight from the YAML file (the yaml tags are its keys under
@@ -54,6 +64,13 @@ type Service struct {
 	// of the digest are checked before it is pulled, and against which
 	// identity.
 	Verify Verify `yaml:"verify"`
+
+	// Hosts are the fleet hosts (agents' fleet.host names) the service
+	// runs on; empty means the host deployd runs on, as without a fleet.
+	Hosts []string `yaml:"hosts"`
+	// Rollout is how a new version reaches Hosts: RolloutAllAtOnce
+	// (default) or RolloutOneByOne.
+	Rollout string `yaml:"rollout"`
 
 	// Host is the registry host of Image, "ghcr.io".
 	Host string `yaml:"-"`

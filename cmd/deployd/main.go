@@ -88,6 +88,7 @@ func commands() []command {
 		{"deploy", "deploy a service through the API: deploy SERVICE [--tag T|--digest D] [--wait]", deployCommand},
 		{"rollback", "roll a service back to its previous version through the API", rollbackCommand},
 		{"status", "show what runs for each service, from the API", statusCommand},
+		{"fleet", "add a host to a fleet hub and print its agent's credentials: fleet add-host NAME", fleetCommand},
 		{"backup", "copy the store to PATH while deployd runs: backup PATH [--force]", backupCommand},
 		{"demo", "show a deploy, an upgrade and a rollback with a local registry and podman", demoCommand},
 		{"version", "print the version", versionCommand},

@@ -67,15 +67,14 @@ func newLogger(c configs.Log, w io.Writer) (zerolog.Logger, error) {
 // serve runs deployd until ctx ends, then shuts down in order: stop
 // intake, drain deployments, close the store.
 func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) error {
+	if cfg.Fleet.Role == configs.FleetRoleAgent {
+		return serveAgent(ctx, cfg, log, e)
+	}
 	store, err := openStore(ctx, cfg, log, e.getenv)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		if err := store.Close(); err != nil {
-			log.Error().Err(err).Msg("close store")
-		}
-	}()
+	defer closeStore(store, log)
 	app, chain, err := newCredentials(cfg, log)
 	if err != nil {
 		return err
@@ -90,7 +89,12 @@ func serve(ctx context.Context, cfg *configs.Config, log zerolog.Logger, e env) 
 	if err != nil {
 		return err
 	}
-	queue, reconciler, err := newDeployments(cfg, services, store, chain, images, out, e.childEnv, log)
+	fl, err := startFleetHub(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer fl.close() // after the queue's drain: rollouts still wait for results
+	queue, reconciler, err := newDeployments(cfg, services, store, chain, images, out, e.childEnv, fl, log)
 	if err != nil {
 		return err
 	}
@@ -198,7 +202,7 @@ func (o *outputs) close() {
 // reconciler that catches up with the registries. images verifies the
 // attestations of services that ask for it (nil when none does). childEnv is added to the
 // environment of the commands the pipeline runs.
-func newDeployments(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, chain *registry.Chain, images deployer.ImageVerifier, out *outputs, childEnv []string, log zerolog.Logger) (*deployer.Queue, *deployer.Reconciler, error) {
+func newDeployments(cfg *configs.Config, services []deployer.Service, store *sqlite.Store, chain *registry.Chain, images deployer.ImageVerifier, out *outputs, childEnv []string, fl *fleetHub, log zerolog.Logger) (*deployer.Queue, *deployer.Reconciler, error) {
 	pipeline, err := podman.NewPipeline(podman.PipelineConfig{
 		Services:    servicesByName(services),
 		Store:       store,
@@ -217,7 +221,13 @@ func newDeployments(cfg *configs.Config, services []deployer.Service, store *sql
 	if err != nil {
 		return nil, nil, err
 	}
-	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: pipeline, Logger: log, Notify: out.change})
+	var exec deployer.Executor = pipeline
+	if fl != nil {
+		if exec, err = fl.executor(cfg, services, store, chain, pipeline, log); err != nil {
+			return nil, nil, err
+		}
+	}
+	queue, err := deployer.NewQueue(deployer.QueueConfig{Store: store, Executor: exec, Logger: log, Notify: out.change})
 	if err != nil {
 		return nil, nil, err
 	}

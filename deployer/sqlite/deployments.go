@@ -13,7 +13,8 @@ import (
 // deploymentColumns are read by scanDeployment, in this order.
 const deploymentColumns = `id, service, trigger_kind, trigger_delivery_id, trigger_event,
 	trigger_subject, installation_id, run_id, run_number, tag, digest, force, dry_run, state,
-	queued_at, started_at, finished_at, error_class, error, hint, release_id`
+	queued_at, started_at, finished_at, error_class, error, hint, release_id,
+	host, COALESCE(rollout_id, 0)`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -23,10 +24,12 @@ func scanDeployment(row scanner) (deployer.Deployment, error) {
 		queued            string
 		started, finished sql.NullString
 	)
-	err := row.Scan(&d.ID, &d.Service, &d.Trigger.Kind, &d.Trigger.DeliveryID, &d.Trigger.Event,
+	dest := []any{&d.ID, &d.Service, &d.Trigger.Kind, &d.Trigger.DeliveryID, &d.Trigger.Event,
 		&d.Trigger.Subject, &d.Trigger.InstallationID, &d.Trigger.RunID, &d.Trigger.RunNumber,
 		&d.Tag, &d.Digest, &d.Force, &d.DryRun, &d.State,
-		&queued, &started, &finished, &d.ErrorClass, &d.Error, &d.Hint, &d.ReleaseID)
+		&queued, &started, &finished, &d.ErrorClass, &d.Error, &d.Hint, &d.ReleaseID,
+		&d.Host, &d.RolloutID}
+	err := row.Scan(dest...)
 	if err != nil {
 		return deployer.Deployment{}, err
 	}

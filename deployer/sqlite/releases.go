@@ -458,16 +458,32 @@ func readRelease(ctx context.Context, tx *sql.Tx, id int64) (deployer.Release, e
 }
 
 // deploymentColumnsOf returns deploymentColumns as db can read them: a
-// database opened with migrations before 0007 (tests of older
-// migrations) has no release_id column, which then reads as 0.
+// database opened with migrations before 0007 or 0011 (tests of older
+// migrations) has no release_id, or no host and rollout_id, which then
+// read as 0 and "".
 func deploymentColumnsOf(ctx context.Context, db *sql.DB) (string, error) {
-	var n int
-	if err := db.QueryRowContext(ctx,
-		"SELECT count(*) FROM pragma_table_info('deployments') WHERE name = 'release_id'").Scan(&n); err != nil {
+	has := map[string]bool{}
+	rows, err := db.QueryContext(ctx, "SELECT name FROM pragma_table_info('deployments')")
+	if err != nil {
 		return "", fmt.Errorf("read the deployments table's columns: %w", err)
 	}
-	if n == 0 {
-		return strings.Replace(deploymentColumns, "release_id", "0", 1), nil
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return "", fmt.Errorf("read the deployments table's columns: %w", err)
+		}
+		has[name] = true
 	}
-	return deploymentColumns, nil
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("read the deployments table's columns: %w", err)
+	}
+	cols := deploymentColumns
+	if !has["release_id"] {
+		cols = strings.Replace(cols, "release_id", "0", 1)
+	}
+	if !has["host"] {
+		cols = strings.Replace(cols, "host, COALESCE(rollout_id, 0)", "'', 0", 1)
+	}
+	return cols, nil
 }
