@@ -1,8 +1,8 @@
 // deployd status page: live updates over Server-Sent Events.
 //
 // The page is complete without this script. With it, the page subscribes to
-// /api/v1/events and updates service cards, deployment rows and deliveries
-// in place. Data only ever reaches the DOM through textContent and
+// /api/v1/events and updates service cards, deployment rows, deliveries
+// and releases in place. Data only ever reaches the DOM through textContent and
 // attributes; new rows are clones of the server-rendered <template>s.
 // The formatting below mirrors the template functions in server/page.go.
 (function () {
@@ -10,6 +10,7 @@
 
   var MAX_DEPLOYMENTS = 10;
   var MAX_DELIVERIES = 15;
+  var MAX_RELEASES = 10;
 
   function shortDigest(d) {
     d = (d || "").replace(/^sha256:/, "");
@@ -242,6 +243,76 @@
     if (none) none.hidden = true;
   }
 
+  function shortCommit(c) { c = c || ""; return c.length > 7 ? c.slice(0, 7) : c; }
+
+  function fillMember(li, m) {
+    li.setAttribute("data-member", m.service || "");
+    setText(li, "service", m.service || "");
+    setText(li, "ref", ref(m.tag, m.digest));
+    var st = setText(li, "member_state", m.state ? words(m.state) : "not started");
+    setState(st, "state-", m.state || "queued");
+    var rb = setText(li, "rollback", "rolled back: " + words(m.rollback_state));
+    if (rb) {
+      rb.hidden = !m.rollback_id;
+      rb.setAttribute("title", m.rollback_id ? "deployment #" + m.rollback_id : "");
+      setState(rb, "state-", m.rollback_state || "");
+    }
+  }
+
+  function fillRelease(li, r) {
+    li.setAttribute("data-release", String(r.id));
+    setText(li, "id", "#" + r.id);
+    var badge = setText(li, "state", words(r.state));
+    setState(badge, "state-", r.state || "");
+    setText(li, "set", r.set || "");
+    var c = setText(li, "commit", shortCommit(r.commit));
+    if (c) c.setAttribute("title", r.commit || "");
+    setTime(li, "created", r.created_at);
+    var failed = part(li, "failed");
+    if (failed) failed.hidden = !r.failed_member;
+    setText(li, "failed_member", r.failed_member || "");
+    var reason = setText(li, "reason", r.reason || "");
+    if (reason) reason.hidden = !r.reason;
+
+    var list = li.querySelector('[data-list="members"]');
+    var members = r.members || [];
+    if (list) {
+      for (var i = 0; i < members.length; i++) {
+        var row = list.children[i];
+        if (!row) {
+          row = clone("tpl-release-member");
+          if (!row) break;
+          list.appendChild(row);
+        }
+        fillMember(row, members[i]);
+      }
+      while (list.children.length > members.length) list.removeChild(list.lastElementChild);
+    }
+  }
+
+  function onRelease(r) {
+    var list = document.querySelector('[data-list="releases"]');
+    if (!list) return;
+    var li = null;
+    for (var i = 0; i < list.children.length; i++) {
+      if (list.children[i].getAttribute("data-release") === String(r.id)) li = list.children[i];
+    }
+    if (!li) {
+      li = clone("tpl-release");
+      if (!li) return;
+      // Newest first: before the first row with a smaller id.
+      var before = null;
+      for (var j = 0; j < list.children.length; j++) {
+        if (Number(list.children[j].getAttribute("data-release")) < r.id) { before = list.children[j]; break; }
+      }
+      list.insertBefore(li, before);
+      while (list.children.length > MAX_RELEASES) list.removeChild(list.lastElementChild);
+      var none = part(document, "no_releases");
+      if (none) none.hidden = true;
+    }
+    fillRelease(li, r);
+  }
+
   function setLive(state, text) {
     var live = document.getElementById("live");
     var label = document.getElementById("live-text");
@@ -268,6 +339,7 @@
     es.addEventListener("deployment", handler(onDeployment));
     es.addEventListener("service", handler(onService));
     es.addEventListener("delivery", handler(onDelivery));
+    es.addEventListener("release", handler(onRelease));
     window.addEventListener("pagehide", function () { es.close(); });
   }
 
