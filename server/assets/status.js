@@ -110,6 +110,40 @@
     return tpl ? tpl.content.firstElementChild.cloneNode(true) : null;
   }
 
+  // fillRows makes list hold one row per item, in order, cloning the
+  // template tpl for rows it lacks.
+  function fillRows(list, items, tpl, fill) {
+    if (!list) return;
+    for (var i = 0; i < items.length; i++) {
+      var row = list.children[i];
+      if (!row) {
+        row = clone(tpl);
+        if (!row) break;
+        list.appendChild(row);
+      }
+      fill(row, items[i]);
+    }
+    while (list.children.length > items.length) list.removeChild(list.lastElementChild);
+  }
+
+  // rowByID returns the row of list whose attribute attr is id, or a new
+  // clone of tpl placed newest first (before the first row with a smaller
+  // id), the list then cut to max rows; added says it is new.
+  function rowByID(list, attr, id, tpl, max) {
+    for (var i = 0; i < list.children.length; i++) {
+      if (list.children[i].getAttribute(attr) === String(id)) return { li: list.children[i], added: false };
+    }
+    var li = clone(tpl);
+    if (!li) return null;
+    var before = null;
+    for (var j = 0; j < list.children.length; j++) {
+      if (Number(list.children[j].getAttribute(attr)) < id) { before = list.children[j]; break; }
+    }
+    list.insertBefore(li, before);
+    while (list.children.length > max) list.removeChild(list.lastElementChild);
+    return { li: li, added: true };
+  }
+
   function fillFailure(box, d) {
     if (!box) return;
     box.hidden = !d.error;
@@ -142,21 +176,8 @@
     setText(li, "took", took(d));
     fillFailure(part(li, "failure"), d);
 
-    var body = li.querySelector('[data-list="steps"]');
     var steps = d.steps || [];
-    if (body) {
-      var rows = body.children;
-      for (var i = 0; i < steps.length; i++) {
-        var row = rows[i];
-        if (!row) {
-          row = clone("tpl-step");
-          if (!row) break;
-          body.appendChild(row);
-        }
-        fillStep(row, steps[i]);
-      }
-      while (body.children.length > steps.length) body.removeChild(body.lastElementChild);
-    }
+    fillRows(li.querySelector('[data-list="steps"]'), steps, "tpl-step", fillStep);
     var none = part(li, "no_steps");
     if (none) none.hidden = steps.length > 0;
   }
@@ -168,20 +189,10 @@
     if (!c) return;
     var list = c.querySelector('[data-list="deployments"]');
     if (!list) return;
-    var li = null;
-    for (var i = 0; i < list.children.length; i++) {
-      if (list.children[i].getAttribute("data-deployment") === String(d.id)) li = list.children[i];
-    }
-    if (!li) {
-      li = clone("tpl-deployment");
-      if (!li) return;
-      // Newest first: before the first row with a smaller id.
-      var before = null;
-      for (var j = 0; j < list.children.length; j++) {
-        if (Number(list.children[j].getAttribute("data-deployment")) < d.id) { before = list.children[j]; break; }
-      }
-      list.insertBefore(li, before);
-      while (list.children.length > MAX_DEPLOYMENTS) list.removeChild(list.lastElementChild);
+    var row = rowByID(list, "data-deployment", d.id, "tpl-deployment", MAX_DEPLOYMENTS);
+    if (!row) return;
+    var li = row.li;
+    if (row.added) {
       var none = part(c, "no_deployments");
       if (none) none.hidden = true;
       var history = c.querySelector("details.history");
@@ -274,43 +285,19 @@
     var reason = setText(li, "reason", r.reason || "");
     if (reason) reason.hidden = !r.reason;
 
-    var list = li.querySelector('[data-list="members"]');
-    var members = r.members || [];
-    if (list) {
-      for (var i = 0; i < members.length; i++) {
-        var row = list.children[i];
-        if (!row) {
-          row = clone("tpl-release-member");
-          if (!row) break;
-          list.appendChild(row);
-        }
-        fillMember(row, members[i]);
-      }
-      while (list.children.length > members.length) list.removeChild(list.lastElementChild);
-    }
+    fillRows(li.querySelector('[data-list="members"]'), r.members || [], "tpl-release-member", fillMember);
   }
 
   function onRelease(r) {
     var list = document.querySelector('[data-list="releases"]');
     if (!list) return;
-    var li = null;
-    for (var i = 0; i < list.children.length; i++) {
-      if (list.children[i].getAttribute("data-release") === String(r.id)) li = list.children[i];
-    }
-    if (!li) {
-      li = clone("tpl-release");
-      if (!li) return;
-      // Newest first: before the first row with a smaller id.
-      var before = null;
-      for (var j = 0; j < list.children.length; j++) {
-        if (Number(list.children[j].getAttribute("data-release")) < r.id) { before = list.children[j]; break; }
-      }
-      list.insertBefore(li, before);
-      while (list.children.length > MAX_RELEASES) list.removeChild(list.lastElementChild);
+    var row = rowByID(list, "data-release", r.id, "tpl-release", MAX_RELEASES);
+    if (!row) return;
+    if (row.added) {
       var none = part(document, "no_releases");
       if (none) none.hidden = true;
     }
-    fillRelease(li, r);
+    fillRelease(row.li, r);
   }
 
   function setLive(state, text) {
