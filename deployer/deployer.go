@@ -268,4 +268,13 @@ type Receipt struct {
 	// Ignored, when set, says why the delivery's requests were all held
 	// back (they would deploy backwards); it was recorded as ignored.
 	Ignored string
+	// Releases are the ids of the releases of release sets that the
+	// delivery's requests were held for or joined, in the order of its
+	// intakes; the delivery was recorded as queued even when Deployments
+	// is empty.
+	Releases []int64
+	// Reason is the reason recorded with a delivery that went to
+	// releases: which release each intake went to, after any note on
+	// requests held back. Empty otherwise.
+	Reason string
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -245,6 +246,10 @@ func TestReleaseHoldsPackageEventsUntilTheRun(t *testing.T) {
 	if d.Result != deployer.ResultQueued || !strings.Contains(d.Reason, "held in release 1 of set v7 (commit aaaaaaa)") {
 		t.Errorf("delivery %s: %q", d.Result, d.Reason)
 	}
+	// The receipt says where the delivery went, with the recorded reason.
+	if !slices.Equal(rec.Releases, []int64{1}) || rec.Reason != d.Reason {
+		t.Errorf("held package event: receipt releases %v, reason %q; want [1], %q", rec.Releases, rec.Reason, d.Reason)
+	}
 	rels := rig.releases(t)
 	if len(rels) != 1 || rels[0].State != deployer.ReleaseWaiting || rels[0].Commit != commitA {
 		t.Fatalf("releases after the package event: %+v", rels)
@@ -253,9 +258,12 @@ func TestReleaseHoldsPackageEventsUntilTheRun(t *testing.T) {
 		t.Fatalf("a held package event queued %+v", ds)
 	}
 
-	_, d = rig.deliver(t, "workflow_run", runRequests(commitA, 10, "backend", "web")...)
+	rec, d = rig.deliver(t, "workflow_run", runRequests(commitA, 10, "backend", "web")...)
 	if !strings.Contains(d.Reason, "release 1 of set v7 (commit aaaaaaa) queued with the package events it held") {
 		t.Errorf("run delivery: %q", d.Reason)
+	}
+	if !slices.Equal(rec.Releases, []int64{1}) || rec.Reason != d.Reason || len(rec.Deployments) != 0 {
+		t.Errorf("run delivery: receipt %+v, want release 1 with the reason %q", rec, d.Reason)
 	}
 	rel := rig.waitRelease(t, 1)
 	if rel.State != deployer.ReleaseSucceeded || rel.FailedMember != "" || rel.Trigger.RunID != 10 {
@@ -456,7 +464,8 @@ func TestReleaseIntakeGuardAndDuplicates(t *testing.T) {
 	dup := deployer.Delivery{ID: "same", Event: "registry_package", BodySHA256: "same-body"}
 	for i := range 2 {
 		rec, err := rig.releaser.RecordDelivery(context.Background(), dup, []deployer.Request{packageRequest("backend", commitA, "v2")})
-		if err != nil || rec.Duplicate != (i == 1) {
+		// The first joins release 2; the repeat names no release.
+		if err != nil || rec.Duplicate != (i == 1) || (len(rec.Releases) == 0) != (i == 1) {
 			t.Fatalf("delivery %d: %+v, %v", i, rec, err)
 		}
 	}

@@ -128,11 +128,14 @@ type pageData struct {
 	Icon        string
 	// Private shows the log out button (status.public: false).
 	Private bool
-	// BlankDeployment, BlankStep and BlankDelivery render the empty rows
-	// that the script clones for new data.
-	BlankDeployment deploymentRow
-	BlankStep       deployer.Step
-	BlankDelivery   deployer.Delivery
+	// BlankDeployment, BlankStep, BlankDelivery, BlankRelease and
+	// BlankReleaseMember render the empty rows that the script clones for
+	// new data.
+	BlankDeployment    deploymentRow
+	BlankStep          deployer.Step
+	BlankDelivery      deployer.Delivery
+	BlankRelease       deployer.Release
+	BlankReleaseMember deployer.ReleaseMember
 }
 
 // serviceCard is one service with its recent deployments.

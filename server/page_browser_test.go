@@ -627,6 +627,7 @@ type browserServer struct {
 	executor *stepExecutor
 	queue    *deployer.Queue
 	key      *apitoken.Key
+	hub      *server.Hub
 	ts       *httptest.Server
 }
 
@@ -678,5 +679,5 @@ func startBrowserServer(t *testing.T, digest, message string, private bool) brow
 	ts := httptest.NewServer(srv)
 	t.Cleanup(ts.Close)
 	t.Cleanup(hub.Close) // runs before ts.Close: ends the event streams
-	return browserServer{executor: executor, queue: queue, key: key, ts: ts}
+	return browserServer{executor: executor, queue: queue, key: key, hub: hub, ts: ts}
 }

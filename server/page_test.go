@@ -57,14 +57,16 @@ func pageSample() pageData {
 				Tokens:       []github.TokenInfo{{InstallationID: 1, Permissions: hostile, Repositories: []string{hostile}, ExpiresAt: now.Add(time.Hour)}},
 				MintFailures: 2,
 			}),
-		Deliveries:      []deployer.Delivery{delivery},
-		Now:             now,
-		CSS:             hostile,
-		JS:              hostile,
-		Icon:            hostile,
-		BlankDeployment: deploymentRow{Deployment: d},
-		BlankStep:       d.Steps[0],
-		BlankDelivery:   delivery,
+		Deliveries:         []deployer.Delivery{delivery},
+		Now:                now,
+		CSS:                hostile,
+		JS:                 hostile,
+		Icon:               hostile,
+		BlankDeployment:    deploymentRow{Deployment: d},
+		BlankStep:          d.Steps[0],
+		BlankDelivery:      delivery,
+		BlankRelease:       release,
+		BlankReleaseMember: release.Members[0],
 	}
 }
 
@@ -89,17 +91,19 @@ func TestTemplatesEscapeEverything(t *testing.T) {
 	// Every template, with data of the shape it is called with. A new
 	// template without an entry here fails the test.
 	samples := map[string]any{
-		"page":          data,
-		"page.html":     data,
-		"partials.html": data,
-		"service":       card,
-		"failure":       card.LastOrBlank(),
-		"deployment":    card.Recent[0],
-		"step":          data.BlankStep,
-		"delivery":      data.Deliveries[0],
-		"credentials":   data,
-		"releases":      data.Releases,
-		"login.html":    loginData{CSS: hostile, Icon: hostile, Message: hostile},
+		"page":           data,
+		"page.html":      data,
+		"partials.html":  data,
+		"service":        card,
+		"failure":        card.LastOrBlank(),
+		"deployment":     card.Recent[0],
+		"step":           data.BlankStep,
+		"delivery":       data.Deliveries[0],
+		"credentials":    data,
+		"releases":       data.Releases,
+		"release":        data.Releases[0],
+		"release-member": data.Releases[0].Members[0],
+		"login.html":     loginData{CSS: hostile, Icon: hostile, Message: hostile},
 	}
 	for _, tmpl := range p.tmpl.Templates() {
 		name := tmpl.Name()

@@ -118,8 +118,10 @@ type HandlerConfig struct {
 // payload, and 415 for a body neither JSON nor form-encoded; none of these
 // is recorded. Every other delivery is recorded before the answer: 200
 // {"ok":true,"zen":...} for ping, 200 {"duplicate":true} for a delivery seen
-// before, 202 {"deployments":[ids]} when it queued deployments, 200
-// {"ignored":reason} otherwise, and 503 when recording failed.
+// before, 202 {"deployments":[ids]} when it queued deployments (with
+// "releases":[ids] and "reason" when it was held for or joined releases of
+// release sets), 200 {"ignored":reason} otherwise, and 503 when recording
+// failed.
 //
 // Bodies are read into memory before their signature can be checked, so
 // what they may hold in total is bounded (HandlerConfig.BodyBudget and
@@ -244,7 +246,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ids == nil {
 			ids = []int64{}
 		}
-		httperr.WriteJSON(w, o.status, queuedBody{Deployments: ids})
+		if receipt.Reason != "" {
+			o.reason = receipt.Reason
+		}
+		httperr.WriteJSON(w, o.status, queuedBody{Deployments: ids, Releases: receipt.Releases, Reason: receipt.Reason})
 	default:
 		o.status, o.result = http.StatusOK, d.Result
 		httperr.WriteJSON(w, o.status, ignoredBody{Ignored: d.Reason})
@@ -581,6 +586,10 @@ type (
 	}
 	queuedBody struct {
 		Deployments []int64 `json:"deployments"`
+		// Releases and Reason are there when the delivery was held for a
+		// release of a release set or joined one.
+		Releases []int64 `json:"releases,omitempty"`
+		Reason   string  `json:"reason,omitempty"`
 	}
 	ignoredBody struct {
 		Ignored string `json:"ignored"`

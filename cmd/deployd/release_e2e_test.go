@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +90,62 @@ func (i *instance) accepted(d delivery) string {
 	return body
 }
 
+// queuedAnswer is the webhook's 202 answer.
+type queuedAnswer struct {
+	Deployments []int64 `json:"deployments"`
+	Releases    []int64 `json:"releases"`
+	Reason      string  `json:"reason"`
+}
+
+func decodeAnswer(t *testing.T, body string) queuedAnswer {
+	t.Helper()
+	var a queuedAnswer
+	if err := json.Unmarshal([]byte(body), &a); err != nil || a.Deployments == nil {
+		t.Fatalf("webhook answer %s: %v", body, err)
+	}
+	return a
+}
+
+// deliveryEvents follows the event stream and sends on the channel each
+// delivery event's delivery, until the test ends.
+func deliveryEvents(t *testing.T, d *instance) <-chan deployer.Delivery {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.url("/api/v1/events"), nil)
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	out := make(chan deployer.Delivery, 16)
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); stream.Body.Close(); <-done })
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stream.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		name := ""
+		for sc.Scan() {
+			line := sc.Text()
+			if n, ok := strings.CutPrefix(line, "event: "); ok {
+				name = n
+			} else if data, ok := strings.CutPrefix(line, "data: "); ok && name == "delivery" {
+				var del deployer.Delivery
+				if json.Unmarshal([]byte(data), &del) == nil {
+					select {
+					case out <- del:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}
+	}()
+	// Do returned with the headers, which the server sends once the stream
+	// is subscribed: no later delivery is missed.
+	return out
+}
+
 // waitRelease polls GET /api/v1/releases until release id ends.
 func waitRelease(t *testing.T, d *instance, id int64) deployer.Release {
 	t.Helper()
@@ -132,7 +191,12 @@ func TestEndToEndReleaseSet(t *testing.T) {
 
 	// 1. The run of commit 1 deploys both members at sha-1111111.
 	b1, w1 := s.push("sha-1111111", "backend-1"), s.pushWeb("sha-1111111", "web-1", false)
-	d.accepted(delivery{event: "workflow_run", id: "release-run-1", body: runEvent(t, commit1, 1001)})
+	answers := []string{d.accepted(delivery{event: "workflow_run", id: "release-run-1", body: runEvent(t, commit1, 1001)})}
+	// The answer says the run was taken: it queued release 1.
+	if a := decodeAnswer(t, answers[0]); len(a.Deployments) != 0 || !slices.Equal(a.Releases, []int64{1}) ||
+		!strings.Contains(a.Reason, "release 1 of set v7 (commit 1111111) queued") {
+		t.Errorf("run 1 answered %s, want release 1 queued", answers[0])
+	}
 	rel := waitRelease(t, d, 1)
 	if rel.State != deployer.ReleaseSucceeded || rel.Commit != commit1 || len(rel.Members) != 2 {
 		t.Fatalf("release 1: %+v", rel)
@@ -159,15 +223,28 @@ func TestEndToEndReleaseSet(t *testing.T) {
 		dig(m, "registry_package")["name"] = "v7/web"
 		dig(m, "registry_package", "package_version", "container_metadata", "labels")["revision"] = commit2
 	})
-	if body := d.accepted(delivery{event: "registry_package", id: "release-pkg-2", body: pkg}); !strings.Contains(body, `"deployments":[]`) {
-		t.Errorf("held package event answered %s, want no deployments", body)
+	live := deliveryEvents(t, d)
+	body := d.accepted(delivery{event: "registry_package", id: "release-pkg-2", body: pkg})
+	answers = append(answers, body)
+	held := decodeAnswer(t, body)
+	if len(held.Deployments) != 0 || !slices.Equal(held.Releases, []int64{2}) {
+		t.Errorf("held package event answered %s, want no deployments and release 2", body)
 	}
 	var deliveries struct {
 		Deliveries []deployer.Delivery `json:"deliveries"`
 	}
 	d.getJSON("/api/v1/deliveries?limit=1", http.StatusOK, &deliveries)
-	if r := deliveries.Deliveries[0].Reason; !strings.Contains(r, "held in release 2 of set v7 (commit 2222222)") {
-		t.Errorf("held delivery's reason %q", r)
+	if r := deliveries.Deliveries[0].Reason; !strings.Contains(r, "held in release 2 of set v7 (commit 2222222)") || held.Reason != r {
+		t.Errorf("held delivery's reason %q, answered %q", r, held.Reason)
+	}
+	// The status page hears of it with the same note.
+	select {
+	case ev := <-live:
+		if ev.ID != "release-pkg-2" || ev.Result != deployer.ResultQueued || ev.Reason != held.Reason || !strings.Contains(ev.Reason, "held in release 2") {
+			t.Errorf("delivery event %+v, want release-pkg-2 queued with reason %q", ev, held.Reason)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("no delivery event for the held package event")
 	}
 	if s.webVersion() != "web-1" {
 		t.Fatalf("a held package event deployed web: %q", s.webVersion())
@@ -176,7 +253,7 @@ func TestEndToEndReleaseSet(t *testing.T) {
 	// 3. The run of commit 2: backend switches, web fails its health check
 	// and its own rollback keeps web-1; backend goes back to release 1's
 	// digest.
-	d.accepted(delivery{event: "workflow_run", id: "release-run-2", body: runEvent(t, commit2, 1002)})
+	answers = append(answers, d.accepted(delivery{event: "workflow_run", id: "release-run-2", body: runEvent(t, commit2, 1002)}))
 	rel = waitRelease(t, d, 2)
 	if rel.State != deployer.ReleaseRolledBack || rel.FailedMember != "web" {
 		t.Fatalf("release 2: %+v", rel)
@@ -224,7 +301,8 @@ func TestEndToEndReleaseSet(t *testing.T) {
 	dels, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for i, sec := range secrets {
-		for where, text := range map[string]string{"releases API": string(api), "deliveries API": string(dels), "log": d.logs.String()} {
+		for where, text := range map[string]string{"releases API": string(api), "deliveries API": string(dels), "log": d.logs.String(),
+			"webhook answers": strings.Join(answers, "\n")} {
 			if strings.Contains(text, sec) {
 				t.Errorf("secret %d appears in the %s", i, where)
 			}

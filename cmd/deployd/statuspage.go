@@ -43,6 +43,8 @@ func (p deliveryPublisher) RecordDelivery(ctx context.Context, d deployer.Delive
 			d.Result, d.Reason = deployer.ResultDuplicate, ""
 		case rec.Ignored != "": // the queue held every request back
 			d.Result, d.Reason = deployer.ResultIgnored, rec.Ignored
+		case len(rec.Releases) > 0: // held for or joined releases, which the reason names
+			d.Result, d.Reason = deployer.ResultQueued, rec.Reason
 		}
 		p.hub.PublishDelivery(d)
 	}

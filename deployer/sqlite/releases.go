@@ -47,8 +47,9 @@ func scanRelease(row scanner) (deployer.Release, error) {
 // in the same transaction, hands each intake to the release of its set
 // and commit (see deployer.ReleaseStore). With intakes, the delivery is
 // recorded as queued even when reqs is empty, and its reason (d.Reason,
-// if any, first) names the release each intake went to. Safe for
-// concurrent use.
+// if any, first) names the release each intake went to; the receipt's
+// Releases and Reason repeat the ids and the reason. Safe for concurrent
+// use.
 func (s *Store) RecordReleaseDelivery(ctx context.Context, d deployer.Delivery, reqs []deployer.Request, intakes []deployer.ReleaseIntake) (deployer.Receipt, []int64, error) {
 	if len(intakes) == 0 {
 		rec, err := s.RecordDelivery(ctx, d, reqs)
@@ -72,8 +73,9 @@ func (s *Store) RecordReleaseDelivery(ctx context.Context, d deployer.Delivery, 
 	}
 	d.Result = deployer.ResultQueued
 	var (
-		rec deployer.Receipt
-		ids []int64
+		rec    deployer.Receipt
+		ids    []int64
+		reason string
 	)
 	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		ids = ids[:0]
@@ -98,11 +100,15 @@ func (s *Store) RecordReleaseDelivery(ctx context.Context, d deployer.Delivery, 
 			ids = append(ids, id)
 			notes = append(notes, note)
 		}
-		_, err = tx.ExecContext(ctx, "UPDATE deliveries SET reason = ? WHERE seq = ?", strings.Join(notes, "; "), seq)
+		reason = strings.Join(notes, "; ")
+		_, err = tx.ExecContext(ctx, "UPDATE deliveries SET reason = ? WHERE seq = ?", reason, seq)
 		return err
 	})
 	if err != nil {
 		return deployer.Receipt{}, nil, fmt.Errorf("record delivery %s: %w", d.ID, err)
+	}
+	if !rec.Duplicate {
+		rec.Releases, rec.Reason = ids, reason
 	}
 	return rec, ids, nil
 }

@@ -1,8 +1,8 @@
 // deployd status page: live updates over Server-Sent Events.
 //
 // The page is complete without this script. With it, the page subscribes to
-// /api/v1/events and updates service cards, deployment rows and deliveries
-// in place. Data only ever reaches the DOM through textContent and
+// /api/v1/events and updates service cards, deployment rows, deliveries
+// and releases in place. Data only ever reaches the DOM through textContent and
 // attributes; new rows are clones of the server-rendered <template>s.
 // The formatting below mirrors the template functions in server/page.go.
 (function () {
@@ -10,6 +10,7 @@
 
   var MAX_DEPLOYMENTS = 10;
   var MAX_DELIVERIES = 15;
+  var MAX_RELEASES = 10;
 
   function shortDigest(d) {
     d = (d || "").replace(/^sha256:/, "");
@@ -109,6 +110,40 @@
     return tpl ? tpl.content.firstElementChild.cloneNode(true) : null;
   }
 
+  // fillRows makes list hold one row per item, in order, cloning the
+  // template tpl for rows it lacks.
+  function fillRows(list, items, tpl, fill) {
+    if (!list) return;
+    for (var i = 0; i < items.length; i++) {
+      var row = list.children[i];
+      if (!row) {
+        row = clone(tpl);
+        if (!row) break;
+        list.appendChild(row);
+      }
+      fill(row, items[i]);
+    }
+    while (list.children.length > items.length) list.removeChild(list.lastElementChild);
+  }
+
+  // rowByID returns the row of list whose attribute attr is id, or a new
+  // clone of tpl placed newest first (before the first row with a smaller
+  // id), the list then cut to max rows; added says it is new.
+  function rowByID(list, attr, id, tpl, max) {
+    for (var i = 0; i < list.children.length; i++) {
+      if (list.children[i].getAttribute(attr) === String(id)) return { li: list.children[i], added: false };
+    }
+    var li = clone(tpl);
+    if (!li) return null;
+    var before = null;
+    for (var j = 0; j < list.children.length; j++) {
+      if (Number(list.children[j].getAttribute(attr)) < id) { before = list.children[j]; break; }
+    }
+    list.insertBefore(li, before);
+    while (list.children.length > max) list.removeChild(list.lastElementChild);
+    return { li: li, added: true };
+  }
+
   function fillFailure(box, d) {
     if (!box) return;
     box.hidden = !d.error;
@@ -157,21 +192,8 @@
     fillFailure(part(li, "failure"), d);
     fillVerification(li, d.verification);
 
-    var body = li.querySelector('[data-list="steps"]');
     var steps = d.steps || [];
-    if (body) {
-      var rows = body.children;
-      for (var i = 0; i < steps.length; i++) {
-        var row = rows[i];
-        if (!row) {
-          row = clone("tpl-step");
-          if (!row) break;
-          body.appendChild(row);
-        }
-        fillStep(row, steps[i]);
-      }
-      while (body.children.length > steps.length) body.removeChild(body.lastElementChild);
-    }
+    fillRows(li.querySelector('[data-list="steps"]'), steps, "tpl-step", fillStep);
     var none = part(li, "no_steps");
     if (none) none.hidden = steps.length > 0;
   }
@@ -183,20 +205,10 @@
     if (!c) return;
     var list = c.querySelector('[data-list="deployments"]');
     if (!list) return;
-    var li = null;
-    for (var i = 0; i < list.children.length; i++) {
-      if (list.children[i].getAttribute("data-deployment") === String(d.id)) li = list.children[i];
-    }
-    if (!li) {
-      li = clone("tpl-deployment");
-      if (!li) return;
-      // Newest first: before the first row with a smaller id.
-      var before = null;
-      for (var j = 0; j < list.children.length; j++) {
-        if (Number(list.children[j].getAttribute("data-deployment")) < d.id) { before = list.children[j]; break; }
-      }
-      list.insertBefore(li, before);
-      while (list.children.length > MAX_DEPLOYMENTS) list.removeChild(list.lastElementChild);
+    var row = rowByID(list, "data-deployment", d.id, "tpl-deployment", MAX_DEPLOYMENTS);
+    if (!row) return;
+    var li = row.li;
+    if (row.added) {
       var none = part(c, "no_deployments");
       if (none) none.hidden = true;
       var history = c.querySelector("details.history");
@@ -258,6 +270,52 @@
     if (none) none.hidden = true;
   }
 
+  function shortCommit(c) { c = c || ""; return c.length > 7 ? c.slice(0, 7) : c; }
+
+  function fillMember(li, m) {
+    li.setAttribute("data-member", m.service || "");
+    setText(li, "service", m.service || "");
+    setText(li, "ref", ref(m.tag, m.digest));
+    var st = setText(li, "member_state", m.state ? words(m.state) : "not started");
+    setState(st, "state-", m.state || "queued");
+    var rb = setText(li, "rollback", "rolled back: " + words(m.rollback_state));
+    if (rb) {
+      rb.hidden = !m.rollback_id;
+      rb.setAttribute("title", m.rollback_id ? "deployment #" + m.rollback_id : "");
+      setState(rb, "state-", m.rollback_state || "");
+    }
+  }
+
+  function fillRelease(li, r) {
+    li.setAttribute("data-release", String(r.id));
+    setText(li, "id", "#" + r.id);
+    var badge = setText(li, "state", words(r.state));
+    setState(badge, "state-", r.state || "");
+    setText(li, "set", r.set || "");
+    var c = setText(li, "commit", shortCommit(r.commit));
+    if (c) c.setAttribute("title", r.commit || "");
+    setTime(li, "created", r.created_at);
+    var failed = part(li, "failed");
+    if (failed) failed.hidden = !r.failed_member;
+    setText(li, "failed_member", r.failed_member || "");
+    var reason = setText(li, "reason", r.reason || "");
+    if (reason) reason.hidden = !r.reason;
+
+    fillRows(li.querySelector('[data-list="members"]'), r.members || [], "tpl-release-member", fillMember);
+  }
+
+  function onRelease(r) {
+    var list = document.querySelector('[data-list="releases"]');
+    if (!list) return;
+    var row = rowByID(list, "data-release", r.id, "tpl-release", MAX_RELEASES);
+    if (!row) return;
+    if (row.added) {
+      var none = part(document, "no_releases");
+      if (none) none.hidden = true;
+    }
+    fillRelease(row.li, r);
+  }
+
   function setLive(state, text) {
     var live = document.getElementById("live");
     var label = document.getElementById("live-text");
@@ -284,6 +342,7 @@
     es.addEventListener("deployment", handler(onDeployment));
     es.addEventListener("service", handler(onService));
     es.addEventListener("delivery", handler(onDelivery));
+    es.addEventListener("release", handler(onRelease));
     window.addEventListener("pagehide", function () { es.close(); });
   }
 
