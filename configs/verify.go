@@ -66,6 +66,12 @@ func (v *validator) verify(p string, s *deployer.Service) {
 		}
 		v.add(p+".verify."+key, "%v", problems[key])
 	}
+	if s.Verify.Enabled() && len(s.Hosts) > 0 {
+		// A fleet service deploys through its hosts' agents, which hold no
+		// App key and cannot fetch attestations: refuse rather than deploy
+		// unverified under a policy that says required.
+		v.add(p+".verify.attestations", "not supported for a service with hosts: fleet agents cannot fetch attestations; verify on a single-host deployd or set attestations: off")
+	}
 	if s.Verify.Enabled() && !v.c.GitHub.App.configured() {
 		v.add(p+".verify.attestations", "verifying attestations needs github.app: deployd fetches them from GitHub with an installation token (attestations: read)")
 	}

@@ -55,3 +55,18 @@ trust:
 	wantProblem(t, ps, "trust.tuf_root_file", -1, "required with root github")
 	wantProblem(t, ps, "trust.tuf_url", 13, "is not an absolute http(s) URL")
 }
+
+// TestVerifyRefusedOnFleetService: a hub's service with hosts deploys
+// through agents that cannot verify, so verify there is a config error,
+// not a policy silently skipped.
+func TestVerifyRefusedOnFleetService(t *testing.T) {
+	hub := "fleet: {role: hub}\n"
+	app := strings.Replace(minimal, "github:\n", "github:\n  app: {id: 1, private_key_file: /k.pem}\n", 1)
+	_, err := parse(t, hub+app+"    hosts: [web-1]\n    verify: {attestations: required}\n", nil)
+	wantProblem(t, problems(t, err), "services.backend.verify.attestations", -1, "not supported for a service with hosts")
+
+	c := mustParse(t, hub+app+"    hosts: [web-1]\n    verify: {attestations: off}\n", nil)
+	if c.Services["backend"].Verify.Enabled() {
+		t.Fatal("attestations: off on a fleet service must stay allowed")
+	}
+}
